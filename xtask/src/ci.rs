@@ -1,0 +1,26 @@
+//! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
+
+use crate::util::{self, cargo};
+
+/// Runs the whole suite. `args` may hold `--no-xen` to skip the Xen machine (for quick local runs;
+/// CI never passes it).
+pub fn run(args: &[String]) -> Result<(), String> {
+    let _ = args;
+    util::run(cargo().args(["fmt", "--all", "--check"]))?;
+    util::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    util::run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    util::run(
+        cargo()
+            .args(["doc", "--workspace", "--all-features", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    Ok(())
+}

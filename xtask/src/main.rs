@@ -1,0 +1,46 @@
+//! `cargo xtask`: the project's own tasks, in Rust, so they run wherever cargo does.
+//!
+//! - `cargo xtask ci`: every check CI runs (format, clippy, tests, bindings, aarch64, docs, the Xen machine).
+//! - `cargo xtask bindgen [--check]`: regenerate `xen-sys`'s committed bindings (or check them).
+//! - `cargo xtask xen-test [FILTER] [--shell] [--keep] [-v]`: run the workspace's tests on a real Xen in QEMU.
+//! - `cargo xtask demo`: boot Xen and serve an HVM guest's firmware with our Rust device model.
+
+mod ci;
+mod util;
+
+use std::process::ExitCode;
+
+fn usage() -> &'static str {
+    "usage: cargo xtask <command> [args]\n\
+     \n\
+     commands:\n\
+     \x20 ci                  run every check CI runs\n\
+     \x20 bindgen [--check]   regenerate xen-sys bindings (or fail if the committed ones are stale)\n\
+     \x20 xen-test [FILTER] [--shell] [--keep] [-v]\n\
+     \x20                     run the workspace's Xen tests inside Xen 4.17 under QEMU\n\
+     \x20 demo                boot Xen and run the example device model against a SeaBIOS guest\n"
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else {
+        eprint!("{}", usage());
+        return ExitCode::FAILURE;
+    };
+    let rest: Vec<String> = args.collect();
+    let result = match cmd.as_str() {
+        "ci" => ci::run(&rest),
+        "-h" | "--help" | "help" => {
+            print!("{}", usage());
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{}", usage())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
