@@ -5,7 +5,7 @@ use crate::util::{self, cargo};
 /// Runs the whole suite. `args` may hold `--no-xen` to skip the Xen machine (for quick local runs;
 /// CI never passes it).
 pub fn run(args: &[String]) -> Result<(), String> {
-    let _ = args;
+    let no_xen = args.iter().any(|a| a == "--no-xen");
     util::run(cargo().args(["fmt", "--all", "--check"]))?;
     util::run(cargo().args([
         "clippy",
@@ -22,5 +22,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .args(["doc", "--workspace", "--all-features", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    if !no_xen {
+        // Last: the tests inside a real Xen machine. If QEMU cannot run, that fails CI.
+        eprintln!("+ cargo xtask xen-test");
+        crate::xen_test::run(&[])?;
+    }
     Ok(())
 }

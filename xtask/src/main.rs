@@ -9,6 +9,7 @@ mod ci;
 #[allow(dead_code)] // used by xen-test once it lands
 mod payloads;
 mod util;
+mod xen_test;
 
 use std::process::ExitCode;
 
@@ -18,7 +19,7 @@ fn usage() -> &'static str {
      commands:\n\
      \x20 ci                  run every check CI runs\n\
      \x20 bindgen [--check]   regenerate xen-sys bindings (or fail if the committed ones are stale)\n\
-     \x20 xen-test [FILTER] [--shell] [--keep] [-v]\n\
+     \x20 xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS]\n\
      \x20                     run the workspace's Xen tests inside Xen 4.17 under QEMU\n\
      \x20 demo                boot Xen and run the example device model against a SeaBIOS guest\n"
 }
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let result = match cmd.as_str() {
         "ci" => ci::run(&rest),
+        "xen-test" => xen_test::run(&rest),
         "-h" | "--help" | "help" => {
             print!("{}", usage());
             Ok(())
@@ -41,7 +43,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xtask: {e}");
+            // An empty message: the task already reported (xen-test's summary line is last).
+            if !e.is_empty() {
+                eprintln!("xtask: {e}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,231 @@
+//! `cargo xtask xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS]`:
+//! runs the workspace's tests inside dom0 of a real Xen 4.17, booted under QEMU (software
+//! emulation), and reports one `xen-test: N passed, N failed, N skipped` line.
+//!
+//! The steps, one file each:
+//! - [`packages`]: the Debian packages the machine needs (installed with apt when we are root);
+//! - [`system`]: where those packages put Xen, the dom0 kernel, its modules and the tools;
+//! - [`build`]: `cargo test --no-run` for the test executables, plus [`crate::payloads`];
+//! - [`initramfs`]: dom0's root file system (a cached base + this run's tests), cpio newc + gzip;
+//! - [`init_script`]: dom0's `/init` (toolstack start, the test loop, the exit status);
+//! - [`machine`]: QEMU on a deadline, the serial console streamed and logged;
+//! - [`report`]: the console parsed into per-executable results and the final counts.
+//!
+//! dom0 layout (shared with the payloads): payloads under `/opt/xen-rs/` (the directory is
+//! exported to the tests as `XEN_RS_PAYLOAD_DIR`), test executables in `/opt/xen-rs/tests/`.
+
+mod build;
+mod init_script;
+mod initramfs;
+mod machine;
+mod packages;
+mod report;
+mod system;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Where payloads live in dom0 (exported to the tests as `XEN_RS_PAYLOAD_DIR`).
+pub const PAYLOAD_DIR: &str = "/opt/xen-rs";
+/// Where the test executables live in dom0.
+pub const TESTS_DIR: &str = "/opt/xen-rs/tests";
+
+/// Default deadline for the whole machine run (QEMU start to exit).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Command-line options of `cargo xtask xen-test`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Options {
+    /// libtest filter passed to every test executable.
+    pub filter: Option<String>,
+    /// Boot to an interactive dom0 shell instead of running the tests.
+    pub shell: bool,
+    /// Keep the staging directories and print where they are.
+    pub keep: bool,
+    /// Show Xen's and dom0's boot log as it happens.
+    pub verbose: bool,
+    /// Only these packages' tests (`-p`), instead of the whole workspace.
+    pub packages: Vec<String>,
+    /// Deadline for the machine run; `None` means the default.
+    pub timeout: Option<Duration>,
+}
+
+const USAGE: &str = "usage: cargo xtask xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS]\n\
+\n\
+Runs the workspace's tests (with --include-ignored) inside dom0 of Xen 4.17 under QEMU.\n\
+\x20 FILTER           libtest filter, passed to every test executable\n\
+\x20 --shell          boot and drop into a dom0 shell on the serial console (no tests run; `run-tests` runs them)\n\
+\x20 --keep           keep the staging directories and print where they are\n\
+\x20 -v, --verbose    show Xen's and dom0's boot log and kernel messages as they come\n\
+\x20 -p, --package P  only build and run package P's tests (repeatable)\n\
+\x20 --timeout SECS   deadline for the machine run (default 300)\n";
+
+/// Parses the arguments after `xen-test`. `Ok(None)` means help was asked for.
+pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--shell" => o.shell = true,
+            "--keep" => o.keep = true,
+            "-v" | "--verbose" => o.verbose = true,
+            "-p" | "--package" => {
+                let p = it
+                    .next()
+                    .ok_or_else(|| format!("{a} needs a package name\n\n{USAGE}"))?;
+                o.packages.push(p.clone());
+            }
+            "--timeout" => {
+                let s = it
+                    .next()
+                    .ok_or_else(|| format!("--timeout needs seconds\n\n{USAGE}"))?;
+                let secs: u64 = s
+                    .parse()
+                    .map_err(|_| format!("--timeout: `{s}` is not a number of seconds"))?;
+                o.timeout = Some(Duration::from_secs(secs));
+            }
+            s if s.starts_with("--package=") => o.packages.push(s["--package=".len()..].into()),
+            s if s.starts_with("-p") && s.len() > 2 => o.packages.push(s[2..].into()),
+            s if s.starts_with('-') => return Err(format!("unknown option `{s}`\n\n{USAGE}")),
+            s => {
+                if o.filter.is_some() {
+                    return Err(format!("only one FILTER may be given\n\n{USAGE}"));
+                }
+                o.filter = Some(s.into());
+            }
+        }
+    }
+    Ok(Some(o))
+}
+
+/// Entry point of `cargo xtask xen-test`. On a test or machine failure it prints the reasons and
+/// the summary line itself, and returns `Err` with an empty message (nothing more to say).
+pub fn run(args: &[String]) -> Result<(), String> {
+    let Some(opts) = parse_args(args)? else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    let started = Instant::now();
+    packages::ensure()?;
+    let sys = system::System::find()?;
+
+    let meta = build::Metadata::load()?;
+    let work = meta.target_directory.join("xen-test");
+    std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+
+    let tests = build::test_executables(&meta, &opts.packages)?;
+    let payloads = crate::payloads::build()?;
+    eprintln!(
+        "xen-test: {} test executable(s), {} payload(s)",
+        tests.len(),
+        payloads.len()
+    );
+
+    let image = initramfs::assemble(&sys, &work, &tests, &payloads, &opts)?;
+    let xen_elf = system::xen_elf(&sys, &work)?;
+    eprintln!(
+        "xen-test: initramfs {:.1} MiB (base {:.1} MiB{}), prepared in {:.1} s",
+        mib(image.size),
+        mib(image.base_size),
+        if image.base_cached { ", cached" } else { "" },
+        started.elapsed().as_secs_f64()
+    );
+    if opts.keep {
+        eprintln!(
+            "xen-test: staging kept: base tree {}, this run's tree {}, initramfs {}",
+            image.base_dir.display(),
+            image.run_dir.display(),
+            image.path.display()
+        );
+    }
+
+    let names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
+    let cfg = machine::Config {
+        qemu: sys.qemu.clone(),
+        xen: xen_elf,
+        kernel: sys.kernel.clone(),
+        initrd: image.path.clone(),
+        log: work.join("console.log"),
+        timeout: if opts.shell {
+            None
+        } else {
+            Some(opts.timeout.unwrap_or(DEFAULT_TIMEOUT))
+        },
+        shell: opts.shell,
+        verbose: opts.verbose,
+    };
+    let outcome = machine::boot(&cfg)?;
+    let log_path: PathBuf = cfg.log.clone();
+
+    eprintln!(
+        "xen-test: dom0 /init reached {}; machine run {:.1} s; QEMU peak RSS {}; initramfs {:.1} MiB; console log {}",
+        outcome
+            .init_after
+            .map(|d| format!("after {:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "never".into()),
+        outcome.elapsed.as_secs_f64(),
+        outcome
+            .peak_rss_kib
+            .map(|k| format!("{:.0} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "unknown".into()),
+        mib(image.size),
+        log_path.display()
+    );
+    if opts.shell {
+        return match outcome.problems.is_empty() {
+            true => Ok(()),
+            false => Err(outcome.problems.join("; ")),
+        };
+    }
+
+    let verdict = report::verdict(&outcome.transcript, &names, &outcome.problems);
+    for r in &verdict.reasons {
+        println!("xen-test: FAILED: {r}");
+    }
+    println!("{}", verdict.totals.line());
+    if verdict.reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(String::new())
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_options() {
+        let o = parse_args(&args(&[
+            "version",
+            "-v",
+            "-p",
+            "xen-sys",
+            "--package=xen-hypercall",
+            "--keep",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.filter.as_deref(), Some("version"));
+        assert!(o.verbose && o.keep && !o.shell);
+        assert_eq!(o.packages, ["xen-sys", "xen-hypercall"]);
+        let o = parse_args(&args(&["--shell", "--timeout", "60"]))
+            .unwrap()
+            .unwrap();
+        assert!(o.shell);
+        assert_eq!(o.timeout, Some(Duration::from_secs(60)));
+        assert!(parse_args(&args(&["--help"])).unwrap().is_none());
+        assert!(parse_args(&args(&["a", "b"])).is_err());
+        assert!(parse_args(&args(&["--bogus"])).is_err());
+        assert!(parse_args(&args(&["-p"])).is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! The Debian packages the Xen test machine needs: checked with `dpkg-query`, installed with apt
+//! when we run as root, otherwise named in the exact `apt-get install` line to run.
+
+use std::process::Command;
+
+use crate::util;
+
+/// Every package the machine uses, and why.
+pub const PACKAGES: &[&str] = &[
+    "qemu-system-x86",           // the machine (TCG)
+    "xen-hypervisor-4.17-amd64", // /boot/xen-4.17-amd64.gz
+    "xen-utils-4.17",            // xl, xenstored, xenconsoled, xen-init-dom0, hvmloader
+    "xenstore-utils",            // xenstore-read/-write/-ls in dom0, for tests and --shell
+    "linux-image-amd64",         // dom0's kernel and its modules
+    "busybox-static",            // dom0's shell and tools
+    "seabios",                   // /usr/share/seabios/bios-256k.bin for HVM guests
+    "cpio",                      // the initramfs archive
+];
+
+/// Whether dpkg knows `pkg` as installed. `None` when dpkg-query itself cannot run.
+fn installed(pkg: &str) -> Option<bool> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .ok()?;
+    Some(out.status.success() && String::from_utf8_lossy(&out.stdout).ends_with(" installed"))
+}
+
+/// The apt line that installs `missing`.
+pub fn install_line(missing: &[&str]) -> String {
+    format!(
+        "apt-get install --no-install-recommends {}",
+        missing.join(" ")
+    )
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Makes sure every package in [`PACKAGES`] is installed.
+pub fn ensure() -> Result<(), String> {
+    let mut missing = Vec::new();
+    for p in PACKAGES {
+        match installed(p) {
+            Some(true) => {}
+            Some(false) => missing.push(*p),
+            None => {
+                return Err(
+                    "xen-test needs a Debian 12 machine (dpkg-query did not run); packages: "
+                        .to_string()
+                        + &PACKAGES.join(" "),
+                )
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing Debian packages for the Xen test machine; install them with:\n    sudo {}",
+            install_line(&missing)
+        ));
+    }
+    eprintln!("xen-test: installing {}", missing.join(" "));
+    util::run(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_line_names_packages() {
+        assert_eq!(
+            install_line(&["cpio", "seabios"]),
+            "apt-get install --no-install-recommends cpio seabios"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Where Debian's packages put what the machine needs: found on this host, never hard-coded to
+//! one version (the newest kernel that has its modules, the newest Xen).
+
+use std::cmp::Ordering;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The host files the machine is built from.
+#[derive(Debug, Clone)]
+pub struct System {
+    /// `qemu-system-x86_64`.
+    pub qemu: PathBuf,
+    /// Xen, gzip-compressed (`/boot/xen-4.17-amd64.gz`).
+    pub xen_gz: PathBuf,
+    /// dom0's kernel (`/boot/vmlinuz-<release>`).
+    pub kernel: PathBuf,
+    /// Its module directory (`/lib/modules/<release>`).
+    pub modules: PathBuf,
+    /// The kernel release (`6.1.0-56-amd64`).
+    pub release: String,
+    /// Xen's tools directory (`/usr/lib/xen-4.17`), with `bin/` and `boot/`.
+    pub xen_lib: PathBuf,
+    /// SeaBIOS for HVM guests.
+    pub seabios: PathBuf,
+    /// A static busybox.
+    pub busybox: PathBuf,
+}
+
+/// Compares version-like strings piecewise, numbers numerically (`6.1.0-10` > `6.1.0-9`).
+pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    fn pieces(s: &str) -> Vec<(bool, &str)> {
+        let mut v = Vec::new();
+        let mut start = 0;
+        let b = s.as_bytes();
+        for i in 1..=b.len() {
+            if i == b.len() || b[i].is_ascii_digit() != b[start].is_ascii_digit() {
+                v.push((b[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        v
+    }
+    let (pa, pb) = (pieces(a), pieces(b));
+    for (x, y) in pa.iter().zip(pb.iter()) {
+        let o = match (x.0, y.0) {
+            (true, true) => {
+                let (nx, ny) = (x.1.trim_start_matches('0'), y.1.trim_start_matches('0'));
+                nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny))
+            }
+            _ => x.1.cmp(y.1),
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    pa.len().cmp(&pb.len())
+}
+
+/// The entries of `dir` whose names start with `prefix` and end with `suffix`, as (middle, path).
+fn matching(dir: &Path, prefix: &str, suffix: &str) -> Vec<(String, PathBuf)> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mid = name.strip_prefix(prefix)?.strip_suffix(suffix)?.to_string();
+            Some((mid, e.path()))
+        })
+        .collect();
+    v.sort_by(|a, b| version_cmp(&b.0, &a.0)); // newest first
+    v
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+impl System {
+    /// Finds everything, or says what is missing.
+    pub fn find() -> Result<System, String> {
+        let qemu = which("qemu-system-x86_64")
+            .ok_or("qemu-system-x86_64 is not on PATH (package qemu-system-x86)")?;
+        let xen_gz = matching(Path::new("/boot"), "xen-", ".gz")
+            .into_iter()
+            .map(|(_, p)| p)
+            .next()
+            .ok_or("no /boot/xen-*.gz (package xen-hypervisor-4.17-amd64)")?;
+        let (release, kernel) = matching(Path::new("/boot"), "vmlinuz-", "")
+            .into_iter()
+            .find(|(rel, _)| Path::new("/lib/modules").join(rel).join("modules.dep").is_file())
+            .ok_or("no /boot/vmlinuz-* with its /lib/modules/*/modules.dep (package linux-image-amd64)")?;
+        let modules = Path::new("/lib/modules").join(&release);
+        let xen_lib = matching(Path::new("/usr/lib"), "xen-", "")
+            .into_iter()
+            .filter(|(v, _)| v.starts_with(|c: char| c.is_ascii_digit())) // not xen-common
+            .map(|(_, p)| p)
+            .find(|p| p.join("bin/xl").is_file())
+            .ok_or("no /usr/lib/xen-*/bin/xl (package xen-utils-4.17)")?;
+        let seabios = PathBuf::from("/usr/share/seabios/bios-256k.bin");
+        if !seabios.is_file() {
+            return Err(format!("no {} (package seabios)", seabios.display()));
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or("no busybox (package busybox-static)")?;
+        Ok(System {
+            qemu,
+            xen_gz,
+            kernel,
+            modules,
+            release,
+            xen_lib,
+            seabios,
+            busybox,
+        })
+    }
+}
+
+/// A fingerprint of files (paths, sizes, modification times) and some extra text: when it is
+/// unchanged, what was built from them is still good.
+pub fn fingerprint<'a>(files: impl IntoIterator<Item = &'a Path>, extra: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    extra.hash(&mut h);
+    for f in files {
+        f.hash(&mut h);
+        if let Ok(m) = fs::metadata(f) {
+            m.len().hash(&mut h);
+            if let Ok(t) = m.modified() {
+                t.hash(&mut h);
+            }
+        }
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Xen uncompressed to an ELF (QEMU's `-kernel` wants that), cached in `work`.
+pub fn xen_elf(sys: &System, work: &Path) -> Result<PathBuf, String> {
+    let out = work.join("xen.elf");
+    let key_file = work.join("xen.elf.key");
+    let key = fingerprint([sys.xen_gz.as_path()], "xen.elf v1");
+    if out.is_file() && fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
+        return Ok(out);
+    }
+    let file = fs::File::create(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let status = Command::new("gzip")
+        .arg("-dc")
+        .arg(&sys.xen_gz)
+        .stdout(Stdio::from(file))
+        .status()
+        .map_err(|e| format!("running gzip: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "gzip -dc {} failed: {status}",
+            sys.xen_gz.display()
+        ));
+    }
+    fs::write(&key_file, key).map_err(|e| format!("writing {}: {e}", key_file.display()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(
+            version_cmp("6.1.0-10-amd64", "6.1.0-9-amd64"),
+            Ordering::Greater
+        );
+        assert_eq!(version_cmp("4.17-amd64", "4.17-amd64"), Ordering::Equal);
+        assert_eq!(version_cmp("4.9", "4.17"), Ordering::Less);
+        assert_eq!(
+            version_cmp("6.1.0-56-amd64", "6.1.0-56-cloud-amd64"),
+            Ordering::Less
+        );
+    }
+}
