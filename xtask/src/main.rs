@@ -5,6 +5,7 @@
 //! - `cargo xtask xen-test [FILTER] [--shell] [--keep] [-v]`: run the workspace's tests on a real Xen in QEMU.
 //! - `cargo xtask demo`: boot Xen and serve an HVM guest's firmware with our Rust device model.
 
+mod bindgen;
 mod ci;
 #[allow(dead_code)] // used by xen-test once it lands
 mod payloads;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "ci" => ci::run(&rest),
         "xen-test" => xen_test::run(&rest),
+        "bindgen" => bindgen::run(&rest),
         "-h" | "--help" | "help" => {
             print!("{}", usage());
             Ok(())

@@ -1,0 +1,1116 @@
+//! The one generator behind `xen-sys`'s bindings, shared by two callers:
+//!
+//! - `cargo xtask bindgen [--check]` (`xtask/src/bindgen.rs`) generates every area for every
+//!   architecture and writes (or compares) `xen-sys/src/bindings/<arch>/<area>.rs`;
+//! - `xen-sys/build.rs`, with the opt-in `bindgen` feature, generates the target architecture's
+//!   areas into `OUT_DIR` (honouring `XEN_SYS_INCLUDE_DIR`).
+//!
+//! Both pull this file in with `#[path]`, so there is exactly one list of areas, headers, clang
+//! arguments and bindgen options.
+//!
+//! Besides the Rust bindings, it writes `<arch>/abi.rs`: compile-time assertions that every ioctl
+//! number, every constant, and the size, alignment and field offsets of every named struct and union
+//! equal what a C compiler computes from the same headers for that architecture (clang, and for
+//! x86_64 also gcc, compiled with `-S` so no target machine is needed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A target architecture the bindings are generated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arch {
+    /// Rust's `target_arch` and the directory name under `src/bindings/`.
+    pub name: &'static str,
+    /// The clang target triple.
+    pub triple: &'static str,
+    /// System include directories holding that architecture's Linux `asm/` uapi headers (the
+    /// ones that exist are used, in this order, before the compiler's defaults).
+    pub linux_include_dirs: &'static [&'static str],
+    /// The gcc that compiles the ABI probe a second time, when this host has it.
+    pub gcc: Option<&'static str>,
+}
+
+/// Every architecture xen-sys supports.
+pub const ARCHES: [Arch; 2] = [
+    Arch {
+        name: "x86_64",
+        triple: "x86_64-linux-gnu",
+        linux_include_dirs: &[
+            "/usr/include/x86_64-linux-gnu",
+            "/usr/x86_64-linux-gnu/include",
+        ],
+        gcc: Some("x86_64-linux-gnu-gcc"),
+    },
+    Arch {
+        name: "aarch64",
+        triple: "aarch64-linux-gnu",
+        linux_include_dirs: &[
+            "/usr/aarch64-linux-gnu/include",
+            "/usr/include/aarch64-linux-gnu",
+        ],
+        gcc: Some("aarch64-linux-gnu-gcc"),
+    },
+];
+
+/// Looks an architecture up by Rust `target_arch` name.
+pub fn arch(name: &str) -> Option<Arch> {
+    ARCHES.iter().copied().find(|a| a.name == name)
+}
+
+/// One functional area: one generated module per architecture.
+#[derive(Clone, Copy, Debug)]
+pub struct Area {
+    /// Module name, and the generated file's stem.
+    pub name: &'static str,
+    /// The Cargo feature gating the module (`None`: always built).
+    pub feature: Option<&'static str>,
+    /// Headers the area's wrapper includes after `<xen/xen.h>`.
+    pub headers: &'static [&'static str],
+    /// Path suffixes (regular expressions, matched against the end of a header's path) of the
+    /// files whose items belong to this area.
+    pub files: &'static [&'static str],
+    /// Areas whose items this one uses (brought in with `use crate::<dep>::*`).
+    pub deps: &'static [&'static str],
+}
+
+/// Every area, in dependency order.
+pub const AREAS: &[Area] = &[
+    Area {
+        name: "xen",
+        feature: None,
+        headers: &["xen/xen.h"],
+        files: &[
+            "xen/xen\\.h",
+            "xen/xen-compat\\.h",
+            "xen/arch-x86_64\\.h",
+            "xen/arch-x86/[^/]*\\.h",
+            "xen/arch-arm\\.h",
+            "xen/arch-arm/[^/]*\\.h",
+        ],
+        deps: &[],
+    },
+    Area {
+        name: "version",
+        feature: Some("version"),
+        headers: &["xen/version.h"],
+        files: &["xen/version\\.h", "xen/features\\.h"],
+        deps: &["xen"],
+    },
+    Area {
+        name: "memory",
+        feature: Some("memory"),
+        headers: &["xen/memory.h"],
+        files: &["xen/memory\\.h"],
+        deps: &["xen"],
+    },
+    Area {
+        name: "event_channel",
+        feature: Some("event_channel"),
+        headers: &["xen/event_channel.h"],
+        files: &["xen/event_channel\\.h"],
+        deps: &["xen"],
+    },
+    Area {
+        name: "sched",
+        feature: Some("sched"),
+        headers: &["xen/sched.h"],
+        files: &["xen/sched\\.h"],
+        deps: &["xen", "event_channel"],
+    },
+    Area {
+        name: "hvm",
+        feature: Some("hvm"),
+        headers: &["xen/hvm/hvm_op.h", "xen/hvm/params.h", "xen/hvm/ioreq.h"],
+        files: &[
+            "xen/hvm/hvm_op\\.h",
+            "xen/hvm/params\\.h",
+            "xen/hvm/ioreq\\.h",
+        ],
+        deps: &["xen", "event_channel"],
+    },
+    Area {
+        name: "dm_op",
+        feature: Some("dm_op"),
+        headers: &["xen/hvm/dm_op.h"],
+        files: &["xen/hvm/dm_op\\.h"],
+        deps: &["xen", "event_channel", "hvm"],
+    },
+    Area {
+        name: "privcmd",
+        feature: Some("privcmd"),
+        headers: &["xen/privcmd.h"],
+        files: &["xen/privcmd\\.h"],
+        deps: &["xen"],
+    },
+    Area {
+        name: "evtchn",
+        feature: Some("evtchn"),
+        headers: &["xen/evtchn.h"],
+        files: &["xen/evtchn\\.h"],
+        deps: &["xen"],
+    },
+];
+
+/// The ioctl numbers xen-sys computes by hand (bindgen cannot evaluate `_IOC(...)`): the area
+/// module that defines each. The generator proves each against the C compiler and refuses headers
+/// that define one not listed here.
+pub const IOCTLS: &[(&str, &str)] = &[
+    ("privcmd", "IOCTL_PRIVCMD_HYPERCALL"),
+    ("privcmd", "IOCTL_PRIVCMD_MMAP"),
+    ("privcmd", "IOCTL_PRIVCMD_MMAPBATCH"),
+    ("privcmd", "IOCTL_PRIVCMD_MMAPBATCH_V2"),
+    ("privcmd", "IOCTL_PRIVCMD_DM_OP"),
+    ("privcmd", "IOCTL_PRIVCMD_RESTRICT"),
+    ("privcmd", "IOCTL_PRIVCMD_MMAP_RESOURCE"),
+    ("evtchn", "IOCTL_EVTCHN_BIND_VIRQ"),
+    ("evtchn", "IOCTL_EVTCHN_BIND_INTERDOMAIN"),
+    ("evtchn", "IOCTL_EVTCHN_BIND_UNBOUND_PORT"),
+    ("evtchn", "IOCTL_EVTCHN_UNBIND"),
+    ("evtchn", "IOCTL_EVTCHN_NOTIFY"),
+    ("evtchn", "IOCTL_EVTCHN_RESET"),
+    ("evtchn", "IOCTL_EVTCHN_RESTRICT_DOMID"),
+];
+
+/// Prefix of the generated files' header lines that name versions and paths of this machine;
+/// `--check` ignores them so a Debian package bump alone does not fail CI.
+pub const PROVENANCE_PREFIX: &str = "// @provenance ";
+
+/// Where the inputs are.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A directory holding `xen/xen.h` etc. searched before the system ones
+    /// (`XEN_SYS_INCLUDE_DIR`).
+    pub xen_include_dir: Option<PathBuf>,
+    /// A scratch directory for the wrapper headers and the C probe.
+    pub scratch_dir: PathBuf,
+}
+
+/// One generated file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// The architecture it is for.
+    pub arch: &'static str,
+    /// The file name inside `<arch>/` (e.g. `memory.rs`, `abi.rs`).
+    pub name: String,
+    /// Its contents.
+    pub contents: String,
+}
+
+/// What one architecture's generation produced.
+#[derive(Clone, Debug, Default)]
+pub struct ArchOutput {
+    /// The generated files: one per area, then `abi.rs`.
+    pub files: Vec<GeneratedFile>,
+    /// Counts of what the ABI probe verified: (ioctl numbers, constants, types, field offsets).
+    pub verified: (usize, usize, usize, usize),
+    /// Compilers that computed the same values (e.g. `clang 14.0.6`, `gcc 12.2.0`).
+    pub compilers: Vec<String>,
+    /// Things worth telling the user (missing gcc, unverifiable items).
+    pub notes: Vec<String>,
+}
+
+/// The clang arguments shared by bindgen and the C probe.
+fn clang_args(arch: Arch, opts: &Options) -> Vec<String> {
+    let mut args = vec![
+        format!("--target={}", arch.triple),
+        "-ffreestanding".to_string(),
+        "-D__XEN_TOOLS__".to_string(),
+    ];
+    if let Some(dir) = &opts.xen_include_dir {
+        args.push(format!("-I{}", dir.display()));
+    }
+    args.push(format!("-I{}", shim_dir(opts).display()));
+    for dir in arch.linux_include_dirs {
+        if Path::new(dir).is_dir() {
+            args.push("-isystem".to_string());
+            args.push((*dir).to_string());
+        }
+    }
+    args
+}
+
+fn shim_dir(opts: &Options) -> PathBuf {
+    opts.scratch_dir.join("shim")
+}
+
+/// Writes the include shims: Linux's `xen/privcmd.h` includes `<xen/interface/xen.h>`, a path
+/// that exists only in the kernel tree; ours forwards to Xen's `<xen/xen.h>`.
+fn write_shims(opts: &Options) -> Result<(), String> {
+    let dir = shim_dir(opts).join("xen/interface");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    write(&dir.join("xen.h"), "#include <xen/xen.h>\n")
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), String> {
+    std::fs::write(path, contents).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The wrapper every translation unit starts with: the freestanding C types the headers assume,
+/// then Xen's base header.
+fn wrapper(headers: &[&str]) -> String {
+    let mut s = String::from("#include <stddef.h>\n#include <stdint.h>\n#include <xen/xen.h>\n");
+    for h in headers {
+        let _ = writeln!(s, "#include <{h}>");
+    }
+    s
+}
+
+/// The regular expression bindgen matches against a header's path. Clang names a file by the
+/// path it was last reached through (`.../xen/arch-x86/../xen.h`, `.../xen/hvm/../trace.h`), so
+/// `dir/../` segments are allowed after `xen/`.
+fn file_regex(suffix: &str) -> String {
+    match suffix.strip_prefix("xen/") {
+        Some(rest) => format!(".*/xen/([^/]+/\\.\\./)*{rest}"),
+        None => format!(".*/{suffix}"),
+    }
+}
+
+/// What a type generated in an earlier area implements, for the areas that use it: bindgen cannot
+/// see into blocklisted types, and would otherwise drop `Copy`/`Debug`/`Default` from every type
+/// containing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Traits {
+    copy: bool,
+    debug: bool,
+    /// `Some(true)`: derived; `Some(false)`: implemented by hand (zeroed); `None`: neither.
+    default: Option<bool>,
+}
+
+const ALL_TRAITS: Traits = Traits {
+    copy: true,
+    debug: true,
+    default: Some(true),
+};
+
+/// Rewrites `xen_mk_uint(X)`-style wrappers (which bindgen's macro evaluator cannot call) to `X`,
+/// so `DOMID_SELF` and friends come out as constants; answers bindgen's questions about the
+/// traits of types that belong to other areas.
+#[derive(Debug)]
+struct Callbacks {
+    traits: BTreeMap<String, Traits>,
+}
+
+impl bindgen::callbacks::ParseCallbacks for Callbacks {
+    fn int_macro(&self, name: &str, value: i64) -> Option<bindgen::callbacks::IntKind> {
+        // Domain ids are `domid_t` (u16) wherever they are used; give the constants that type.
+        (name.starts_with("DOMID_") && u16::try_from(value).is_ok())
+            .then_some(bindgen::callbacks::IntKind::U16)
+    }
+
+    fn blocklisted_type_implements_trait(
+        &self,
+        name: &str,
+        derive_trait: bindgen::callbacks::DeriveTrait,
+    ) -> Option<bindgen::callbacks::ImplementsTrait> {
+        use bindgen::callbacks::{DeriveTrait, ImplementsTrait};
+        let t = self.traits.get(name).copied().or_else(|| {
+            let stdint = name.trim_start_matches('u');
+            matches!(
+                stdint,
+                "int8_t" | "int16_t" | "int32_t" | "int64_t" | "intptr_t" | "size_t"
+            )
+            .then_some(ALL_TRAITS)
+        })?;
+        let yes = |b: bool| {
+            if b {
+                ImplementsTrait::Yes
+            } else {
+                ImplementsTrait::No
+            }
+        };
+        Some(match derive_trait {
+            DeriveTrait::Copy => yes(t.copy),
+            DeriveTrait::Debug => yes(t.debug),
+            DeriveTrait::Default => match t.default {
+                Some(true) => ImplementsTrait::Yes,
+                Some(false) => ImplementsTrait::Manually,
+                None => ImplementsTrait::No,
+            },
+            _ => return None,
+        })
+    }
+
+    fn modify_macro(&self, _name: &str, tokens: &mut Vec<bindgen::callbacks::Token>) {
+        use bindgen::callbacks::TokenKind;
+        let mut i = 0;
+        while i + 3 < tokens.len() {
+            let t = &tokens[i];
+            let is_mk = t.kind == TokenKind::Identifier
+                && matches!(&*t.raw, b"xen_mk_uint" | b"xen_mk_ulong" | b"xen_mk_ullong");
+            if is_mk
+                && &*tokens[i + 1].raw == b"("
+                && tokens[i + 2].kind == TokenKind::Literal
+                && &*tokens[i + 3].raw == b")"
+            {
+                let lit = tokens.remove(i + 2);
+                tokens.splice(i..i + 3, [lit]);
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Runs bindgen for one area on one architecture and returns the Rust code (without our header).
+fn bindgen_area(
+    arch: Arch,
+    area: &Area,
+    opts: &Options,
+    traits: &BTreeMap<String, Traits>,
+) -> Result<String, String> {
+    let mut builder = bindgen::Builder::default()
+        .header_contents("xen-sys-wrapper.h", &wrapper(area.headers))
+        .clang_args(clang_args(arch, opts))
+        .use_core()
+        .ctypes_prefix("::core::ffi")
+        .rust_target(bindgen::RustTarget::stable(85, 0).map_err(|e| e.to_string())?)
+        .formatter(bindgen::Formatter::Prettyplease)
+        .derive_default(true)
+        .derive_debug(true)
+        .derive_copy(true)
+        .impl_debug(false)
+        .prepend_enum_name(false)
+        .layout_tests(true)
+        .generate_comments(false)
+        .allowlist_recursively(true)
+        .blocklist_item("IOCTL_.*")
+        .parse_callbacks(Box::new(Callbacks {
+            traits: traits.clone(),
+        }));
+    for f in area.files {
+        builder = builder.allowlist_file(file_regex(f));
+    }
+    for other in AREAS.iter().filter(|a| a.name != area.name) {
+        for f in other.files {
+            builder = builder.blocklist_file(file_regex(f));
+        }
+    }
+    let bindings = builder
+        .generate()
+        .map_err(|e| format!("bindgen failed for {}/{}: {e}", arch.name, area.name))?;
+    Ok(bindings.to_string())
+}
+
+/// The machine-specific facts named in each file's header.
+#[derive(Clone, Debug, Default)]
+struct Provenance {
+    bindgen: String,
+    clang: String,
+}
+
+/// Finds which file `header` resolves to, for the provenance lines.
+fn resolve_header(arch: Arch, opts: &Options, header: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = &opts.xen_include_dir {
+        dirs.push(d.clone());
+    }
+    dirs.extend(arch.linux_include_dirs.iter().map(PathBuf::from));
+    dirs.push("/usr/include".into());
+    dirs.into_iter()
+        .map(|d| d.join(header))
+        .find(|p| p.is_file())
+}
+
+/// `libxen-dev 4.17.7+...` for a file installed by a Debian package, else a plain note.
+fn package_of(path: &Path) -> String {
+    let out = Command::new("dpkg").arg("-S").arg(path).output();
+    let Ok(out) = out else {
+        return "not from a Debian package".into();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(pkg) = text.lines().next().and_then(|l| l.split(':').next()) else {
+        return "not from a Debian package".into();
+    };
+    let pkg = pkg.trim();
+    let version = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{pkg} {version}")
+}
+
+fn header_comment(arch: Arch, area: &Area, opts: &Options, prov: &Provenance) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "// Generated by xen-sys/codegen: do not edit; regenerate with `cargo xtask bindgen`."
+    );
+    let _ = writeln!(
+        s,
+        "// Rust bindings of {} for {} (clang --target={}), area `{}`{}.",
+        area.headers.join(", "),
+        arch.name,
+        arch.triple,
+        area.name,
+        match area.feature {
+            Some(f) => format!(" (feature \"{f}\")"),
+            None => " (always built)".into(),
+        }
+    );
+    let _ = writeln!(
+        s,
+        "// The Xen public headers are MIT-licensed; Linux's xen/*.h uapi headers are\n\
+         // (GPL-2.0 WITH Linux-syscall-note) OR MIT."
+    );
+    for h in area.headers {
+        let src = match resolve_header(arch, opts, h) {
+            Some(p) => format!("{} ({})", p.display(), package_of(&p)),
+            None => format!("{h} (not found)"),
+        };
+        let _ = writeln!(s, "{PROVENANCE_PREFIX}source: {src}");
+    }
+    let _ = writeln!(
+        s,
+        "{PROVENANCE_PREFIX}tools: {}, {}",
+        prov.bindgen, prov.clang
+    );
+    s
+}
+
+/// Generates every area plus `abi.rs` for one architecture.
+pub fn generate_arch(arch: Arch, opts: &Options) -> Result<ArchOutput, String> {
+    std::fs::create_dir_all(&opts.scratch_dir)
+        .map_err(|e| format!("creating {}: {e}", opts.scratch_dir.display()))?;
+    write_shims(opts)?;
+    let mut prov = Provenance {
+        bindgen: String::new(),
+        clang: bindgen::clang_version().full,
+    };
+    let mut out = ArchOutput::default();
+    let mut seen: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut items = Vec::new();
+    let mut traits = BTreeMap::new();
+    for area in AREAS {
+        let raw = bindgen_area(arch, area, opts, &traits)?;
+        // Kept for debugging the area split.
+        write(
+            &opts.scratch_dir.join(format!("raw-{}.rs", area.name)),
+            &raw,
+        )?;
+        let mut body = String::new();
+        for line in raw.lines() {
+            if let Some(v) = line
+                .strip_prefix("/* automatically generated by ")
+                .and_then(|l| l.strip_suffix(" */"))
+            {
+                prov.bindgen = v.to_string();
+                continue;
+            }
+            body.push_str(line);
+            body.push('\n');
+        }
+        let parsed = scan_items(&body);
+        for (name, t) in &parsed.traits {
+            traits.insert(name.clone(), *t);
+        }
+        for (name, rhs) in &parsed.alias_targets {
+            if let Some(t) = alias_traits(rhs, &traits) {
+                traits.insert(name.clone(), t);
+            }
+        }
+        for name in parsed.names() {
+            if name.starts_with("__Bindgen") || name.starts_with("__Incomplete") {
+                continue;
+            }
+            if let Some(prev) = seen.insert(name.clone(), area.name) {
+                write(
+                    &opts.scratch_dir.join(format!("raw-{}.rs", area.name)),
+                    &raw,
+                )?;
+                return Err(format!(
+                    "{}: `{name}` generated in both `{prev}` and `{}`: fix the area files/deps",
+                    arch.name, area.name
+                ));
+            }
+        }
+        items.push((area, parsed));
+        let mut contents = header_comment(arch, area, opts, &prov);
+        contents.push('\n');
+        for dep in area.deps {
+            let _ = writeln!(contents, "#[allow(unused_imports)]\nuse crate::{dep}::*;");
+        }
+        if !area.deps.is_empty() {
+            contents.push('\n');
+        }
+        contents.push_str(&body);
+        out.files.push(GeneratedFile {
+            arch: arch.name,
+            name: format!("{}.rs", area.name),
+            contents,
+        });
+    }
+    // The version line is known only after the first bindgen run: rewrite the headers.
+    for f in &mut out.files {
+        f.contents = f.contents.replace(
+            &format!("{PROVENANCE_PREFIX}tools: , "),
+            &format!("{PROVENANCE_PREFIX}tools: {}, ", prov.bindgen),
+        );
+    }
+    let abi = abi_probe(arch, opts, &items, &prov, &mut out)?;
+    out.files.push(GeneratedFile {
+        arch: arch.name,
+        name: "abi.rs".into(),
+        contents: abi,
+    });
+    Ok(out)
+}
+
+/// Items found in one generated module.
+#[derive(Clone, Debug, Default)]
+struct Items {
+    /// Named structs and unions: (name, is_union, fields (Rust names, not bitfields/anonymous)).
+    types: Vec<(String, bool, Vec<String>)>,
+    /// `pub const` names (integers).
+    consts: Vec<String>,
+    /// `pub const` names (byte strings).
+    string_consts: Vec<String>,
+    /// `pub type` names.
+    aliases: Vec<String>,
+    /// What each struct/union derives or implements.
+    traits: Vec<(String, Traits)>,
+    /// `pub type` name and right-hand side.
+    alias_targets: Vec<(String, String)>,
+}
+
+/// The traits of a type alias's right-hand side.
+fn alias_traits(rhs: &str, known: &BTreeMap<String, Traits>) -> Option<Traits> {
+    let rhs = rhs.trim();
+    let prim = rhs.strip_prefix("::core::ffi::").unwrap_or(rhs);
+    if matches!(
+        prim,
+        "u8" | "u16"
+            | "u32"
+            | "u64"
+            | "u128"
+            | "i8"
+            | "i16"
+            | "i32"
+            | "i64"
+            | "i128"
+            | "usize"
+            | "isize"
+            | "bool"
+            | "f32"
+            | "f64"
+            | "c_char"
+            | "c_schar"
+            | "c_uchar"
+            | "c_short"
+            | "c_ushort"
+            | "c_int"
+            | "c_uint"
+            | "c_long"
+            | "c_ulong"
+            | "c_longlong"
+            | "c_ulonglong"
+            | "c_void"
+    ) || rhs.starts_with("::core::option::Option<")
+    {
+        return Some(ALL_TRAITS);
+    }
+    if rhs.starts_with("*mut ") || rhs.starts_with("*const ") {
+        return Some(Traits {
+            default: Some(false),
+            ..ALL_TRAITS
+        });
+    }
+    known.get(rhs).copied()
+}
+
+impl Items {
+    fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.types
+            .iter()
+            .map(|t| t.0.clone())
+            .chain(self.consts.iter().cloned())
+            .chain(self.string_consts.iter().cloned())
+            .chain(self.aliases.iter().cloned())
+    }
+}
+
+/// Reads bindgen's (prettyplease-formatted) output: top-level structs, unions, consts and type
+/// aliases, and the named fields of the structs and unions.
+fn scan_items(code: &str) -> Items {
+    let mut items = Items::default();
+    let mut current: Option<(String, bool, Vec<String>)> = None;
+    let mut derives = String::new();
+    let mut manual_default: BTreeSet<String> = BTreeSet::new();
+    let mut derived: Vec<(String, String)> = Vec::new();
+    for line in code.lines() {
+        if let Some(rest) = line.strip_prefix("impl Default for ") {
+            manual_default.insert(rest.trim_end_matches(" {").trim().to_string());
+        }
+        if let Some((name, is_union, fields)) = &mut current {
+            if line == "}" {
+                items
+                    .types
+                    .push((std::mem::take(name), *is_union, std::mem::take(fields)));
+                current = None;
+            } else if let Some(rest) = line.strip_prefix("    pub ") {
+                if let Some((field, _)) = rest.split_once(':') {
+                    let field = field.trim();
+                    if !field.starts_with("__bindgen")
+                        && !field.starts_with("_bitfield")
+                        && field != "bindgen_union_field"
+                    {
+                        fields.push(field.to_string());
+                    }
+                }
+            }
+            continue;
+        }
+        if line.starts_with("#[derive(") {
+            derives = line.to_string();
+            continue;
+        }
+        let (kind, rest) = if let Some(r) = line.strip_prefix("pub struct ") {
+            ("struct", r)
+        } else if let Some(r) = line.strip_prefix("pub union ") {
+            ("union", r)
+        } else if let Some(r) = line.strip_prefix("pub const ") {
+            ("const", r)
+        } else if let Some(r) = line.strip_prefix("pub type ") {
+            ("type", r)
+        } else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        match kind {
+            "struct" | "union" => {
+                derived.push((name.clone(), std::mem::take(&mut derives)));
+                if rest.trim_end().ends_with('{') {
+                    current = Some((name, kind == "union", Vec::new()));
+                } else {
+                    items.types.push((name, kind == "union", Vec::new()));
+                }
+            }
+            "const" => {
+                // Only integers are probed (byte strings such as `PRI_xen_pfn` are not).
+                let ty = rest.split_once(':').map(|(_, t)| t.trim_start());
+                if ty.is_some_and(|t| !t.starts_with('&')) {
+                    items.consts.push(name);
+                } else {
+                    items.string_consts.push(name);
+                }
+            }
+            _ => {
+                if let Some((_, rhs)) = rest.split_once(" = ") {
+                    let rhs = rhs.trim_end_matches(';').trim().to_string();
+                    items.alias_targets.push((name.clone(), rhs));
+                }
+                items.aliases.push(name);
+            }
+        }
+        if kind != "struct" && kind != "union" {
+            derives.clear();
+        }
+    }
+    for (name, d) in derived {
+        let has = |t: &str| {
+            d.contains(&format!(" {t},"))
+                || d.contains(&format!("({t},"))
+                || d.contains(&format!(" {t})"))
+                || d.contains(&format!("({t})"))
+        };
+        let default = if has("Default") {
+            Some(true)
+        } else if manual_default.contains(&name) {
+            Some(false)
+        } else {
+            None
+        };
+        items.traits.push((
+            name,
+            Traits {
+                copy: has("Copy"),
+                debug: has("Debug"),
+                default,
+            },
+        ));
+    }
+    items
+}
+
+/// Rust keywords bindgen renames by appending `_`.
+const RUST_KEYWORDS: &[&str] = &[
+    "as", "async", "await", "box", "break", "const", "continue", "crate", "dyn", "else", "enum",
+    "extern", "false", "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move",
+    "mut", "pub", "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true",
+    "try", "type", "unsafe", "use", "where", "while", "yield", "abstract", "become", "do", "final",
+    "macro", "override", "priv", "typeof", "unsized", "virtual", "gen",
+];
+
+fn c_field_name(rust: &str) -> &str {
+    match rust.strip_suffix('_') {
+        Some(s) if RUST_KEYWORDS.contains(&s) => s,
+        _ => rust,
+    }
+}
+
+/// One value the C compiler computes: a C expression and the Rust expression that must equal it.
+struct Probe {
+    c: String,
+    rust: String,
+    what: String,
+}
+
+/// How C spells the type bindgen named `name`: `struct name`, `union name`, or the typedef.
+/// A struct or union declared inside another is named `outer_inner` by bindgen but `inner` in C.
+fn c_type_name(preprocessed: &str, name: &str, is_union: bool) -> Option<String> {
+    let kw = if is_union { "union" } else { "struct" };
+    if preprocessed.contains(&format!("{kw} {name} {{")) {
+        return Some(format!("{kw} {name}"));
+    }
+    if preprocessed.contains(&format!("}} {name};")) || preprocessed.contains(&format!(" {name};"))
+    {
+        return Some(name.to_string());
+    }
+    name.match_indices('_')
+        .map(|(i, _)| &name[i + 1..])
+        .find(|inner| !inner.is_empty() && preprocessed.contains(&format!("{kw} {inner} {{")))
+        .map(|inner| format!("{kw} {inner}"))
+}
+
+fn run_capture(cmd: &mut Command) -> Result<String, String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not run {shown}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{shown} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Collapses all whitespace runs to one space (to search preprocessed C).
+fn squash(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            space = true;
+        } else {
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reads `xsabi_N` values out of clang/gcc assembly (`.quad`, `.xword` or `.8byte`).
+fn parse_asm(asm: &str, n: usize) -> Result<Vec<u64>, String> {
+    let mut values = vec![None; n];
+    let mut pending: Option<usize> = None;
+    for line in asm.lines() {
+        let t = line.trim();
+        // Labels may carry a trailing comment (`xsabi_5:   # @xsabi_5`).
+        let first = t.split_whitespace().next().unwrap_or("");
+        if let Some(label) = first.strip_suffix(':') {
+            pending = label.strip_prefix("xsabi_").and_then(|i| i.parse().ok());
+            continue;
+        }
+        if let Some(i) = pending {
+            let mut words = t.split_whitespace();
+            if let (Some(dir), Some(val)) = (words.next(), words.next()) {
+                if dir == ".zero" && val == "8" {
+                    // gcc's spelling of an all-zero 8-byte object.
+                    if i < n {
+                        values[i] = Some(0);
+                    }
+                    pending = None;
+                } else if matches!(dir, ".quad" | ".xword" | ".8byte") {
+                    let val = val.trim_end_matches(',');
+                    let v = if let Some(h) = val.strip_prefix("0x") {
+                        u64::from_str_radix(h, 16).ok()
+                    } else if let Some(neg) = val.strip_prefix('-') {
+                        neg.parse::<u64>().ok().map(|v| v.wrapping_neg())
+                    } else {
+                        val.parse().ok()
+                    };
+                    if i < n {
+                        values[i] = v;
+                    }
+                    pending = None;
+                }
+            }
+        }
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v.ok_or_else(|| format!("probe value xsabi_{i} not found in the assembly")))
+        .collect()
+}
+
+/// Writes the C probe, compiles it, and returns `abi.rs`.
+fn abi_probe(
+    arch: Arch,
+    opts: &Options,
+    items: &[(&Area, Items)],
+    prov: &Provenance,
+    out: &mut ArchOutput,
+) -> Result<String, String> {
+    let all_headers: Vec<&str> = AREAS
+        .iter()
+        .flat_map(|a| a.headers.iter().copied())
+        .collect();
+    let mut c = wrapper(&all_headers);
+    c.push_str("#include <linux/ioctl.h>\n");
+    let wrapper_path = opts.scratch_dir.join(format!("abi-{}.h", arch.name));
+    write(&wrapper_path, &c)?;
+    let args = clang_args(arch, opts);
+    let pre = run_capture(
+        Command::new("clang")
+            .args(&args)
+            .arg("-E")
+            .arg("-dD")
+            .arg(&wrapper_path),
+    )?;
+    let macros: BTreeSet<String> = pre
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define "))
+        .filter_map(|l| l.split(|c: char| c == ' ' || c == '(').next())
+        .map(str::to_string)
+        .collect();
+    let pre = squash(&pre);
+
+    // Every IOCTL_* the headers define must be one we compute.
+    let known: BTreeSet<&str> = IOCTLS.iter().map(|i| i.1).collect();
+    for m in &macros {
+        if (m.starts_with("IOCTL_PRIVCMD_") || m.starts_with("IOCTL_EVTCHN_"))
+            && !known.contains(m.as_str())
+        {
+            return Err(format!(
+                "{}: the headers define {m}, which xen-sys does not compute yet: add it to \
+                 xen-sys/src (the area module) and to IOCTLS in xen-sys/codegen/mod.rs",
+                arch.name
+            ));
+        }
+    }
+
+    // (feature cfg, probes)
+    let mut groups: Vec<(&Area, Vec<Probe>)> = Vec::new();
+    let (mut n_ioctl, mut n_const, mut n_type, mut n_field) = (0, 0, 0, 0);
+    for (area, found) in items {
+        let mut probes = Vec::new();
+        for (module, name) in IOCTLS.iter().filter(|i| i.0 == area.name) {
+            if !macros.contains(*name) {
+                out.notes.push(format!(
+                    "{}: {name} is not defined by these headers",
+                    arch.name
+                ));
+                continue;
+            }
+            let _ = module;
+            probes.push(Probe {
+                c: format!("(unsigned long long)({name})"),
+                rust: format!("{name} as u64"),
+                what: format!("ioctl number {name}"),
+            });
+            n_ioctl += 1;
+        }
+        for name in &found.consts {
+            // Constants bindgen derived from macros or enums; the probe proves the value.
+            probes.push(Probe {
+                c: format!("(unsigned long long)({name})"),
+                rust: format!("{name} as u64"),
+                what: format!("value of {name}"),
+            });
+            n_const += 1;
+        }
+        for (name, is_union, fields) in &found.types {
+            if name.contains("__bindgen")
+                || name.starts_with("__Bindgen")
+                || name.starts_with("__Incomplete")
+            {
+                continue;
+            }
+            let Some(cty) = c_type_name(&pre, name, *is_union) else {
+                out.notes.push(format!(
+                    "{}: no C name found for `{name}`; not probed",
+                    arch.name
+                ));
+                continue;
+            };
+            probes.push(Probe {
+                c: format!("sizeof({cty})"),
+                rust: format!("::core::mem::size_of::<{name}>() as u64"),
+                what: format!("size of {cty}"),
+            });
+            probes.push(Probe {
+                c: format!("_Alignof({cty})"),
+                rust: format!("::core::mem::align_of::<{name}>() as u64"),
+                what: format!("alignment of {cty}"),
+            });
+            n_type += 1;
+            for f in fields {
+                probes.push(Probe {
+                    c: format!("offsetof({cty}, {})", c_field_name(f)),
+                    rust: format!("::core::mem::offset_of!({name}, {f}) as u64"),
+                    what: format!("offset of {cty}.{}", c_field_name(f)),
+                });
+                n_field += 1;
+            }
+        }
+        groups.push((area, probes));
+    }
+
+    // The C probe: one 8-byte constant per value.
+    let mut src = c.clone();
+    let mut index = 0usize;
+    for (_, probes) in &groups {
+        for p in probes {
+            let _ = writeln!(
+                src,
+                "const unsigned long long xsabi_{index} = (unsigned long long)({});",
+                p.c
+            );
+            index += 1;
+        }
+    }
+    let c_path = opts.scratch_dir.join(format!("abi-{}.c", arch.name));
+    write(&c_path, &src)?;
+    let asm = run_capture(
+        Command::new("clang")
+            .args(&args)
+            .args(["-S", "-O0", "-w", "-o", "-"])
+            .arg(&c_path),
+    )?;
+    let values = parse_asm(&asm, index)?;
+    out.compilers.push(prov.clang.clone());
+
+    // A second compiler, where this host has one for the architecture.
+    let host_gcc = if std::env::consts::ARCH == arch.name {
+        Some("gcc")
+    } else {
+        None
+    };
+    let gcc = arch
+        .gcc
+        .filter(|g| {
+            Command::new(g)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .or(host_gcc);
+    match gcc {
+        Some(gcc) => {
+            let mut gargs: Vec<String> = Vec::new();
+            let mut it = args.iter().skip(1); // gcc has no --target
+            while let Some(a) = it.next() {
+                gargs.push(a.clone());
+                if a == "-isystem" {
+                    if let Some(d) = it.next() {
+                        gargs.push(d.clone());
+                    }
+                }
+            }
+            let gasm = run_capture(
+                Command::new(gcc)
+                    .args(&gargs)
+                    .args(["-S", "-O0", "-w", "-o", "-"])
+                    .arg(&c_path),
+            )?;
+            let gvalues = parse_asm(&gasm, index)?;
+            let mut i = 0usize;
+            for (_, probes) in &groups {
+                for p in probes {
+                    if values[i] != gvalues[i] {
+                        return Err(format!(
+                            "{}: clang and gcc disagree on the {}: {} vs {}",
+                            arch.name, p.what, values[i], gvalues[i]
+                        ));
+                    }
+                    i += 1;
+                }
+            }
+            let v = run_capture(Command::new(gcc).arg("-dumpfullversion")).unwrap_or_default();
+            out.compilers.push(format!("{gcc} {}", v.trim()));
+        }
+        None => out.notes.push(format!(
+            "{}: no gcc for this architecture here; only clang computed the ABI values",
+            arch.name
+        )),
+    }
+
+    // abi.rs: compile-time assertions, one block per area, gated like the area.
+    let mut rs = String::new();
+    let _ = writeln!(
+        rs,
+        "// Generated by xen-sys/codegen: do not edit; regenerate with `cargo xtask bindgen`.\n\
+         // Compile-time proof that xen-sys's {} bindings match the C compiler: every value below was\n\
+         // computed by compiling the real headers with {} (clang --target={}).\n\
+         // A mismatch fails the build for this architecture.",
+        arch.name,
+        if out.compilers.len() > 1 { "clang and gcc" } else { "clang" },
+        arch.triple
+    );
+    let _ = writeln!(rs, "{PROVENANCE_PREFIX}tools: {}", out.compilers.join(", "));
+    let mut i = 0usize;
+    for (area, probes) in &groups {
+        rs.push('\n');
+        if let Some(f) = area.feature {
+            let _ = writeln!(rs, "#[cfg(feature = \"{f}\")]");
+        }
+        let _ = writeln!(rs, "const _: () = {{");
+        let _ = writeln!(
+            rs,
+            "    #[allow(unused_imports)]\n    use crate::{}::*;",
+            area.name
+        );
+        for p in probes {
+            let v = values[i];
+            i += 1;
+            let _ = writeln!(
+                rs,
+                "    assert!({} == {v:#x}, \"{}\");",
+                p.rust,
+                p.what.replace('"', "\\\"")
+            );
+        }
+        let _ = writeln!(rs, "}};");
+    }
+    out.verified = (n_ioctl, n_const, n_type, n_field);
+    Ok(rs)
+}
+
+/// Compares two generated files ignoring the provenance lines. Returns the first differing line
+/// (1-based, in `new`) and the count of differing lines, or `None` when equal.
+pub fn compare(old: &str, new: &str) -> Option<(usize, usize)> {
+    let strip = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with(PROVENANCE_PREFIX))
+            .map(str::to_string)
+            .collect()
+    };
+    let (a, b) = (strip(old), strip(new));
+    if a == b {
+        return None;
+    }
+    let first = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count() + a.len().abs_diff(b.len());
+    Some((first + 1, differing))
+}
+
+/// The provenance lines of a file (to tell the user when only versions changed).
+pub fn provenance_lines(s: &str) -> Vec<&str> {
+    s.lines()
+        .filter(|l| l.starts_with(PROVENANCE_PREFIX))
+        .collect()
+}

@@ -1,0 +1,145 @@
+//! `cargo xtask bindgen [--check]`: regenerate xen-sys's committed bindings, or check them.
+//!
+//! The generator itself lives in `xen-sys/codegen/mod.rs`, shared with xen-sys's `build.rs`
+//! (feature `bindgen`), so both produce the same modules.
+
+#[path = "../../xen-sys/codegen/mod.rs"]
+#[allow(dead_code)] // `codegen::arch` is for build.rs
+mod codegen;
+
+use std::path::PathBuf;
+
+use crate::util::workspace_root;
+
+/// Where the committed bindings live.
+fn bindings_dir() -> PathBuf {
+    workspace_root().join("xen-sys/src/bindings")
+}
+
+/// Generates every architecture: the files, and a printed summary of what was proven.
+fn generate_all() -> Result<Vec<codegen::GeneratedFile>, String> {
+    let xen_include_dir = std::env::var_os("XEN_SYS_INCLUDE_DIR").map(PathBuf::from);
+    let mut files = Vec::new();
+    for arch in codegen::ARCHES {
+        let opts = codegen::Options {
+            xen_include_dir: xen_include_dir.clone(),
+            scratch_dir: workspace_root()
+                .join("target/xtask-bindgen")
+                .join(arch.name),
+        };
+        let out = codegen::generate_arch(arch, &opts)?;
+        let (ioctls, consts, types, fields) = out.verified;
+        eprintln!(
+            "{}: {} files; {} agree on {ioctls} ioctl numbers, {consts} constants, \
+             size+alignment of {types} structs/unions and {fields} field offsets",
+            arch.name,
+            out.files.len(),
+            out.compilers.join(" and "),
+        );
+        for note in &out.notes {
+            eprintln!("note: {note}");
+        }
+        files.extend(out.files);
+    }
+    Ok(files)
+}
+
+/// Runs the task: `args` is empty (write) or `--check` (compare only).
+pub fn run(args: &[String]) -> Result<(), String> {
+    match args {
+        [] => write(),
+        [a] if a == "--check" => check(),
+        _ => Err("usage: cargo xtask bindgen [--check]".into()),
+    }
+}
+
+fn write() -> Result<(), String> {
+    let files = generate_all()?;
+    let dir = bindings_dir();
+    for f in &files {
+        let path = dir.join(f.arch).join(&f.name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, &f.contents)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    for stale in stale_files(&files)? {
+        std::fs::remove_file(&stale).map_err(|e| format!("removing {}: {e}", stale.display()))?;
+        eprintln!("removed stale {}", stale.display());
+    }
+    eprintln!("wrote {} files under {}", files.len(), dir.display());
+    Ok(())
+}
+
+/// Files under the bindings directory that the generator no longer produces.
+fn stale_files(files: &[codegen::GeneratedFile]) -> Result<Vec<PathBuf>, String> {
+    let dir = bindings_dir();
+    let mut stale = Vec::new();
+    for arch in codegen::ARCHES {
+        let Ok(entries) = std::fs::read_dir(dir.join(arch.name)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !files.iter().any(|f| f.arch == arch.name && f.name == name) {
+                stale.push(e.path());
+            }
+        }
+    }
+    Ok(stale)
+}
+
+/// `cargo xtask bindgen --check`: fails when a fresh generation differs from the committed files
+/// (ignoring the lines that only name this machine's package and tool versions).
+pub fn check() -> Result<(), String> {
+    let files = generate_all()?;
+    let dir = bindings_dir();
+    let mut problems = Vec::new();
+    let mut version_notes = 0;
+    for f in &files {
+        let path = dir.join(f.arch).join(&f.name);
+        let shown = format!("xen-sys/src/bindings/{}/{}", f.arch, f.name);
+        let Ok(old) = std::fs::read_to_string(&path) else {
+            problems.push(format!("{shown}: missing"));
+            continue;
+        };
+        if let Some((line, count)) = codegen::compare(&old, &f.contents) {
+            problems.push(format!(
+                "{shown}: {count} line(s) differ, first at line {line} of the fresh output"
+            ));
+        } else if codegen::provenance_lines(&old) != codegen::provenance_lines(&f.contents) {
+            version_notes += 1;
+            if version_notes == 1 {
+                eprintln!(
+                    "note: the header/tool versions on this machine differ from the committed \
+                     ones, but the generated code is identical (e.g. {shown}):"
+                );
+                for (o, n) in codegen::provenance_lines(&old)
+                    .iter()
+                    .zip(codegen::provenance_lines(&f.contents))
+                {
+                    if *o != n {
+                        eprintln!("  committed: {o}\n  here:      {n}");
+                    }
+                }
+            }
+        }
+    }
+    for stale in stale_files(&files)? {
+        problems.push(format!(
+            "{}: not produced by the generator",
+            stale.display()
+        ));
+    }
+    if problems.is_empty() {
+        eprintln!("xen-sys bindings are up to date ({} files)", files.len());
+        Ok(())
+    } else {
+        Err(format!(
+            "xen-sys bindings are stale; run `cargo xtask bindgen` and commit:\n  {}",
+            problems.join("\n  ")
+        ))
+    }
+}
