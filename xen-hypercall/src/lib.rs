@@ -1,7 +1,155 @@
-//! `xen-hypercall`: Safe access to Xen's privcmd driver: hypercalls, hypercall buffers, dm_op plumbing and restriction (the Rust counterpart of libxencall and libxentoolcore).
+//! Safe access to Xen's privcmd driver: hypercalls, hypercall buffers, dm_op plumbing and
+//! restriction — the Rust counterpart of libxencall and libxentoolcore, talking to Linux's
+//! `/dev/xen/privcmd` and `/dev/xen/hypercall` directly.
 //!
-//! This crate is being built; see the workspace README for its status.
+//! ```no_run
+//! use xen_hypercall::{DomId, DmOpBuf, Privcmd};
+//!
+//! let xen = Privcmd::open()?;
+//! let v = xen.xen_version()?;
+//! println!("Xen {}.{}{} ({})", v.major, v.minor, xen.xen_extraversion()?, xen.xen_capabilities()?);
+//!
+//! // A device-model operation: the request struct lives on the stack, no allocation, one ioctl.
+//! let mut request = [0u8; 64]; // in practice a xen_sys `xen_dm_op`, filled in
+//! match xen.dm_op("dm_op example", DomId::new(7), &[DmOpBuf::from_bytes(&mut request)]) {
+//!     Ok(()) => {}
+//!     Err(e) if e.is_permission_denied() => eprintln!("{e}"), // "... on domain 7: Operation not permitted"
+//!     Err(e) => return Err(e),
+//! }
+//!
+//! // Drop privilege: every open handle of every xen-rs crate now acts on domain 7 only.
+//! xen_hypercall::restrict_all(DomId::new(7))?;
+//! # Ok::<(), xen_hypercall::Error>(())
+//! ```
+//!
+//! # What is here
+//! - [`Privcmd`]: the owned handle. Raw [`Privcmd::hypercall`] (`unsafe`), typed calls
+//!   ([`Privcmd::xen_version`] and friends, [`Privcmd::populate_physmap`],
+//!   [`Privcmd::hvm_get_param`] / [`Privcmd::hvm_set_param`],
+//!   [`Privcmd::remote_shutdown`]), [`Privcmd::dm_op`], restriction, and the mapping
+//!   plumbing ([`Privcmd::mmapbatch_v2`], [`Privcmd::mmap_resource`]).
+//! - [`BufferPool`], [`HypercallBuffer`], [`HypercallSlice`]: hypercall buffers with a small
+//!   per-handle cache, and the [`Plain`] marker for types Xen may write.
+//! - [`DomId`], [`Error`]: the typed ids and the error type of the whole workspace.
+//! - [`restrict_all`], [`RestrictRegistry`]: the process-wide "restrict everything" registry.
+//!
+//! # Errors and Xen's error codes
+//! Xen reports failure as a negative `XEN_E*` code (`xen/include/public/errno.h`); privcmd
+//! passes it to user space unchanged as the ioctl's errno. That is faithful only because Linux
+//! on x86 and Arm numbers its errnos exactly as Xen does: this crate checks all 49 codes of
+//! Xen 4.17 against the target's errnos at compile time (a target where they differ would not
+//! build). Codes Xen writes into memory (per-frame `MMAPBATCH_V2` results) go through
+//! [`errno_from_xen`]. Every error names its operation and domain ([`Error`]); arguments that
+//! can never work are refused before any syscall with a typed variant.
+//!
+//! # Hypercall buffers
+//! Xen reads and writes hypercall arguments by virtual address, so they must be in memory the
+//! kernel will not move or make copy-on-write behind Xen's back: pages of
+//! `/dev/xen/hypercall`, or (older kernels) locked `MADV_DONTFORK` anonymous pages. A
+//! [`HypercallBuffer`] owns such pages; dropping it returns them to its pool's cache, so a
+//! repeated call maps nothing. Handing out `&T` into them is sound because Xen writes only
+//! during a hypercall that borrows the buffer exclusively (see [`HypercallBuffer`]).
+//!
+//! # dm_op
+//! [`Privcmd::dm_op`] takes `&[DmOpBuf]`, a borrowed type laid out as the kernel's
+//! `privcmd_dm_op_buf`, so the list goes to `IOCTL_PRIVCMD_DM_OP` without copying: no heap
+//! allocation and exactly one syscall. The kernel's limits (16 buffers of 4096 bytes by
+//! default, [`DmOpLimits`]) are checked first with typed errors. Kernels without the ioctl
+//! (`ENOTTY`) get the `__HYPERVISOR_dm_op` hypercall instead, probed once per handle and
+//! remembered ([`DmOpPath`]).
+//!
+//! # Restriction
+//! [`Privcmd::restrict`] limits one handle to one domain. [`restrict_all`] restricts every
+//! registered handle of the process: each handle type of the workspace registers its fd and a
+//! restrict function in [`RestrictRegistry::global`] when created and leaves it when dropped.
+//!
+//! # How other crates build on xen-hypercall
+//! - **Ids and errors.** Take and return [`DomId`] and [`Error`] (re-export them, so users
+//!   need one crate only). Name the operation the user called in errors (`"dm_op
+//!   set_isa_irq_level"`, `"evtchn bind_interdomain"`), with the domain. Build errors with
+//!   [`Error::os`] / [`Error::last_os_error`] after a syscall, and refuse bad input before any
+//!   syscall with [`Error::InvalidArgument`].
+//! - **Handles.** Keep the fd as a [`RegisteredFd`] from
+//!   `RestrictRegistry::global().register(kind, fd, restrict_fn)`: it owns the fd, closes it on
+//!   drop after leaving the registry, and [`RegisteredFd::restrict`] restricts just that
+//!   handle. Privcmd-based crates (`xen-devicemodel`, `xen-foreignmemory`) simply own a
+//!   [`Privcmd`], which already registers itself. `xen-evtchn` registers its
+//!   `/dev/xen/evtchn` fd with a function issuing `IOCTL_EVTCHN_RESTRICT_DOMID`.
+//! - **dm_ops.** Build the `xen_dm_op` request (and any extra buffers) on the stack, wrap them
+//!   with [`DmOpBuf::from_mut`] / [`DmOpBuf::from_slice_mut`] (your `#[repr(C)]` types
+//!   implement [`Plain`]), call [`Privcmd::dm_op`] with your operation's name. Split requests
+//!   that exceed [`Privcmd::dm_op_limits`] yourself.
+//! - **Foreign mappings.** `mmap` the privcmd fd ([`AsFd`](std::os::fd::AsFd)) and fill the
+//!   mapping with [`Privcmd::mmapbatch_v2`] / [`Privcmd::mmap_resource`]; the mapping type,
+//!   its lifetime and volatile access belong to `xen-foreignmemory`.
+//! - **Other hypercalls.** Prefer a typed method here (add one); the raw
+//!   [`Privcmd::hypercall`] with [`HypercallBuffer`] arguments is the escape hatch.
 //!
 //! Licensed under either of Apache License, Version 2.0 or MIT license at your option.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod abi;
+mod buffer;
+mod dm_op;
+mod domid;
+mod error;
+mod ops;
+mod privcmd;
+mod restrict;
+mod sys;
+
+pub use buffer::{BufferPool, BufferSource, BufferStats, HypercallBuffer, HypercallSlice, Plain};
+pub use dm_op::{DmOpBuf, DmOpLimits, DmOpPath};
+pub use domid::{
+    DomId, DOMID_COW, DOMID_FIRST_RESERVED, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_SELF,
+    DOMID_XEN,
+};
+pub use error::{errno_from_xen, Error, Result};
+pub use ops::{ShutdownReason, XenVersion};
+pub use privcmd::{restrict_privcmd_fd, Privcmd};
+pub use restrict::{restrict_all, RegisteredFd, RestrictFn, RestrictRegistry};
+
+/// The `nix` errno type used in [`Error`], re-exported so callers can match on it without
+/// depending on `nix` themselves.
+pub use nix::errno::Errno;
+
+/// A counting global allocator for the unit tests: per-thread allocation counts, so tests can
+/// show that hot paths allocate nothing.
+#[cfg(test)]
+pub(crate) mod test_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    // SAFETY: forwards to the system allocator; the counter touches no allocated memory.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as ours.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as ours.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as ours.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Allocations (and reallocations) made by this thread so far.
+    pub(crate) fn allocations() -> u64 {
+        ALLOCS.with(|c| c.get())
+    }
+}

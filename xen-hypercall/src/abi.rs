@@ -1,0 +1,62 @@
+//! The `xen-sys` items this crate uses, gathered in one place, with the hypercall numbers and
+//! sub-op codes widened to the `u64` the privcmd ioctl takes.
+
+#![allow(non_camel_case_types, non_upper_case_globals)]
+
+use core::ffi::c_ulong;
+
+pub(crate) use xen_sys::dm_op::xen_dm_op_buf;
+pub(crate) use xen_sys::hvm::xen_hvm_param;
+pub(crate) use xen_sys::memory::xen_memory_reservation;
+pub(crate) use xen_sys::privcmd::{
+    privcmd_dm_op, privcmd_dm_op_buf, privcmd_hypercall, privcmd_mmap_resource,
+    privcmd_mmapbatch_v2,
+};
+pub(crate) use xen_sys::sched::sched_remote_shutdown;
+pub(crate) use xen_sys::version::{
+    xen_capabilities_info_t, xen_changeset_info_t, xen_extraversion_t,
+};
+pub(crate) use xen_sys::xen::{domid_t, xen_ulong_t};
+
+cfg_if::cfg_if! {
+    if #[cfg(target_arch = "aarch64")] {
+        /// `XEN_GUEST_HANDLE(xen_pfn_t)`: a 64-bit union on Arm.
+        pub(crate) type PfnHandle = xen_sys::xen::__guest_handle_64_xen_pfn_t;
+        /// `XEN_GUEST_HANDLE(void)`: a 64-bit union on Arm.
+        pub(crate) type VoidHandle = xen_sys::xen::__guest_handle_64_void;
+    } else {
+        /// `XEN_GUEST_HANDLE(xen_pfn_t)`: a plain pointer on x86.
+        pub(crate) type PfnHandle = xen_sys::xen::__guest_handle_xen_pfn_t;
+        /// `XEN_GUEST_HANDLE(void)`: a plain pointer on x86.
+        pub(crate) type VoidHandle = xen_sys::xen::__guest_handle_void;
+    }
+}
+
+pub(crate) const IOCTL_PRIVCMD_HYPERCALL: c_ulong =
+    xen_sys::privcmd::IOCTL_PRIVCMD_HYPERCALL as c_ulong;
+pub(crate) const IOCTL_PRIVCMD_MMAPBATCH_V2: c_ulong =
+    xen_sys::privcmd::IOCTL_PRIVCMD_MMAPBATCH_V2 as c_ulong;
+pub(crate) const IOCTL_PRIVCMD_DM_OP: c_ulong = xen_sys::privcmd::IOCTL_PRIVCMD_DM_OP as c_ulong;
+pub(crate) const IOCTL_PRIVCMD_RESTRICT: c_ulong =
+    xen_sys::privcmd::IOCTL_PRIVCMD_RESTRICT as c_ulong;
+pub(crate) const IOCTL_PRIVCMD_MMAP_RESOURCE: c_ulong =
+    xen_sys::privcmd::IOCTL_PRIVCMD_MMAP_RESOURCE as c_ulong;
+
+pub(crate) const __HYPERVISOR_memory_op: u64 = xen_sys::xen::__HYPERVISOR_memory_op as u64;
+pub(crate) const __HYPERVISOR_xen_version: u64 = xen_sys::xen::__HYPERVISOR_xen_version as u64;
+pub(crate) const __HYPERVISOR_sched_op: u64 = xen_sys::xen::__HYPERVISOR_sched_op as u64;
+pub(crate) const __HYPERVISOR_hvm_op: u64 = xen_sys::xen::__HYPERVISOR_hvm_op as u64;
+pub(crate) const __HYPERVISOR_dm_op: u64 = xen_sys::xen::__HYPERVISOR_dm_op as u64;
+
+pub(crate) const XENVER_version: u64 = xen_sys::version::XENVER_version as u64;
+pub(crate) const XENVER_extraversion: u64 = xen_sys::version::XENVER_extraversion as u64;
+pub(crate) const XENVER_capabilities: u64 = xen_sys::version::XENVER_capabilities as u64;
+pub(crate) const XENVER_changeset: u64 = xen_sys::version::XENVER_changeset as u64;
+
+pub(crate) const XENMEM_populate_physmap: u64 = xen_sys::memory::XENMEM_populate_physmap as u64;
+pub(crate) const HVMOP_set_param: u64 = xen_sys::hvm::HVMOP_set_param as u64;
+pub(crate) const HVMOP_get_param: u64 = xen_sys::hvm::HVMOP_get_param as u64;
+pub(crate) const SCHEDOP_remote_shutdown: u64 = xen_sys::sched::SCHEDOP_remote_shutdown as u64;
+
+// The gfn lists of the public API are `u64`; the ABI's `xen_pfn_t` must be the same type.
+static_assertions::assert_type_eq_all!(xen_sys::xen::xen_pfn_t, u64);

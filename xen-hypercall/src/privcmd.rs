@@ -1,0 +1,606 @@
+//! The `/dev/xen/privcmd` handle.
+
+use core::ffi::{c_int, c_void};
+use core::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use nix::errno::Errno;
+
+use crate::restrict::{RegisteredFd, RestrictRegistry};
+use crate::{abi, sys, BufferPool, DmOpBuf, DmOpLimits, DmOpPath, DomId, Error};
+
+/// An open handle on Xen's privcmd driver: hypercalls, dm_ops, foreign mappings, restriction.
+///
+/// One `open` per handle, close-on-exec; the fd is closed on drop. `Privcmd` is `Send + Sync`:
+/// share it between threads by reference or `Arc`, every method takes `&self`. Each handle
+/// has its own [`BufferPool`] of hypercall buffers, and joins the process-wide
+/// [restrict registry](crate::restrict_all) for as long as it lives.
+///
+/// ```no_run
+/// use xen_hypercall::Privcmd;
+///
+/// let xen = Privcmd::open()?;
+/// let v = xen.xen_version()?;
+/// println!("Xen {}.{}{}", v.major, v.minor, xen.xen_extraversion()?);
+/// # Ok::<(), xen_hypercall::Error>(())
+/// ```
+pub struct Privcmd {
+    fd: RegisteredFd<'static>,
+    buffers: BufferPool,
+    dm_op_path: AtomicU8,
+    dm_op_limits: DmOpLimits,
+}
+
+/// The registry kind of privcmd handles.
+const KIND: &str = "privcmd";
+
+/// Restricts a privcmd fd (the [`RestrictFn`](crate::RestrictFn) privcmd handles register).
+pub fn restrict_privcmd_fd(fd: BorrowedFd<'_>, domid: DomId) -> Result<(), Error> {
+    let mut dom: abi::domid_t = domid.get();
+    // SAFETY: IOCTL_PRIVCMD_RESTRICT reads one domid_t from the pointer, which points to a
+    // live local.
+    unsafe { sys::ioctl(fd, abi::IOCTL_PRIVCMD_RESTRICT, (&raw mut dom).cast()) }
+        .map(drop)
+        .map_err(|e| Error::os("privcmd restrict", Some(domid), e))
+}
+
+/// A friendly name of a hypercall number, for error messages.
+pub(crate) fn hypercall_name(op: u64) -> &'static str {
+    match op {
+        abi::__HYPERVISOR_memory_op => "hypercall memory_op",
+        abi::__HYPERVISOR_xen_version => "hypercall xen_version",
+        abi::__HYPERVISOR_sched_op => "hypercall sched_op",
+        abi::__HYPERVISOR_hvm_op => "hypercall hvm_op",
+        abi::__HYPERVISOR_dm_op => "hypercall dm_op",
+        _ => "hypercall",
+    }
+}
+
+impl Privcmd {
+    /// The device node, tried first.
+    pub const DEVICE: &'static str = "/dev/xen/privcmd";
+    /// The older xenfs node, tried when [`Privcmd::DEVICE`] does not exist.
+    pub const XENFS_NODE: &'static str = "/proc/xen/privcmd";
+
+    /// Opens `/dev/xen/privcmd` (or `/proc/xen/privcmd` where only xenfs provides it),
+    /// close-on-exec.
+    ///
+    /// Fails with `ENOENT` when neither exists (not running on Xen, or the `xen-privcmd` module
+    /// is not loaded) and `EACCES` without permission.
+    pub fn open() -> Result<Privcmd, Error> {
+        let fd = match sys::open_rdwr_cloexec(c"/dev/xen/privcmd") {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => sys::open_rdwr_cloexec(c"/proc/xen/privcmd")
+                .map_err(|e| Error::os("open /proc/xen/privcmd", None, e))?,
+            Err(e) => return Err(Error::os("open /dev/xen/privcmd", None, e)),
+        };
+        Ok(Privcmd::from_fd(fd, DmOpLimits::from_kernel()))
+    }
+
+    fn from_fd(fd: OwnedFd, dm_op_limits: DmOpLimits) -> Privcmd {
+        Privcmd {
+            fd: RestrictRegistry::global().register(KIND, fd, restrict_privcmd_fd),
+            buffers: BufferPool::new(),
+            dm_op_path: AtomicU8::new(DmOpPath::Probe as u8),
+            dm_op_limits,
+        }
+    }
+
+    /// This handle's hypercall buffers.
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
+    }
+
+    /// Issues a raw hypercall through `IOCTL_PRIVCMD_HYPERCALL` and returns Xen's
+    /// (non-negative) result; a negative result comes back as [`Error::Os`] with its errno.
+    ///
+    /// # Safety
+    /// Xen acts on the arguments with the caller's privilege: every address among them must
+    /// point into memory valid for what that hypercall reads and writes — in practice
+    /// [hypercall buffers](BufferPool) held by exclusive borrow for the duration of the call —
+    /// and the hypercall must not make Xen keep an address to write later (such as
+    /// registering a shared page), since nothing here could keep that memory alive. The
+    /// hypercall must not break the process's or the system's integrity in other ways (e.g.
+    /// changing this domain's own memory map).
+    pub unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<i64, Error> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.hypercall_named(hypercall_name(op), None, op, args) }
+    }
+
+    /// [`Privcmd::hypercall`] with a name and domain for the error.
+    ///
+    /// # Safety
+    /// As for [`Privcmd::hypercall`].
+    pub(crate) unsafe fn hypercall_named(
+        &self,
+        name: &'static str,
+        domain: Option<DomId>,
+        op: u64,
+        args: [u64; 5],
+    ) -> Result<i64, Error> {
+        let mut call = abi::privcmd_hypercall { op, arg: args };
+        // SAFETY: `call` is a live privcmd_hypercall; the caller vouches for the addresses
+        // inside `args`.
+        unsafe {
+            sys::ioctl(
+                self.fd.as_fd(),
+                abi::IOCTL_PRIVCMD_HYPERCALL,
+                (&raw mut call).cast(),
+            )
+        }
+        .map_err(|e| Error::os(name, domain, e))
+    }
+
+    /// The dm_op limits checked before each call (the kernel's, read at [`Privcmd::open`]).
+    pub fn dm_op_limits(&self) -> DmOpLimits {
+        self.dm_op_limits
+    }
+
+    /// How dm_ops are currently issued ([`DmOpPath::Probe`] until the first one).
+    pub fn dm_op_path(&self) -> DmOpPath {
+        DmOpPath::from_u8(self.dm_op_path.load(Ordering::Relaxed))
+    }
+
+    /// Forces how dm_ops are issued, skipping (or re-arming, with [`DmOpPath::Probe`]) the
+    /// probe. For tests, benchmarks with stand-in devices, and callers who know their kernel.
+    pub fn set_dm_op_path(&self, path: DmOpPath) {
+        self.dm_op_path.store(path as u8, Ordering::Relaxed);
+    }
+
+    /// Issues a device-model operation on `domid` with `bufs` (the first holds the
+    /// `xen_dm_op` request); `op` names it in errors (e.g. `"dm_op set_isa_irq_level"`).
+    ///
+    /// The buffer list is checked against [`Privcmd::dm_op_limits`] first (typed errors, no
+    /// syscall). Then: exactly one `IOCTL_PRIVCMD_DM_OP` syscall and no heap allocation. On a
+    /// kernel without that ioctl (`ENOTTY`, seen once per handle and remembered) the
+    /// `__HYPERVISOR_dm_op` hypercall is used instead, with the buffers copied through
+    /// hypercall buffers and back ([`DmOpPath`]).
+    ///
+    /// Xen answers `EPERM` for a PV dom0 target and `EINVAL` for PV guests (dm_ops are for
+    /// HVM/PVH); after [`Privcmd::restrict`], the kernel answers `EPERM` for other domains.
+    pub fn dm_op(&self, op: &'static str, domid: DomId, bufs: &[DmOpBuf<'_>]) -> Result<(), Error> {
+        self.dm_op_limits.check(op, domid, bufs)?;
+        match self.dm_op_path() {
+            DmOpPath::Ioctl => self.dm_op_ioctl(op, domid, bufs),
+            DmOpPath::Hypercall => self.dm_op_hypercall(op, domid, bufs),
+            DmOpPath::Probe => match self.dm_op_ioctl(op, domid, bufs) {
+                Err(e) if e.errno() == Errno::ENOTTY => {
+                    self.set_dm_op_path(DmOpPath::Hypercall);
+                    self.dm_op_hypercall(op, domid, bufs)
+                }
+                result => {
+                    self.set_dm_op_path(DmOpPath::Ioctl);
+                    result
+                }
+            },
+        }
+    }
+
+    fn dm_op_ioctl(
+        &self,
+        op: &'static str,
+        domid: DomId,
+        bufs: &[DmOpBuf<'_>],
+    ) -> Result<(), Error> {
+        let mut req = abi::privcmd_dm_op {
+            dom: domid.get(),
+            // Checked against the limits, which never exceed u16::MAX.
+            num: u16::try_from(bufs.len()).unwrap_or(u16::MAX),
+            ubufs: bufs.as_ptr().cast(),
+        };
+        // SAFETY: `req` is a live privcmd_dm_op; `ubufs` points to `num` DmOpBufs, which have
+        // privcmd_dm_op_buf's layout (asserted), each describing memory mutably borrowed for
+        // the call, so the kernel and Xen may read and write it.
+        unsafe {
+            sys::ioctl(
+                self.fd.as_fd(),
+                abi::IOCTL_PRIVCMD_DM_OP,
+                (&raw mut req).cast(),
+            )
+        }
+        .map(drop)
+        .map_err(|e| Error::os(op, Some(domid), e))
+    }
+
+    fn dm_op_hypercall(
+        &self,
+        op: &'static str,
+        domid: DomId,
+        bufs: &[DmOpBuf<'_>],
+    ) -> Result<(), Error> {
+        // One bounce mapping: the xen_dm_op_buf array, then each buffer's bytes (8-aligned).
+        let header = core::mem::size_of::<abi::xen_dm_op_buf>() * bufs.len();
+        let mut total = header;
+        for b in bufs {
+            total = total.saturating_add(b.len().next_multiple_of(8));
+        }
+        let mut bounce = self.buffers.alloc_slice::<u64>(total.div_ceil(8))?;
+        let base = bounce.as_mut_ptr().cast::<u8>();
+        let mut off = header;
+        for (i, b) in bufs.iter().enumerate() {
+            // SAFETY: `bounce` holds `total` bytes: the array fits in `header`, and buffer i
+            // at `off` fits because `total` sums every rounded size. The source is the
+            // caller's live borrowed buffer, which does not overlap our mapping.
+            unsafe {
+                let data = base.add(off);
+                core::ptr::copy_nonoverlapping(b.as_ptr(), data, b.len());
+                base.cast::<abi::xen_dm_op_buf>()
+                    .add(i)
+                    .write(abi::xen_dm_op_buf {
+                        h: abi::VoidHandle { p: data.cast() },
+                        size: b.len() as abi::xen_ulong_t,
+                    });
+            }
+            off += b.len().next_multiple_of(8);
+        }
+        let args = [u64::from(domid.get()), bufs.len() as u64, base as u64, 0, 0];
+        // SAFETY: the array and every buffer it names live in `bounce`, a hypercall buffer
+        // held exclusively for the call; dm_op does not retain the addresses.
+        let result =
+            unsafe { self.hypercall_named(op, Some(domid), abi::__HYPERVISOR_dm_op, args) };
+        // Copy back: Xen may have written any buffer (results, bitmaps), even on failure.
+        let mut off = header;
+        for b in bufs {
+            // SAFETY: same ranges as above, in the other direction.
+            unsafe { core::ptr::copy_nonoverlapping(base.add(off), b.as_ptr(), b.len()) };
+            off += b.len().next_multiple_of(8);
+        }
+        result.map(drop)
+    }
+
+    /// Restricts this handle to `domid` (`IOCTL_PRIVCMD_RESTRICT`): from now on the kernel
+    /// refuses raw hypercalls entirely and dm_ops / foreign mappings on any other domain
+    /// (`EPERM`). Irreversible; restricting again to the same domain is a no-op, to another
+    /// one fails with `EINVAL`.
+    ///
+    /// Reserved ids are refused before the syscall: the kernel would take `DOMID_INVALID` as
+    /// "no restriction".
+    pub fn restrict(&self, domid: DomId) -> Result<(), Error> {
+        self.fd.restrict(domid)
+    }
+
+    /// The domain this handle was restricted to, through [`Privcmd::restrict`] or
+    /// [`restrict_all`](crate::restrict_all), if any.
+    pub fn restricted_to(&self) -> Option<DomId> {
+        self.fd.restricted_to()
+    }
+
+    /// `IOCTL_PRIVCMD_MMAPBATCH_V2`: maps the frames `gfns` of `domid` at `addr`, one page
+    /// each, writing each frame's outcome (0, or a negative Xen/kernel error code such as
+    /// `-ENOENT` for a paged-out frame) into `errs`. Plumbing for `xen-foreignmemory`, which
+    /// owns the mapping semantics.
+    ///
+    /// Returns `Ok(())` when every frame mapped; `Err` with `ENOENT` when some frames are
+    /// paged out (retry those), other errors otherwise (check `errs` for per-frame codes).
+    /// `gfns` and `errs` must have the same non-zero length (checked before the syscall).
+    ///
+    /// # Safety
+    /// `addr` must be the start of a mapping made with `mmap` of this handle's fd (from
+    /// [`AsFd`]) that is exactly `gfns.len()` pages long, or lie within such a mapping whose
+    /// earlier map attempt left holes (the retry case); the mapping's previous contents are
+    /// replaced by guest memory, so nothing may hold references into it.
+    pub unsafe fn mmapbatch_v2(
+        &self,
+        domid: DomId,
+        addr: *mut c_void,
+        gfns: &[u64],
+        errs: &mut [c_int],
+    ) -> Result<(), Error> {
+        const OP: &str = "privcmd mmapbatch_v2";
+        let domain = Some(domid);
+        if gfns.is_empty() || gfns.len() != errs.len() {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                domain,
+                reason: "needs as many error slots as frames, and at least one frame",
+            });
+        }
+        let num = u32::try_from(gfns.len()).map_err(|_| Error::InvalidArgument {
+            op: OP,
+            domain,
+            reason: "too many frames",
+        })?;
+        let mut req = abi::privcmd_mmapbatch_v2 {
+            num,
+            dom: domid.get(),
+            addr: addr as u64,
+            arr: gfns.as_ptr().cast(),
+            err: errs.as_mut_ptr(),
+        };
+        // SAFETY: `req` is live; `arr` and `err` point to `num` readable / writable elements;
+        // the caller vouches for `addr`.
+        unsafe {
+            sys::ioctl(
+                self.fd.as_fd(),
+                abi::IOCTL_PRIVCMD_MMAPBATCH_V2,
+                (&raw mut req).cast(),
+            )
+        }
+        .map(drop)
+        .map_err(|e| Error::os(OP, domain, e))
+    }
+
+    /// The size in frames of a resource of `domid` (`IOCTL_PRIVCMD_MMAP_RESOURCE` with no
+    /// address): e.g. an ioreq server's pages or the grant table. `kind` and `id` are
+    /// `XENMEM_resource_*` and its id (ioreq server id, grant table id).
+    ///
+    /// Unsupported resources fail with `EOPNOTSUPP` ([`Error::is_not_supported`]).
+    pub fn resource_size(&self, domid: DomId, kind: u32, id: u32) -> Result<u64, Error> {
+        let mut req = abi::privcmd_mmap_resource {
+            dom: domid.get(),
+            type_: kind,
+            id,
+            ..Default::default()
+        };
+        // SAFETY: `req` is live; with `addr` and `num` zero the kernel only queries and writes
+        // back `num`.
+        unsafe {
+            sys::ioctl(
+                self.fd.as_fd(),
+                abi::IOCTL_PRIVCMD_MMAP_RESOURCE,
+                (&raw mut req).cast(),
+            )
+        }
+        .map_err(|e| Error::os("privcmd mmap_resource size", Some(domid), e))?;
+        Ok(req.num)
+    }
+
+    /// `IOCTL_PRIVCMD_MMAP_RESOURCE`: maps `num` frames of a resource of `domid`, starting at
+    /// frame `idx`, at `addr`. Plumbing for `xen-foreignmemory`.
+    ///
+    /// # Safety
+    /// `addr` must be the start of a mapping made with `mmap` of this handle's fd, at least
+    /// `num` pages long (Xen pages: 4 KiB), with nothing holding references into it.
+    pub unsafe fn mmap_resource(
+        &self,
+        domid: DomId,
+        kind: u32,
+        id: u32,
+        idx: u32,
+        num: u64,
+        addr: *mut c_void,
+    ) -> Result<(), Error> {
+        const OP: &str = "privcmd mmap_resource";
+        if num == 0 || addr.is_null() {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                domain: Some(domid),
+                reason: "needs a non-null address and at least one frame",
+            });
+        }
+        let mut req = abi::privcmd_mmap_resource {
+            dom: domid.get(),
+            type_: kind,
+            id,
+            idx,
+            num,
+            addr: addr as u64,
+        };
+        // SAFETY: `req` is live; the caller vouches for `addr`.
+        unsafe {
+            sys::ioctl(
+                self.fd.as_fd(),
+                abi::IOCTL_PRIVCMD_MMAP_RESOURCE,
+                (&raw mut req).cast(),
+            )
+        }
+        .map(drop)
+        .map_err(|e| Error::os(OP, Some(domid), e))
+    }
+}
+
+impl AsFd for Privcmd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Privcmd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl From<OwnedFd> for Privcmd {
+    /// Adopts an already-open privcmd fd (e.g. inherited, or from a sandbox broker). The dm_op
+    /// limits are the kernel defaults ([`DmOpLimits::DEFAULT`]).
+    fn from(fd: OwnedFd) -> Privcmd {
+        Privcmd::from_fd(fd, DmOpLimits::DEFAULT)
+    }
+}
+
+impl From<Privcmd> for OwnedFd {
+    /// Gives up the handle and returns its fd, open; it leaves the restrict registry.
+    fn from(p: Privcmd) -> OwnedFd {
+        p.fd.into_owned_fd()
+    }
+}
+
+impl fmt::Debug for Privcmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Privcmd")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("restricted_to", &self.restricted_to())
+            .field("dm_op_path", &self.dm_op_path())
+            .field("buffers", &self.buffers)
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+    use crate::sys::syscalls;
+    use crate::test_alloc::allocations;
+
+    /// A stand-in privcmd: /dev/null answers every ioctl with ENOTTY after a full trip
+    /// through the kernel's ioctl dispatch.
+    fn stand_in() -> Privcmd {
+        let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        Privcmd::from(fd)
+    }
+
+    #[test]
+    fn dm_op_is_one_syscall_and_no_allocation() {
+        let p = stand_in();
+        p.set_dm_op_path(DmOpPath::Ioctl);
+        let mut header = [0u8; 40];
+        let mut extra = [0u64; 4];
+        // Warm up (first-use effects such as thread-locals), then measure.
+        let _ = p.dm_op(
+            "dm_op test",
+            DomId::new(7),
+            &[DmOpBuf::from_bytes(&mut header)],
+        );
+        let (s0, a0) = (syscalls(), allocations());
+        let bufs = [
+            DmOpBuf::from_bytes(&mut header),
+            DmOpBuf::from_slice_mut(&mut extra),
+        ];
+        let r = p.dm_op("dm_op set_isa_irq_level", DomId::new(7), &bufs);
+        let (s1, a1) = (syscalls(), allocations());
+        assert_eq!(s1 - s0, 1, "exactly one syscall");
+        assert_eq!(a1 - a0, 0, "no heap allocation");
+        let e = r.unwrap_err();
+        assert_eq!(
+            e,
+            Error::os(
+                "dm_op set_isa_irq_level",
+                Some(DomId::new(7)),
+                Errno::ENOTTY
+            )
+        );
+        assert_eq!(
+            e.to_string(),
+            "dm_op set_isa_irq_level on domain 7: Not a typewriter"
+        );
+    }
+
+    #[test]
+    fn limits_are_refused_without_a_syscall() {
+        let p = stand_in();
+        let mut big = [0u8; 4097];
+        let s0 = syscalls();
+        let e = p
+            .dm_op("dm_op x", DomId::new(2), &[DmOpBuf::from_bytes(&mut big)])
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            Error::BufferTooLarge {
+                index: 0,
+                size: 4097,
+                max: 4096,
+                ..
+            }
+        ));
+        assert!(p
+            .dm_op("dm_op x", DomId::new(2), &[])
+            .unwrap_err()
+            .is_invalid_argument());
+        assert_eq!(syscalls(), s0);
+        assert_eq!(p.dm_op_path(), DmOpPath::Probe, "nothing probed yet");
+    }
+
+    #[test]
+    fn enotty_switches_to_the_hypercall_once() {
+        let p = stand_in();
+        let mut header = [1u8; 24];
+        let r = p.dm_op(
+            "dm_op x",
+            DomId::new(3),
+            &[DmOpBuf::from_bytes(&mut header)],
+        );
+        // The stand-in refuses the hypercall too, but the path is now remembered.
+        assert_eq!(r.unwrap_err().errno(), Errno::ENOTTY);
+        assert_eq!(p.dm_op_path(), DmOpPath::Hypercall);
+        assert_eq!(header, [1u8; 24], "bounced contents are copied back");
+        // Second call: one syscall (the hypercall), the bounce buffer comes from the cache.
+        let maps = p.buffers().stats().maps;
+        let s0 = syscalls();
+        let r = p.dm_op(
+            "dm_op x",
+            DomId::new(3),
+            &[DmOpBuf::from_bytes(&mut header)],
+        );
+        assert_eq!(syscalls() - s0, 1);
+        assert_eq!(p.buffers().stats().maps, maps);
+        assert_eq!(r.unwrap_err().op(), "dm_op x");
+    }
+
+    #[test]
+    fn registration_and_restrict_errors() {
+        let p = stand_in();
+        let raw = p.as_raw_fd();
+        assert!(RestrictRegistry::global()
+            .handles()
+            .iter()
+            .any(|(k, _)| *k == "privcmd"));
+        let s0 = syscalls();
+        let e = p.restrict(DomId::INVALID).unwrap_err();
+        assert!(e.is_invalid_argument() && !e.is_os());
+        assert_eq!(syscalls(), s0);
+        let e = p.restrict(DomId::new(5)).unwrap_err();
+        assert_eq!(
+            e,
+            Error::os("privcmd restrict", Some(DomId::new(5)), Errno::ENOTTY)
+        );
+        assert_eq!(p.restricted_to(), None);
+        assert!(format!("{p:?}").contains("Privcmd"));
+        let fd: OwnedFd = p.into();
+        assert_eq!(fd.as_raw_fd(), raw);
+    }
+
+    #[test]
+    fn raw_hypercall_errors_name_the_call() {
+        let p = stand_in();
+        // SAFETY: the stand-in never reaches Xen; no addresses are passed.
+        let e = unsafe { p.hypercall(abi::__HYPERVISOR_xen_version, [0; 5]) }.unwrap_err();
+        assert_eq!(e.op(), "hypercall xen_version");
+        assert_eq!(p.xen_version().unwrap_err().op(), "xen_version");
+        assert_eq!(
+            p.xen_extraversion().unwrap_err().op(),
+            "xen_version extraversion"
+        );
+        let e = p.hvm_get_param(DomId::new(4), 2).unwrap_err();
+        assert_eq!(
+            (e.op(), e.domain()),
+            ("hvm_op get_param", Some(DomId::new(4)))
+        );
+        let mut gfns = [0x1000u64, 0x1001];
+        let e = p
+            .populate_physmap(DomId::new(4), 0, 0, &mut gfns)
+            .unwrap_err();
+        assert_eq!(e.op(), "memory_op populate_physmap");
+        assert_eq!(p.populate_physmap(DomId::new(4), 0, 0, &mut []), Ok(0));
+        let e = p
+            .remote_shutdown(DomId::new(4), crate::ShutdownReason::Poweroff)
+            .unwrap_err();
+        assert_eq!(e.op(), "sched_op remote_shutdown");
+        // Three buffers of different sizes came and went: the pool kept them.
+        let st = p.buffers().stats();
+        assert!(st.reuses >= 3 && st.unmaps == 0, "{st:?}");
+    }
+
+    #[test]
+    fn mapping_plumbing_checks_arguments() {
+        let p = stand_in();
+        let mut errs = [0i32; 1];
+        // SAFETY: refused before the syscall, nothing is mapped.
+        let e = unsafe { p.mmapbatch_v2(DomId::new(1), core::ptr::null_mut(), &[1, 2], &mut errs) };
+        assert!(e.unwrap_err().is_invalid_argument());
+        // SAFETY: as above.
+        let e = unsafe { p.mmap_resource(DomId::new(1), 0, 0, 0, 0, core::ptr::null_mut()) };
+        assert!(e.unwrap_err().is_invalid_argument());
+        let e = p.resource_size(DomId::new(1), 0, 0).unwrap_err();
+        assert_eq!(e.op(), "privcmd mmap_resource size");
+        assert!(e.is_not_supported());
+    }
+
+    #[test]
+    fn privcmd_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Privcmd>();
+        check::<BufferPool>();
+    }
+}

@@ -1,0 +1,151 @@
+//! Every syscall this crate makes, each in one small function.
+//!
+//! Keeping them here means (a) the `unsafe` that talks to the kernel lives in one file, and
+//! (b) unit tests can count syscalls: under `cfg(test)` each function bumps a per-thread counter
+//! ([`syscalls`]), which is how the tests show that a dm_op is exactly one syscall.
+
+use core::ffi::{c_long, c_ulong, c_void, CStr};
+use core::ptr::NonNull;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+#[cfg(test)]
+thread_local! {
+    static SYSCALLS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+/// How many syscalls this thread made through this module (tests only).
+#[cfg(test)]
+pub(crate) fn syscalls() -> u64 {
+    SYSCALLS.with(|c| c.get())
+}
+
+#[inline(always)]
+fn count() {
+    #[cfg(test)]
+    SYSCALLS.with(|c| c.set(c.get() + 1));
+}
+
+/// Opens a device read-write and close-on-exec.
+pub(crate) fn open_rdwr_cloexec(path: &CStr) -> Result<OwnedFd, Errno> {
+    count();
+    nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+}
+
+/// `ioctl(fd, request, arg)`, returning the kernel's full `long` result.
+///
+/// Goes through `syscall(SYS_ioctl)` rather than libc's `ioctl()`, whose `int` return would
+/// truncate a hypercall's 64-bit result.
+///
+/// # Safety
+/// `arg` must be what the driver behind `fd` expects for `request`: for privcmd, a pointer to
+/// the request's struct, every pointer in it valid for the access the kernel and Xen make
+/// during the call.
+pub(crate) unsafe fn ioctl(
+    fd: BorrowedFd<'_>,
+    request: c_ulong,
+    arg: *mut c_void,
+) -> Result<c_long, Errno> {
+    count();
+    // SAFETY: the caller guarantees `arg` is valid for `request`; `fd` is open for the
+    // duration of the call because it is borrowed.
+    let ret = unsafe { libc::syscall(libc::SYS_ioctl, fd.as_raw_fd(), request, arg) };
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The system page size (cached after the first call; not counted as a syscall because glibc
+/// answers it from the auxiliary vector).
+pub(crate) fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf has no memory-safety preconditions.
+            let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let size = usize::try_from(raw)
+                .ok()
+                .filter(|s| s.is_power_of_two())
+                .unwrap_or(4096);
+            PAGE.store(size, Ordering::Relaxed);
+            size
+        }
+        size => size,
+    }
+}
+
+/// Maps `len` bytes of `fd` shared and read-write at an address the kernel picks.
+///
+/// Safe: a new mapping at a fresh address aliases nothing the program already uses.
+pub(crate) fn mmap_shared(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>, Errno> {
+    count();
+    // SAFETY: no MAP_FIXED, so the kernel picks an unused range; nothing is dereferenced here.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    NonNull::new(p.cast()).ok_or(Errno::ENOMEM)
+}
+
+/// Maps `len` bytes of private anonymous read-write memory, locked in RAM, at an address the
+/// kernel picks.
+pub(crate) fn mmap_anon_locked(len: usize) -> Result<NonNull<u8>, Errno> {
+    count();
+    // SAFETY: as in `mmap_shared`: a fresh, kernel-chosen range aliasing nothing.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    NonNull::new(p.cast()).ok_or(Errno::ENOMEM)
+}
+
+/// `madvise(ptr, len, MADV_DONTFORK)`: children created by `fork` do not inherit the range, so
+/// the parent's pages are never made copy-on-write behind Xen's back.
+pub(crate) fn madvise_dontfork(ptr: NonNull<u8>, len: usize) -> Result<(), Errno> {
+    count();
+    // SAFETY: MADV_DONTFORK only changes what a future child inherits; it never changes the
+    // contents or accessibility of the range in this process.
+    let r = unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) };
+    Errno::result(r).map(drop)
+}
+
+/// Unmaps a range.
+///
+/// # Safety
+/// The range must be a whole mapping this crate created, no longer referenced by anything.
+pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
+    count();
+    // SAFETY: the caller guarantees nothing uses the range any more. A failure (only possible
+    // for invalid arguments) would leave the mapping in place, which is safe.
+    let _ = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+}
+
+/// Reads a small sysfs/proc file as an unsigned number (module parameters).
+pub(crate) fn read_number(path: &str) -> Option<usize> {
+    count();
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
