@@ -880,7 +880,7 @@ fn abi_probe(
     let macros: BTreeSet<String> = pre
         .lines()
         .filter_map(|l| l.strip_prefix("#define "))
-        .filter_map(|l| l.split(|c: char| c == ' ' || c == '(').next())
+        .filter_map(|l| l.split([' ', '(']).next())
         .map(str::to_string)
         .collect();
     let pre = squash(&pre);

@@ -52,7 +52,8 @@
 compile_error!("xen-sys has bindings for x86_64 and aarch64 only");
 
 /// Declares the generated half of an area module: a private `generated` module holding the
-/// bindings for the target architecture (committed, or from `OUT_DIR` with feature `bindgen`),
+/// bindings for the target architecture (committed, or from `OUT_DIR` when build.rs generated them
+/// for feature `bindgen`),
 /// whose items are re-exported into the area module.
 macro_rules! generated {
     ($file:literal) => {
@@ -71,11 +72,11 @@ macro_rules! generated {
             rustdoc::all
         )]
         mod generated {
-            #[cfg(feature = "bindgen")]
+            #[cfg(xen_sys_bindgen)]
             include!(concat!(env!("OUT_DIR"), "/", $file));
-            #[cfg(all(not(feature = "bindgen"), target_arch = "x86_64"))]
+            #[cfg(all(not(xen_sys_bindgen), target_arch = "x86_64"))]
             include!(concat!("bindings/x86_64/", $file));
-            #[cfg(all(not(feature = "bindgen"), target_arch = "aarch64"))]
+            #[cfg(all(not(xen_sys_bindgen), target_arch = "aarch64"))]
             include!(concat!("bindings/aarch64/", $file));
         }
         pub use self::generated::*;
@@ -239,7 +240,7 @@ pub mod evtchn {
 #[allow(unused_imports, clippy::all, clippy::pedantic)]
 mod abi {
     cfg_if::cfg_if! {
-        if #[cfg(feature = "bindgen")] {
+        if #[cfg(xen_sys_bindgen)] {
             include!(concat!(env!("OUT_DIR"), "/abi.rs"));
         } else if #[cfg(target_arch = "x86_64")] {
             include!("bindings/x86_64/abi.rs");

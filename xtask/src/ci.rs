@@ -17,6 +17,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "warnings",
     ]))?;
     util::run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    // The committed xen-sys bindings must equal a fresh generation (this also re-proves the ioctl
+    // numbers and struct layouts against clang and gcc).
+    eprintln!("+ cargo xtask bindgen --check");
+    crate::bindgen::check()?;
+    // The other architecture: its bindings and their compile-time ABI assertions.
+    util::run(cargo().args([
+        "check",
+        "--workspace",
+        "--all-features",
+        "--target",
+        "aarch64-unknown-linux-gnu",
+    ]))?;
     util::run(
         cargo()
             .args(["doc", "--workspace", "--all-features", "--no-deps"])
