@@ -23,7 +23,13 @@ use crate::{sys, Error};
 /// # Safety
 /// Every bit pattern of `size_of::<Self>()` bytes, including all-zero, must be a valid `Self`,
 /// and `Self` must hold no references or owned resources.
-pub unsafe trait Plain: Copy + 'static {}
+pub unsafe trait Plain: Copy + 'static {
+    /// The all-zero value (valid for every `Plain` type): a blank request struct.
+    fn zeroed() -> Self {
+        // SAFETY: `Plain` guarantees that every bit pattern, all-zero included, is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
 
 macro_rules! plain {
     ($($t:ty),* $(,)?) => {
