@@ -18,7 +18,7 @@ use crate::util;
 
 /// Machine size: RAM for the whole machine, and dom0's share (the rest is for test guests).
 const MACHINE_MEM_MIB: u32 = 2048;
-const DOM0_MEM: &str = "1024M";
+const DOM0_MEM: &str = "512M";
 /// After a fatal sign (a Xen panic, dom0's death), how long to keep reading before ending QEMU.
 const FATAL_GRACE: Duration = Duration::from_secs(3);
 /// How many hidden lines to show after a machine failure (the whole log is in the log file).
@@ -62,7 +62,7 @@ pub struct Outcome {
 pub fn xen_cmdline() -> String {
     format!(
         "console=com1 com1=115200,8n1 dom0_mem={DOM0_MEM},max:{DOM0_MEM} dom0_max_vcpus=1 \
-         loglvl=all guest_loglvl=all noreboot console_timestamps=boot"
+         loglvl=all guest_loglvl=all noreboot console_timestamps=boot bootscrub=0"
     )
 }
 
@@ -260,7 +260,7 @@ fn watch(
         if let Some(d) = deadline {
             if now >= d && !killed {
                 problems.push(format!(
-                    "timed out after {} s: QEMU ended (raise it with --timeout SECS)",
+                    "timed out after {} s; QEMU killed (raise the deadline with --timeout SECS)",
                     cfg.timeout.unwrap_or_default().as_secs()
                 ));
                 let _ = child.kill();

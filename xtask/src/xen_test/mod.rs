@@ -22,7 +22,8 @@ mod packages;
 mod report;
 mod system;
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Where payloads live in dom0 (exported to the tests as `XEN_RS_PAYLOAD_DIR`).
@@ -112,7 +113,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     let meta = build::Metadata::load()?;
     let work = meta.target_directory.join("xen-test");
-    std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+    fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
 
     let tests = build::test_executables(&meta, &opts.packages)?;
     let payloads = crate::payloads::build()?;
@@ -122,6 +123,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         payloads.len()
     );
 
+    // One machine at a time per target directory: runs share target/xen-test/, and two TCG
+    // machines on a small host would only slow each other down.
+    let _lock = RunLock::acquire(&work)?;
     let image = initramfs::assemble(&sys, &work, &tests, &payloads, &opts)?;
     let xen_elf = system::xen_elf(&sys, &work)?;
     eprintln!(
@@ -144,7 +148,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let cfg = machine::Config {
         qemu: sys.qemu.clone(),
         xen: xen_elf,
-        kernel: sys.kernel.clone(),
+        kernel: system::dom0_kernel(&sys, &work)?,
         initrd: image.path.clone(),
         log: work.join("console.log"),
         timeout: if opts.shell {
@@ -159,11 +163,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let log_path: PathBuf = cfg.log.clone();
 
     eprintln!(
-        "xen-test: dom0 /init reached {}; machine run {:.1} s; QEMU peak RSS {}; initramfs {:.1} MiB; console log {}",
+        "xen-test: dom0 /init {}; machine run {:.1} s; QEMU peak RSS {}; initramfs {:.1} MiB; console log {}",
         outcome
             .init_after
-            .map(|d| format!("after {:.1} s", d.as_secs_f64()))
-            .unwrap_or_else(|| "never".into()),
+            .map(|d| format!("reached after {:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "never reached".into()),
         outcome.elapsed.as_secs_f64(),
         outcome
             .peak_rss_kib
@@ -173,9 +177,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         log_path.display()
     );
     if opts.shell {
-        return match outcome.problems.is_empty() {
+        let mut reasons = outcome.problems.clone();
+        reasons.extend(outcome.transcript.alarms.iter().map(|a| a.to_string()));
+        return match reasons.is_empty() {
             true => Ok(()),
-            false => Err(outcome.problems.join("; ")),
+            false => Err(reasons.join("\n")),
         };
     }
 
@@ -188,6 +194,58 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(String::new())
+    }
+}
+
+/// A lock directory (`target/xen-test/lock`, holding the owner's pid), removed on drop; a lock
+/// whose owner is gone is taken over.
+struct RunLock(PathBuf);
+
+impl RunLock {
+    fn acquire(work: &Path) -> Result<RunLock, String> {
+        let dir = work.join("lock");
+        let me = fs::read_to_string("/proc/self/comm").unwrap_or_default();
+        let mut told = false;
+        let mut no_pid = 0;
+        loop {
+            match fs::create_dir(&dir) {
+                Ok(()) => {
+                    fs::write(dir.join("pid"), std::process::id().to_string())
+                        .map_err(|e| format!("writing {}/pid: {e}", dir.display()))?;
+                    return Ok(RunLock(dir));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+            }
+            let holder = fs::read_to_string(dir.join("pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            let alive = holder.is_some_and(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == me)
+            });
+            if alive {
+                if !told {
+                    eprintln!(
+                        "xen-test: waiting for another xen-test run (pid {}) to finish",
+                        holder.unwrap_or_default()
+                    );
+                    told = true;
+                }
+                no_pid = 0;
+            } else if holder.is_some() || no_pid >= 5 {
+                let _ = fs::remove_dir_all(&dir); // stale: its owner is gone
+                continue;
+            } else {
+                no_pid += 1; // being created right now
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

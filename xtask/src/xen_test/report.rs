@@ -78,6 +78,16 @@ pub enum Alarm {
     Dom0Oops(String),
 }
 
+impl std::fmt::Display for Alarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Alarm::XenPanic(l) => write!(f, "Xen panicked: {l}"),
+            Alarm::Dom0Dead(l) => write!(f, "dom0 died: {l}"),
+            Alarm::Dom0Oops(l) => write!(f, "dom0 kernel oops: {l}"),
+        }
+    }
+}
+
 impl Alarm {
     /// Whether the machine can no longer make progress.
     pub fn fatal(&self) -> bool {
@@ -228,13 +238,7 @@ pub struct Verdict {
 pub fn verdict(t: &Transcript, expected: &[String], problems: &[String]) -> Verdict {
     let mut v = Verdict::default();
     v.reasons.extend(problems.iter().cloned());
-    for a in &t.alarms {
-        v.reasons.push(match a {
-            Alarm::XenPanic(l) => format!("Xen panicked: {l}"),
-            Alarm::Dom0Dead(l) => format!("dom0 died: {l}"),
-            Alarm::Dom0Oops(l) => format!("dom0 kernel oops: {l}"),
-        });
-    }
+    v.reasons.extend(t.alarms.iter().map(Alarm::to_string));
     if !t.init_started {
         v.reasons.push("dom0 never reached /init".into());
     }

@@ -167,9 +167,94 @@ pub fn xen_elf(sys: &System, work: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// Where a compressed payload may start inside a bzImage: (magic, decompressor).
+const PAYLOAD_MAGICS: &[(&[u8], &str)] = &[
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x1f\x8b\x08", "gzip"),
+];
+
+/// Offsets in `image` where a compressed kernel may start, with the tool to decompress it, in
+/// file order.
+pub fn payload_candidates(image: &[u8]) -> Vec<(usize, &'static str)> {
+    let mut v = Vec::new();
+    for (magic, tool) in PAYLOAD_MAGICS {
+        let mut from = 0;
+        while let Some(i) = image[from..].windows(magic.len()).position(|w| w == *magic) {
+            v.push((from + i, *tool));
+            from += i + 1;
+        }
+    }
+    v.sort();
+    v
+}
+
+/// dom0's kernel as an uncompressed ELF (`vmlinux`), extracted from the bzImage and cached in
+/// `work`: Xen builds dom0 from it in ~0.01 s instead of ~2 s of decompressing under TCG. Falls
+/// back to the bzImage itself when no payload decompresses to an ELF.
+pub fn dom0_kernel(sys: &System, work: &Path) -> Result<PathBuf, String> {
+    let out = work.join("vmlinux");
+    let key_file = work.join("vmlinux.key");
+    let key = fingerprint([sys.kernel.as_path()], "vmlinux v1");
+    if out.is_file() && fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
+        return Ok(out);
+    }
+    let _ = fs::remove_file(&key_file);
+    let image =
+        fs::read(&sys.kernel).map_err(|e| format!("reading {}: {e}", sys.kernel.display()))?;
+    for (off, tool) in payload_candidates(&image) {
+        let mut args = vec!["-dc"];
+        if tool == "xz" {
+            args.push("--single-stream"); // the bzImage goes on after the payload
+        }
+        let Ok(mut child) = Command::new(tool)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            continue;
+        };
+        let mut stdin = child.stdin.take();
+        let data = image[off..].to_vec();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            if let Some(s) = stdin.as_mut() {
+                let _ = s.write_all(&data); // the tool may stop reading at the payload's end
+            }
+        });
+        let output = child.wait_with_output();
+        let _ = feeder.join();
+        let Ok(output) = output else { continue };
+        // gzip/zstd complain about the trailing bytes: judge by what came out.
+        if output.stdout.len() > 1 << 20 && output.stdout.starts_with(b"\x7fELF") {
+            fs::write(&out, &output.stdout)
+                .map_err(|e| format!("writing {}: {e}", out.display()))?;
+            fs::write(&key_file, key)
+                .map_err(|e| format!("writing {}: {e}", key_file.display()))?;
+            return Ok(out);
+        }
+    }
+    eprintln!(
+        "xen-test: could not extract an ELF kernel from {}; Xen will decompress it (slower)",
+        sys.kernel.display()
+    );
+    Ok(sys.kernel.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_compressed_payloads() {
+        let mut img = vec![0u8; 64];
+        img[10..16].copy_from_slice(b"\xfd7zXZ\x00");
+        img[40..43].copy_from_slice(b"\x1f\x8b\x08");
+        assert_eq!(payload_candidates(&img), [(10, "xz"), (40, "gzip")]);
+        assert!(payload_candidates(b"plain").is_empty());
+    }
 
     #[test]
     fn versions_compare_numerically() {
