@@ -1,8 +1,25 @@
 //! Guest payloads and helper programs that go into the Xen test machine's dom0.
 //!
-//! (Placeholder: the test-guest work fills this in.)
+//! Everything lands under `/opt/xen-rs/` in dom0 (the tests see that directory as
+//! `XEN_RS_PAYLOAD_DIR`); `xen-testkit` knows these names (`xen_testkit::payload`):
+//!
+//! - `testguest-hvm.elf`: the tiny test guest (`xen-testkit/guest`) as an ELF32 image without Xen
+//!   notes, the form libxc's HVM firmware loader accepts (xl's `firmware_override`);
+//! - `testguest-pvh.elf`: the same guest as built (ELF64 with the `XEN_ELFNOTE_PHYS32_ENTRY` note),
+//!   a PVH kernel (xl's `kernel` with `type = "pvh"`);
+//! - `xen-testkit-dm`: the fake device model (`xen-testkit/src/bin/xen-testkit-dm.rs`) that xl's
+//!   `device_model_override` starts for HVM guests: it answers libxl's QMP handshake and writes
+//!   the device-model state to xenstore;
+//! - `pv-kernel`: a PV kernel for PV guests (Debian's Linux from `/boot`).
+//!
+//! The guest is a separate package (excluded from the workspace) built for `x86_64-unknown-none`
+//! with its own linker script; its `.cargo/config.toml` picks the target and its build script the
+//! linker script, so a plain `cargo build --release` in `xen-testkit/guest` builds it too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util;
 
 /// A file to place in dom0: where it is on the host, and its path inside dom0.
 pub struct Payload {
@@ -12,7 +29,130 @@ pub struct Payload {
     pub dom0: String,
 }
 
+/// The bare-metal target the guest is built for.
+const GUEST_TARGET: &str = "x86_64-unknown-none";
+
 /// Builds every payload and returns what must be copied into dom0.
 pub fn build() -> Result<Vec<Payload>, String> {
-    Ok(Vec::new())
+    let root = util::workspace_root();
+    let guest_dir = root.join("xen-testkit/guest");
+    let out_dir = root.join("target/xen-testkit-guest");
+
+    // The guest, with the cargo that invoked us (its .cargo/config.toml sets target and flags).
+    let mut cargo = util::cargo();
+    cargo
+        .current_dir(&guest_dir)
+        .args(["build", "--release", "--target", GUEST_TARGET])
+        .env("CARGO_TARGET_DIR", &out_dir)
+        // The host's flags (e.g. from `cargo xtask ci`) are not for bare metal.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    util::run(&mut cargo).map_err(|e| {
+        format!("{e}\n(the test guest needs the {GUEST_TARGET} target: `rustup target add {GUEST_TARGET}`)")
+    })?;
+    let elf64 = out_dir.join(GUEST_TARGET).join("release/xen-testkit-guest");
+    let pvh = out_dir.join("testguest-pvh.elf");
+    let hvm = out_dir.join("testguest-hvm.elf");
+    std::fs::copy(&elf64, &pvh)
+        .map_err(|e| format!("copying {} to {}: {e}", elf64.display(), pvh.display()))?;
+    // libxc's HVM firmware loader wants ELF32 and refuses images with Xen notes (it takes those
+    // for PV/PVH kernels): convert and drop the PVH note. The code itself is position-dependent
+    // and below 4 GiB, so the class change is only a container change.
+    util::run(
+        Command::new("objcopy")
+            .args(["-O", "elf32-i386", "--remove-section", ".note.Xen"])
+            .arg(&elf64)
+            .arg(&hvm),
+    )
+    .map_err(|e| format!("{e}\n(objcopy comes with binutils: `apt-get install binutils`)"))?;
+
+    // The fake device model: a binary of xen-testkit, built like the test executables.
+    let mut cargo = util::cargo();
+    cargo.args([
+        "build",
+        "-p",
+        "xen-testkit",
+        "--bin",
+        "xen-testkit-dm",
+        "--message-format=json-render-diagnostics",
+    ]);
+    let dm = build_binary(cargo, "xen-testkit-dm")?;
+
+    let dir = "/opt/xen-rs";
+    Ok(vec![
+        Payload {
+            host: hvm,
+            dom0: format!("{dir}/testguest-hvm.elf"),
+        },
+        Payload {
+            host: pvh,
+            dom0: format!("{dir}/testguest-pvh.elf"),
+        },
+        Payload {
+            host: dm,
+            dom0: format!("{dir}/xen-testkit-dm"),
+        },
+        Payload {
+            host: pv_kernel()?,
+            dom0: format!("{dir}/pv-kernel"),
+        },
+    ])
+}
+
+/// A PV kernel for PV guests: the newest `/boot/vmlinuz-*` (Debian's, the one dom0 runs).
+fn pv_kernel() -> Result<PathBuf, String> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .map_err(|e| format!("reading /boot: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| {
+        "no /boot/vmlinuz-* for PV guests (apt-get install linux-image-amd64)".to_string()
+    })
+}
+
+/// Runs a `cargo build --message-format=json...` and returns the executable named `name`.
+fn build_binary(mut cargo: Command, name: &str) -> Result<PathBuf, String> {
+    eprintln!("+ {}", util::display(&cargo));
+    let out = cargo
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start `{}`: {e}", util::display(&cargo)))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed: {}",
+            util::display(&cargo),
+            out.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // A compiler-artifact line names the executable in `"executable":"<path>"`; the binary's
+    // name is its file name. (No JSON parser in xtask for one field.)
+    for line in stdout
+        .lines()
+        .filter(|l| l.contains("\"compiler-artifact\""))
+    {
+        if let Some(exe) = json_string_field(line, "executable") {
+            if Path::new(&exe).file_name().is_some_and(|f| f == name) {
+                return Ok(PathBuf::from(exe));
+            }
+        }
+    }
+    Err(format!(
+        "`{}` built no executable named {name}",
+        util::display(&cargo)
+    ))
+}
+
+/// The string value of `"field":"..."` in one line of cargo's JSON (paths have no escapes but
+/// backslashes on Windows, which we do not run on).
+fn json_string_field(line: &str, field: &str) -> Option<String> {
+    let key = format!("\"{field}\":\"");
+    let start = line.find(&key)? + key.len();
+    let end = line[start..].find('"')? + start;
+    Some(line[start..end].to_string())
 }

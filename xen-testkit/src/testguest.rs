@@ -1,0 +1,434 @@
+//! The tiny test guest, driven through its mailbox (see [`crate::protocol`]).
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::guest::{Guest, GuestConfig, GuestType};
+use crate::privcmd::ForeignMapping;
+use crate::protocol::{self as p, offsets};
+use crate::{xl, Error, Result};
+
+/// Default deadline for one command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deadline for the guest's boot report after unpause.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the guest answered to one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// `STATUS_*` ([`p::STATUS_OK`] when the command ran).
+    pub status: u32,
+    /// First result.
+    pub result: u64,
+    /// Second result.
+    pub result2: u64,
+}
+
+/// `SCHEDOP_shutdown` reasons for [`TestGuest::shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// `SHUTDOWN_poweroff`.
+    Poweroff = 0,
+    /// `SHUTDOWN_reboot`.
+    Reboot = 1,
+    /// `SHUTDOWN_suspend`.
+    Suspend = 2,
+    /// `SHUTDOWN_crash`.
+    Crash = 3,
+}
+
+/// A running test guest (HVM or PVH) with its mailbox mapped; destroyed on drop.
+#[derive(Debug)]
+pub struct TestGuest {
+    // Field order matters: the mapping goes before the domain is destroyed.
+    mailbox: ForeignMapping,
+    slots: [Mutex<()>; p::MAX_VCPUS],
+    timeout: Duration,
+    boot_time: Duration,
+    guest: Guest,
+}
+
+impl TestGuest {
+    /// Creates an HVM test guest (firmware_override + fake device model), starts it and waits for
+    /// its boot report.
+    pub fn hvm() -> Result<TestGuest> {
+        TestGuest::start(GuestConfig::hvm())
+    }
+
+    /// Creates a PVH test guest, starts it and waits for its boot report.
+    pub fn pvh() -> Result<TestGuest> {
+        TestGuest::start(GuestConfig::pvh())
+    }
+
+    /// Creates a test guest from `config` (which must run the test guest image: made from
+    /// [`GuestConfig::hvm`] or [`GuestConfig::pvh`]), maps its mailbox, unpauses it and waits for
+    /// its boot report.
+    pub fn start(config: GuestConfig) -> Result<TestGuest> {
+        if config.kind() == GuestType::Pv {
+            return Err(Error::Invalid(
+                "the test guest runs as HVM or PVH, not PV".into(),
+            ));
+        }
+        let guest = Guest::create(&config.paused(true))?;
+        let gfns: Vec<u64> = (0..p::MAILBOX_PAGES as u64)
+            .map(|i| p::MAILBOX_GFN + i)
+            .collect();
+        let mailbox = ForeignMapping::map(guest.domid(), &gfns)?;
+        let mut tg = TestGuest {
+            mailbox,
+            slots: Default::default(),
+            timeout: COMMAND_TIMEOUT,
+            boot_time: Duration::ZERO,
+            guest,
+        };
+        let t0 = Instant::now();
+        tg.guest.unpause()?;
+        tg.wait_ready(BOOT_TIMEOUT)?;
+        tg.boot_time = t0.elapsed();
+        Ok(tg)
+    }
+
+    /// The guest domain.
+    pub fn guest(&self) -> &Guest {
+        &self.guest
+    }
+
+    /// Its domain id.
+    pub fn domid(&self) -> u16 {
+        self.guest.domid()
+    }
+
+    /// Time from unpause to the guest's boot report.
+    pub fn boot_time(&self) -> Duration {
+        self.boot_time
+    }
+
+    /// Sets the deadline for each later command.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The mapped mailbox (control page, then one data page per vCPU).
+    pub fn mailbox(&self) -> &ForeignMapping {
+        &self.mailbox
+    }
+
+    /// A snapshot of the mailbox header.
+    pub fn header(&self) -> p::Header {
+        let m = &self.mailbox;
+        p::Header {
+            magic: m.read_u32(offsets::MAGIC),
+            version: m.read_u32(offsets::VERSION),
+            state: m.read_u32(offsets::STATE),
+            boot_kind: m.read_u32(offsets::BOOT_KIND),
+            xen_version: m.read_u32(offsets::XEN_VERSION),
+            vcpus_online: m.read_u32(offsets::VCPUS_ONLINE),
+            flags: m.read_u32(offsets::FLAGS),
+            ticks: m.read_u32(offsets::TICKS),
+            exc_vector: m.read_u64(32),
+            exc_error: m.read_u64(40),
+            exc_rip: m.read_u64(48),
+            exc_cr2: m.read_u64(56),
+            start_info: m.read_u64(64),
+        }
+    }
+
+    /// Sets the header's `FLAG_*` bits (e.g. [`p::FLAG_QUIET`]).
+    pub fn set_flags(&self, flags: u32) {
+        self.mailbox.write_u32(offsets::FLAGS, flags);
+    }
+
+    /// How many times the guest has taken interrupt/exception `vector`.
+    pub fn vector_count(&self, vector: u8) -> u32 {
+        self.mailbox
+            .read_u32(p::VECTOR_COUNTS_OFFSET + 4 * vector as usize)
+    }
+
+    /// The hypervisor console lines this guest printed (port 0xe9), from `xl dmesg`.
+    pub fn console_lines(&self) -> Result<Vec<String>> {
+        let tag = format!("(d{})", self.domid());
+        Ok(xl::dmesg()?
+            .lines()
+            .filter_map(|l| l.find(&tag).map(|i| l[i + tag.len()..].trim().to_string()))
+            .collect())
+    }
+
+    fn stopped_error(&self, h: &p::Header) -> Option<Error> {
+        match h.state {
+            p::STATE_CRASHED => Some(Error::Guest(format!(
+                "crashed: exception vector {} error {:#x} at rip {:#x} (cr2 {:#x})",
+                h.exc_vector, h.exc_error, h.exc_rip, h.exc_cr2
+            ))),
+            p::STATE_HALTED => Some(Error::Guest("halted".into())),
+            _ => None,
+        }
+    }
+
+    /// Waits for the guest's boot report (magic and state READY).
+    pub fn wait_ready(&self, timeout: Duration) -> Result<p::Header> {
+        let t0 = Instant::now();
+        loop {
+            let h = self.header();
+            if h.magic == p::MAGIC {
+                if h.version != p::VERSION {
+                    return Err(Error::Guest(format!(
+                        "protocol version {} (expected {})",
+                        h.version,
+                        p::VERSION
+                    )));
+                }
+                if let Some(e) = self.stopped_error(&h) {
+                    return Err(e);
+                }
+                if h.state == p::STATE_READY {
+                    return Ok(h);
+                }
+            }
+            if t0.elapsed() > timeout {
+                let console = self.console_lines().unwrap_or_default().join("\n");
+                let state = self
+                    .guest
+                    .list_entry()
+                    .ok()
+                    .flatten()
+                    .map(|e| e.state)
+                    .unwrap_or_default();
+                return Err(Error::Timeout(
+                    timeout,
+                    format!(
+                        "no boot report from test guest d{} (xl state {state:?}, header {h:?}); its console:\n{console}",
+                        self.domid()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs one raw command on vCPU `vcpu`'s slot and waits for its reply.
+    pub fn command_on(&self, vcpu: usize, op: u32, args: [u64; 6]) -> Result<Reply> {
+        if vcpu >= p::MAX_VCPUS {
+            return Err(Error::Invalid(format!("vcpu {vcpu} >= {}", p::MAX_VCPUS)));
+        }
+        let _slot = self.slots[vcpu].lock().unwrap_or_else(|e| e.into_inner());
+        let m = &self.mailbox;
+        let base = p::slot_offset(vcpu);
+        let mut seq = m.read_u32(base + offsets::SLOT_SEQ).wrapping_add(1);
+        if seq == 0 {
+            seq = 1;
+        }
+        m.write_u32(base + offsets::SLOT_OP, op);
+        for (i, a) in args.iter().enumerate() {
+            m.write_u64(base + offsets::SLOT_ARGS + 8 * i, *a);
+        }
+        fence(Ordering::SeqCst);
+        m.write_u32(base + offsets::SLOT_SEQ, seq);
+        let t0 = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if m.read_u32(base + offsets::SLOT_ACK) == seq {
+                fence(Ordering::Acquire);
+                return Ok(Reply {
+                    status: m.read_u32(base + offsets::SLOT_STATUS),
+                    result: m.read_u64(base + offsets::SLOT_RESULT),
+                    result2: m.read_u64(base + offsets::SLOT_RESULT2),
+                });
+            }
+            let h = self.header();
+            if let Some(e) = self.stopped_error(&h) {
+                return Err(e);
+            }
+            if t0.elapsed() > self.timeout {
+                return Err(Error::Timeout(
+                    self.timeout,
+                    format!("test guest d{} did not answer command op {op} seq {seq} on vcpu {vcpu} (header {h:?})", self.domid()),
+                ));
+            }
+            spins += 1;
+            if spins < 200 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// Runs a command on vCPU 0 and turns a non-OK status into an error.
+    pub fn command(&self, op: u32, args: [u64; 6]) -> Result<Reply> {
+        let r = self.command_on(0, op, args)?;
+        if r.status != p::STATUS_OK {
+            return Err(Error::Guest(format!(
+                "op {op} {args:x?}: status {}",
+                r.status
+            )));
+        }
+        Ok(r)
+    }
+
+    /// `ping`: the guest answers with its magic.
+    pub fn ping(&self) -> Result<()> {
+        let r = self.command(p::OP_PING, [0; 6])?;
+        if r.result != p::MAGIC as u64 {
+            return Err(Error::Guest(format!("ping answered {:#x}", r.result)));
+        }
+        Ok(())
+    }
+
+    /// `out` of `size` (1, 2, 4) bytes of `value` to `port`.
+    pub fn port_out(&self, port: u16, value: u32, size: u8) -> Result<()> {
+        self.command(
+            p::OP_PORT_OUT,
+            [port.into(), value.into(), size.into(), 0, 0, 0],
+        )
+        .map(drop)
+    }
+
+    /// `in` of `size` (1, 2, 4) bytes from `port`.
+    pub fn port_in(&self, port: u16, size: u8) -> Result<u32> {
+        Ok(self
+            .command(p::OP_PORT_IN, [port.into(), 0, size.into(), 0, 0, 0])?
+            .result as u32)
+    }
+
+    /// `rep outs` of `data` (a whole number of `size`-byte units, at most a page) to `port`;
+    /// `backwards` sets the direction flag.
+    pub fn rep_outs(&self, port: u16, size: u8, data: &[u8], backwards: bool) -> Result<()> {
+        if !matches!(size, 1 | 2 | 4)
+            || data.is_empty()
+            || data.len() % size as usize != 0
+            || data.len() > p::PAGE_SIZE
+        {
+            return Err(Error::Invalid(format!(
+                "rep_outs of {} bytes in units of {size}",
+                data.len()
+            )));
+        }
+        self.mailbox.write_bytes(p::PAGE_SIZE, data);
+        let count = (data.len() / size as usize) as u64;
+        self.command(
+            p::OP_REP_OUTS,
+            [port.into(), backwards as u64, size.into(), count, 0, 0],
+        )
+        .map(drop)
+    }
+
+    /// `rep ins` of `count` units of `size` bytes from `port`; returns the bytes in buffer order.
+    pub fn rep_ins(&self, port: u16, size: u8, count: usize, backwards: bool) -> Result<Vec<u8>> {
+        if !matches!(size, 1 | 2 | 4) || count == 0 || count * size as usize > p::PAGE_SIZE {
+            return Err(Error::Invalid(format!(
+                "rep_ins of {count} units of {size}"
+            )));
+        }
+        self.command(
+            p::OP_REP_INS,
+            [
+                port.into(),
+                backwards as u64,
+                size.into(),
+                count as u64,
+                0,
+                0,
+            ],
+        )?;
+        let mut buf = vec![0u8; count * size as usize];
+        self.mailbox.read_bytes(p::PAGE_SIZE, &mut buf);
+        Ok(buf)
+    }
+
+    /// Reads `size` (1, 2, 4, 8) bytes at guest-physical `addr` (RAM or MMIO, below 4 GiB).
+    pub fn mem_read(&self, addr: u64, size: u8) -> Result<u64> {
+        Ok(self
+            .command(p::OP_MEM_READ, [addr, 0, size.into(), 0, 0, 0])?
+            .result)
+    }
+
+    /// Writes `size` (1, 2, 4, 8) bytes of `value` at guest-physical `addr` (RAM or MMIO).
+    pub fn mem_write(&self, addr: u64, value: u64, size: u8) -> Result<()> {
+        self.command(p::OP_MEM_WRITE, [addr, value, size.into(), 0, 0, 0])
+            .map(drop)
+    }
+
+    /// PCI config read through 0xcf8/0xcfc.
+    pub fn pci_cfg_read(&self, bus: u8, dev: u8, func: u8, reg: u8, size: u8) -> Result<u32> {
+        let a = p::pci_cfg_address(bus, dev, func, reg);
+        Ok(self
+            .command(p::OP_PCI_CFG_READ, [a, 0, size.into(), 0, 0, 0])?
+            .result as u32)
+    }
+
+    /// PCI config write through 0xcf8/0xcfc.
+    pub fn pci_cfg_write(
+        &self,
+        bus: u8,
+        dev: u8,
+        func: u8,
+        reg: u8,
+        value: u32,
+        size: u8,
+    ) -> Result<()> {
+        let a = p::pci_cfg_address(bus, dev, func, reg);
+        self.command(p::OP_PCI_CFG_WRITE, [a, value.into(), size.into(), 0, 0, 0])
+            .map(drop)
+    }
+
+    /// Has the guest fill frame `gfn` (`None`: its first scratch frame) with
+    /// [`p::pattern_byte`]`(seed, i)`; returns the frame filled.
+    pub fn fill(&self, gfn: Option<u64>, seed: u64) -> Result<u64> {
+        Ok(self
+            .command(p::OP_FILL, [gfn.unwrap_or(0), seed, 0, 0, 0, 0])?
+            .result)
+    }
+
+    /// The guest's FNV-1a of frame `gfn`.
+    pub fn checksum(&self, gfn: u64) -> Result<u64> {
+        Ok(self.command(p::OP_CHECKSUM, [gfn, 0, 0, 0, 0, 0])?.result)
+    }
+
+    /// Frame `gfn`'s bytes as the guest reads them.
+    pub fn copy_out(&self, gfn: u64) -> Result<Vec<u8>> {
+        let r = self.command(p::OP_COPY_OUT, [gfn, 0, 0, 0, 0, 0])?;
+        let mut buf = vec![0u8; p::PAGE_SIZE];
+        self.mailbox.read_bytes(p::PAGE_SIZE, &mut buf);
+        if p::fnv1a64(buf.iter().copied()) != r.result {
+            return Err(Error::Guest("copy_out: checksum mismatch".into()));
+        }
+        Ok(buf)
+    }
+
+    /// A raw hypercall made by the guest; returns its result (negative errno on failure).
+    pub fn hypercall(&self, nr: u64, args: [u64; 5]) -> Result<i64> {
+        let r = self.command(
+            p::OP_HYPERCALL,
+            [nr, args[0], args[1], args[2], args[3], args[4]],
+        )?;
+        Ok(r.result as i64)
+    }
+
+    /// `cpuid` in the guest: `[eax, ebx, ecx, edx]`.
+    pub fn cpuid(&self, leaf: u32, subleaf: u32) -> Result<[u32; 4]> {
+        let r = self.command(p::OP_CPUID, [leaf.into(), subleaf.into(), 0, 0, 0, 0])?;
+        Ok([
+            r.result as u32,
+            (r.result >> 32) as u32,
+            r.result2 as u32,
+            (r.result2 >> 32) as u32,
+        ])
+    }
+
+    /// Stops the guest for good (interrupts off, `hlt`); the domain stays.
+    pub fn halt(&self) -> Result<()> {
+        self.command(p::OP_HALT, [0; 6]).map(drop)
+    }
+
+    /// The guest shuts itself down with `reason` (`SCHEDOP_shutdown`).
+    pub fn shutdown(&self, reason: ShutdownReason) -> Result<()> {
+        self.command(p::OP_SHUTDOWN, [reason as u64, 0, 0, 0, 0, 0])
+            .map(drop)
+    }
+
+    /// Maps `gfns` of this guest (to check what it wrote, or to write what it will read).
+    pub fn map_frames(&self, gfns: &[u64]) -> Result<ForeignMapping> {
+        ForeignMapping::map(self.domid(), gfns)
+    }
+}

@@ -1,0 +1,192 @@
+//! The first tests of the Xen test machine: the hypervisor answers, guests of every type come and
+//! go, and the tiny test guest does what it is told.
+//!
+//! They need Xen: run them with `cargo xtask xen-test -p xen-testkit`.
+
+use std::time::Instant;
+
+use xen_testkit::protocol as p;
+use xen_testkit::{privcmd, require_xen, xl, Guest, GuestConfig, TestGuest};
+
+fn sys_hypervisor(field: &str) -> String {
+    let path = format!("/sys/hypervisor/version/{field}");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn raw_xen_version_hypercall_matches_sysfs() {
+    require_xen();
+    let v = privcmd::hypercall(
+        xen_sys::xen::__HYPERVISOR_xen_version.into(),
+        [xen_sys::version::XENVER_version.into(), 0, 0, 0, 0],
+    )
+    .unwrap();
+    let (major, minor) = (v >> 16, v & 0xffff);
+    println!("xen_version hypercall: {major}.{minor}");
+    assert_eq!(major.to_string(), sys_hypervisor("major"));
+    assert_eq!(minor.to_string(), sys_hypervisor("minor"));
+}
+
+fn create_list_destroy(config: GuestConfig) {
+    let kind = config.kind();
+    let t0 = Instant::now();
+    let g = Guest::create(&config).unwrap_or_else(|e| panic!("{kind:?} guest: {e}"));
+    let created = t0.elapsed();
+    let entry = g
+        .list_entry()
+        .unwrap()
+        .unwrap_or_else(|| panic!("{kind:?} guest {} not in xl list", g.name()));
+    println!(
+        "{kind:?} guest d{} created paused in {created:?}: xl list state {:?}",
+        g.domid(),
+        entry.state
+    );
+    assert!(
+        entry.state.contains('p'),
+        "created with -p but state is {:?}",
+        entry.state
+    );
+    let domid = g.domid();
+    g.destroy().unwrap();
+    assert!(
+        xl::list().unwrap().iter().all(|e| e.domid != domid),
+        "domain {domid} still listed after xl destroy"
+    );
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn hvm_guest_created_listed_destroyed() {
+    require_xen();
+    create_list_destroy(GuestConfig::hvm());
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn pvh_guest_created_listed_destroyed() {
+    require_xen();
+    create_list_destroy(GuestConfig::pvh());
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn pv_guest_created_listed_destroyed() {
+    require_xen();
+    create_list_destroy(GuestConfig::pv());
+}
+
+/// Everything a test guest of either type must do.
+fn exercise(g: &TestGuest, expect_kind: u32) {
+    let h = g.header();
+    println!(
+        "test guest d{} up in {:?}: kind {} xen {:#x} ticks {}",
+        g.domid(),
+        g.boot_time(),
+        h.boot_kind,
+        h.xen_version,
+        h.ticks
+    );
+    assert_eq!(h.boot_kind, expect_kind);
+    assert_eq!(
+        h.xen_version >> 16,
+        sys_hypervisor("major").parse::<u32>().unwrap()
+    );
+    g.ping().unwrap();
+
+    // Port output: the debug port's line reaches the hypervisor console.
+    for b in b"xrtg: hello via port-out\n" {
+        g.port_out(0xe9, u32::from(*b), 1).unwrap();
+    }
+    let lines = g.console_lines().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("xen-rs test guest up")),
+        "no boot line in xl dmesg: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("hello via port-out")),
+        "port-out line not in xl dmesg: {lines:?}"
+    );
+
+    // Nobody claims port 0x5f0: reads float high.
+    assert_eq!(g.port_in(0x5f0, 2).unwrap(), 0xffff);
+
+    // Memory: the guest fills a frame, we see the pattern through our own mapping, and the
+    // guest reads back what we write there.
+    let t0 = Instant::now();
+    let gfn = g.fill(None, 42).unwrap();
+    assert_eq!(gfn, p::SCRATCH_GFN);
+    let want: Vec<u8> = (0..p::PAGE_SIZE).map(|i| p::pattern_byte(42, i)).collect();
+    let frame = g.map_frames(&[gfn]).unwrap();
+    let mut seen = vec![0u8; p::PAGE_SIZE];
+    frame.read_bytes(0, &mut seen);
+    assert!(seen == want, "frame {gfn:#x} does not hold the pattern");
+    assert_eq!(g.checksum(gfn).unwrap(), p::fnv1a64(want.iter().copied()));
+    frame.write_u64(8, 0x1122_3344_5566_7788);
+    assert_eq!(
+        g.mem_read((gfn << 12) + 8, 8).unwrap(),
+        0x1122_3344_5566_7788
+    );
+    assert_eq!(g.mem_read((gfn << 12) + 9, 2).unwrap(), 0x6677);
+    g.mem_write((gfn << 12) + 16, 0xdead_beef, 4).unwrap();
+    assert_eq!(frame.read_u32(16), 0xdead_beef);
+    let copy = g.copy_out(gfn).unwrap();
+    assert_eq!(&copy[16..20], &0xdead_beefu32.to_le_bytes());
+    println!("memory round trips: {:?}", t0.elapsed());
+
+    // A hypercall from inside: xen_version again, and cpuid's Xen leaf.
+    assert_eq!(g.hypercall(17, [0; 5]).unwrap() as u32, h.xen_version);
+    let leaf = g.cpuid(0x4000_0000, 0).unwrap();
+    assert_eq!(&leaf[1].to_le_bytes(), b"XenV");
+
+    // Its timer ticks.
+    assert!(g.vector_count(p::TIMER_VECTOR) > 0);
+
+    // Round-trip speed, for the report.
+    g.set_flags(p::FLAG_QUIET);
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        g.ping().unwrap();
+    }
+    println!("100 pings in {:?}", t0.elapsed());
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn hvm_test_guest_reports_and_obeys() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    exercise(&g, p::BOOT_HVM);
+    // Unclaimed MMIO reads float high too (HVM: no device there, Xen's null handler).
+    assert_eq!(g.mem_read(0xe000_0000, 4).unwrap(), 0xffff_ffff);
+    // PCI config of an absent device reads all-ones.
+    assert_eq!(g.pci_cfg_read(0, 31, 0, 0, 4).unwrap(), 0xffff_ffff);
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn pvh_test_guest_reports_and_obeys() {
+    require_xen();
+    let g = TestGuest::pvh().unwrap();
+    exercise(&g, p::BOOT_PVH);
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn test_guest_shuts_itself_down() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let domid = g.domid();
+    g.shutdown(xen_testkit::ShutdownReason::Poweroff).unwrap();
+    let t0 = Instant::now();
+    while xl::list().unwrap().iter().any(|e| e.domid == domid) {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "domain {domid} still there 30 s after poweroff"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
