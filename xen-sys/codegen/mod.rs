@@ -203,12 +203,27 @@ pub struct GeneratedFile {
 pub struct ArchOutput {
     /// The generated files: one per area, then `abi.rs`.
     pub files: Vec<GeneratedFile>,
-    /// Counts of what the ABI probe verified: (ioctl numbers, constants, types, field offsets).
-    pub verified: (usize, usize, usize, usize),
+    /// Counts of what the ABI probe verified.
+    pub verified: Verified,
     /// Compilers that computed the same values (e.g. `clang 14.0.6`, `gcc 12.2.0`).
     pub compilers: Vec<String>,
     /// Things worth telling the user (missing gcc, unverifiable items).
     pub notes: Vec<String>,
+}
+
+/// How many values the ABI probe proved equal to the C compiler's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// `IOCTL_*` numbers.
+    pub ioctls: usize,
+    /// Integer constants (macros and enumerators).
+    pub consts: usize,
+    /// Named structs and unions (size and alignment each).
+    pub types: usize,
+    /// Field offsets.
+    pub fields: usize,
+    /// Bitfield positions and widths.
+    pub bitfields: usize,
 }
 
 /// The clang arguments shared by bindgen and the C probe.
@@ -572,6 +587,72 @@ struct Items {
     traits: Vec<(String, Traits)>,
     /// `pub type` name and right-hand side.
     alias_targets: Vec<(String, String)>,
+    /// Bitfield accessors: (type, field, unit field (`_bitfield_N`), bit offset in the unit, width).
+    bitfields: Vec<Bitfield>,
+}
+
+/// A bitfield as bindgen laid it out.
+#[derive(Clone, Debug)]
+struct Bitfield {
+    ty: String,
+    field: String,
+    unit: String,
+    bit: u64,
+    width: u64,
+}
+
+/// Reads the bitfield accessors of bindgen's output: in `impl T {`, a `pub fn set_F(&mut self, ..)`
+/// whose body calls `self._bitfield_N.set_const::<OFFSETusize, WIDTHu8>(..)`.
+fn scan_bitfields(code: &str) -> Vec<Bitfield> {
+    let mut out = Vec::new();
+    let mut ty: Option<String> = None;
+    let mut setter: Option<String> = None;
+    for line in code.lines() {
+        if let Some(rest) = line.strip_prefix("impl ") {
+            ty = rest
+                .strip_suffix(" {")
+                .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                .map(str::to_string);
+            continue;
+        }
+        if line == "}" {
+            ty = None;
+            continue;
+        }
+        let Some(t) = &ty else { continue };
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("pub fn set_") {
+            setter = rest
+                .split_once("(&mut self, val: ")
+                .map(|(f, _)| f.to_string());
+            continue;
+        }
+        if let (Some(f), Some((unit, rest))) = (&setter, l.split_once(".set_const::<")) {
+            let unit = unit.trim_start_matches("self.").to_string();
+            let nums: Vec<u64> = rest
+                .split(['<', '>', ','])
+                .take(2)
+                .filter_map(|n| {
+                    n.trim()
+                        .trim_end_matches("usize")
+                        .trim_end_matches("u8")
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            if let [bit, width] = nums[..] {
+                out.push(Bitfield {
+                    ty: t.clone(),
+                    field: f.clone(),
+                    unit,
+                    bit,
+                    width,
+                });
+            }
+            setter = None;
+        }
+    }
+    out
 }
 
 /// The traits of a type alias's right-hand side.
@@ -710,6 +791,7 @@ fn scan_items(code: &str) -> Items {
             derives.clear();
         }
     }
+    items.bitfields = scan_bitfields(code);
     for (name, d) in derived {
         let has = |t: &str| {
             d.contains(&format!(" {t},"))
@@ -808,6 +890,94 @@ fn squash(s: &str) -> String {
     out
 }
 
+/// Reads the bytes of the objects labelled `xsbf_N` out of clang/gcc assembly (little-endian
+/// data directives; `.word` is 2 bytes on x86 and 4 on arm).
+fn parse_asm_objects(asm: &str, arch: Arch, n: usize) -> Result<Vec<Vec<u8>>, String> {
+    let mut objects: Vec<Option<Vec<u8>>> = vec![None; n];
+    let mut current: Option<(usize, Vec<u8>)> = None;
+    for line in asm.lines() {
+        let t = line.trim();
+        let first = t.split_whitespace().next().unwrap_or("");
+        if let Some(label) = first.strip_suffix(':') {
+            if let Some((i, bytes)) = current.take() {
+                objects[i] = Some(bytes);
+            }
+            current = label
+                .strip_prefix("xsbf_")
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|i| *i < n)
+                .map(|i| (i, Vec::new()));
+            continue;
+        }
+        let Some((i, bytes)) = &mut current else {
+            continue;
+        };
+        let mut words = t.splitn(2, char::is_whitespace);
+        let dir = words.next().unwrap_or("");
+        let arg = words
+            .next()
+            .unwrap_or("")
+            .split(['#', '@'])
+            .next()
+            .unwrap_or("")
+            .trim();
+        let arg = arg.split("//").next().unwrap_or("").trim();
+        let size = match dir {
+            ".byte" => 1,
+            ".short" | ".hword" | ".2byte" | ".value" => 2,
+            ".word" if arch.name == "x86_64" => 2,
+            ".word" | ".long" | ".4byte" | ".int" => 4,
+            ".quad" | ".xword" | ".8byte" => 8,
+            ".zero" | ".space" => {
+                let count: usize = arg
+                    .parse()
+                    .map_err(|_| format!("bad `{t}` in the bitfield probe"))?;
+                bytes.extend(std::iter::repeat_n(0u8, count));
+                continue;
+            }
+            ".size" => {
+                objects[*i] = Some(std::mem::take(bytes));
+                current = None;
+                continue;
+            }
+            d if d.starts_with('.') => continue,
+            _ => continue,
+        };
+        let v = if let Some(h) = arg.strip_prefix("0x") {
+            u64::from_str_radix(h, 16).ok()
+        } else if let Some(neg) = arg.strip_prefix('-') {
+            neg.parse::<u64>().ok().map(|v| v.wrapping_neg())
+        } else {
+            arg.parse().ok()
+        }
+        .ok_or_else(|| format!("bad `{t}` in the bitfield probe"))?;
+        bytes.extend_from_slice(&v.to_le_bytes()[..size]);
+    }
+    if let Some((i, bytes)) = current {
+        objects[i] = Some(bytes);
+    }
+    objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| o.ok_or_else(|| format!("object xsbf_{i} not found in the assembly")))
+        .collect()
+}
+
+/// The set bits of an object whose one bitfield was set to all ones: (first bit, width).
+fn bit_run(bytes: &[u8]) -> Option<(u64, u64)> {
+    let bits: Vec<u64> = bytes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| {
+            (0..8)
+                .filter(move |k| b & (1 << k) != 0)
+                .map(move |k| (i * 8 + k) as u64)
+        })
+        .collect();
+    let (&first, &last) = (bits.first()?, bits.last()?);
+    (last - first + 1 == bits.len() as u64).then_some((first, bits.len() as u64))
+}
+
 /// Reads `xsabi_N` values out of clang/gcc assembly (`.quad`, `.xword` or `.8byte`).
 fn parse_asm(asm: &str, n: usize) -> Result<Vec<u64>, String> {
     let mut values = vec![None; n];
@@ -901,6 +1071,7 @@ fn abi_probe(
 
     // (feature cfg, probes)
     let mut groups: Vec<(&Area, Vec<Probe>)> = Vec::new();
+    let mut bit_groups: Vec<Vec<(Bitfield, String)>> = Vec::new();
     let (mut n_ioctl, mut n_const, mut n_type, mut n_field) = (0, 0, 0, 0);
     for (area, found) in items {
         let mut probes = Vec::new();
@@ -963,7 +1134,22 @@ fn abi_probe(
                 n_field += 1;
             }
         }
+        let mut bits = Vec::new();
+        for b in &found.bitfields {
+            let is_union = found.types.iter().any(|t| t.0 == b.ty && t.1);
+            if b.ty.contains("__bindgen") {
+                continue;
+            }
+            match c_type_name(&pre, &b.ty, is_union) {
+                Some(cty) => bits.push((b.clone(), cty)),
+                None => out.notes.push(format!(
+                    "{}: bitfield {}.{} not probed",
+                    arch.name, b.ty, b.field
+                )),
+            }
+        }
         groups.push((area, probes));
+        bit_groups.push(bits);
     }
 
     // The C probe: one 8-byte constant per value.
@@ -979,6 +1165,18 @@ fn abi_probe(
             index += 1;
         }
     }
+    // Bitfields: one object per bitfield, with only that bitfield set to all ones.
+    let mut n_objects = 0usize;
+    for bits in &bit_groups {
+        for (b, cty) in bits {
+            let _ = writeln!(
+                src,
+                "const {cty} xsbf_{n_objects} = {{ .{} = -1 }};",
+                c_field_name(&b.field)
+            );
+            n_objects += 1;
+        }
+    }
     let c_path = opts.scratch_dir.join(format!("abi-{}.c", arch.name));
     write(&c_path, &src)?;
     let asm = run_capture(
@@ -988,6 +1186,7 @@ fn abi_probe(
             .arg(&c_path),
     )?;
     let values = parse_asm(&asm, index)?;
+    let objects = parse_asm_objects(&asm, arch, n_objects)?;
     out.compilers.push(prov.clang.clone());
 
     // A second compiler, where this host has one for the architecture.
@@ -1024,6 +1223,16 @@ fn abi_probe(
                     .arg(&c_path),
             )?;
             let gvalues = parse_asm(&gasm, index)?;
+            let gobjects = parse_asm_objects(&gasm, arch, n_objects)?;
+            if let Some(k) =
+                (0..n_objects).find(|k| bit_run(&objects[*k]) != bit_run(&gobjects[*k]))
+            {
+                let (b, _) = bit_groups.iter().flatten().nth(k).ok_or("bitfield index")?;
+                return Err(format!(
+                    "{}: clang and gcc disagree on the position of bitfield {}.{}",
+                    arch.name, b.ty, b.field
+                ));
+            }
             let mut i = 0usize;
             for (_, probes) in &groups {
                 for p in probes {
@@ -1059,7 +1268,9 @@ fn abi_probe(
     );
     let _ = writeln!(rs, "{PROVENANCE_PREFIX}tools: {}", out.compilers.join(", "));
     let mut i = 0usize;
-    for (area, probes) in &groups {
+    let mut k = 0usize;
+    let mut n_bits = 0usize;
+    for ((area, probes), bits) in groups.iter().zip(&bit_groups) {
         rs.push('\n');
         if let Some(f) = area.feature {
             let _ = writeln!(rs, "#[cfg(feature = \"{f}\")]");
@@ -1080,22 +1291,64 @@ fn abi_probe(
                 p.what.replace('"', "\\\"")
             );
         }
+        // Bitfields: bindgen's accessors use bit `offset_of!(unit) * 8 + bit` of a little-endian
+        // unit, `width` bits wide; the C compiler placed the all-ones field at (first, width).
+        for (b, cty) in bits {
+            let Some((first, width)) = bit_run(&objects[k]) else {
+                return Err(format!(
+                    "{}: the C bitfield {cty}.{} is not one run of bits",
+                    arch.name, b.field
+                ));
+            };
+            k += 1;
+            n_bits += 1;
+            let _ = writeln!(
+                rs,
+                "    assert!(::core::mem::offset_of!({}, {}) as u64 * 8 + {} == {first} && {} == {width}, \
+                 \"bitfield {cty}.{} at bit {first}, {width} wide\");",
+                b.ty,
+                b.unit,
+                b.bit,
+                b.width,
+                c_field_name(&b.field)
+            );
+        }
         let _ = writeln!(rs, "}};");
     }
-    out.verified = (n_ioctl, n_const, n_type, n_field);
+    out.verified = Verified {
+        ioctls: n_ioctl,
+        consts: n_const,
+        types: n_type,
+        fields: n_field,
+        bitfields: n_bits,
+    };
     Ok(rs)
 }
 
-/// Compares two generated files ignoring the provenance lines. Returns the first differing line
-/// (1-based, in `new`) and the count of differing lines, or `None` when equal.
-pub fn compare(old: &str, new: &str) -> Option<(usize, usize)> {
+/// How a committed file differs from a fresh generation (provenance lines ignored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diff {
+    /// 1-based line (among the compared lines) where they first differ.
+    pub first: usize,
+    /// That line in the committed file (empty past its end).
+    pub committed: String,
+    /// That line in the fresh output (empty past its end).
+    pub fresh: String,
+    /// Lines only in the committed file (counting duplicates).
+    pub removed: usize,
+    /// Lines only in the fresh output (counting duplicates).
+    pub added: usize,
+}
+
+/// Compares two generated files ignoring the provenance lines; `None` when equal.
+pub fn compare(committed: &str, fresh: &str) -> Option<Diff> {
     let strip = |s: &str| -> Vec<String> {
         s.lines()
             .filter(|l| !l.starts_with(PROVENANCE_PREFIX))
             .map(str::to_string)
             .collect()
     };
-    let (a, b) = (strip(old), strip(new));
+    let (a, b) = (strip(committed), strip(fresh));
     if a == b {
         return None;
     }
@@ -1104,8 +1357,30 @@ pub fn compare(old: &str, new: &str) -> Option<(usize, usize)> {
         .zip(&b)
         .position(|(x, y)| x != y)
         .unwrap_or(a.len().min(b.len()));
-    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count() + a.len().abs_diff(b.len());
-    Some((first + 1, differing))
+    let mut counts: BTreeMap<&str, isize> = BTreeMap::new();
+    for l in &a {
+        *counts.entry(l).or_default() += 1;
+    }
+    for l in &b {
+        *counts.entry(l).or_default() -= 1;
+    }
+    let removed = counts
+        .values()
+        .filter(|c| **c > 0)
+        .map(|c| c.unsigned_abs())
+        .sum();
+    let added = counts
+        .values()
+        .filter(|c| **c < 0)
+        .map(|c| c.unsigned_abs())
+        .sum();
+    Some(Diff {
+        first: first + 1,
+        committed: a.get(first).cloned().unwrap_or_default(),
+        fresh: b.get(first).cloned().unwrap_or_default(),
+        removed,
+        added,
+    })
 }
 
 /// The provenance lines of a file (to tell the user when only versions changed).

@@ -28,13 +28,18 @@ fn generate_all() -> Result<Vec<codegen::GeneratedFile>, String> {
                 .join(arch.name),
         };
         let out = codegen::generate_arch(arch, &opts)?;
-        let (ioctls, consts, types, fields) = out.verified;
+        let v = out.verified;
         eprintln!(
-            "{}: {} files; {} agree on {ioctls} ioctl numbers, {consts} constants, \
-             size+alignment of {types} structs/unions and {fields} field offsets",
+            "{}: {} files; {} agree on {} ioctl numbers, {} constants, size+alignment of {} \
+             structs/unions, {} field offsets and {} bitfields",
             arch.name,
             out.files.len(),
             out.compilers.join(" and "),
+            v.ioctls,
+            v.consts,
+            v.types,
+            v.fields,
+            v.bitfields,
         );
         for note in &out.notes {
             eprintln!("note: {note}");
@@ -105,9 +110,11 @@ pub fn check() -> Result<(), String> {
             problems.push(format!("{shown}: missing"));
             continue;
         };
-        if let Some((line, count)) = codegen::compare(&old, &f.contents) {
+        if let Some(d) = codegen::compare(&old, &f.contents) {
             problems.push(format!(
-                "{shown}: {count} line(s) differ, first at line {line} of the fresh output"
+                "{shown}: -{} +{} lines; first difference at line {} (ignoring provenance):\n    \
+                 committed: {}\n    fresh:     {}",
+                d.removed, d.added, d.first, d.committed, d.fresh
             ));
         } else if codegen::provenance_lines(&old) != codegen::provenance_lines(&f.contents) {
             version_notes += 1;

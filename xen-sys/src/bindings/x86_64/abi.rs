@@ -1402,6 +1402,15 @@ const _: () = {
     assert!(::core::mem::offset_of!(buffered_iopage, read_pointer) as u64 == 0x0, "offset of struct buffered_iopage.read_pointer");
     assert!(::core::mem::offset_of!(buffered_iopage, write_pointer) as u64 == 0x4, "offset of struct buffered_iopage.write_pointer");
     assert!(::core::mem::offset_of!(buffered_iopage, buf_ioreq) as u64 == 0x8, "offset of struct buffered_iopage.buf_ioreq");
+    assert!(::core::mem::offset_of!(ioreq, _bitfield_1) as u64 * 8 + 0 == 240 && 4 == 4, "bitfield struct ioreq.state at bit 240, 4 wide");
+    assert!(::core::mem::offset_of!(ioreq, _bitfield_1) as u64 * 8 + 4 == 244 && 1 == 1, "bitfield struct ioreq.data_is_ptr at bit 244, 1 wide");
+    assert!(::core::mem::offset_of!(ioreq, _bitfield_1) as u64 * 8 + 5 == 245 && 1 == 1, "bitfield struct ioreq.dir at bit 245, 1 wide");
+    assert!(::core::mem::offset_of!(ioreq, _bitfield_1) as u64 * 8 + 6 == 246 && 1 == 1, "bitfield struct ioreq.df at bit 246, 1 wide");
+    assert!(::core::mem::offset_of!(ioreq, _bitfield_1) as u64 * 8 + 7 == 247 && 1 == 1, "bitfield struct ioreq._pad1 at bit 247, 1 wide");
+    assert!(::core::mem::offset_of!(buf_ioreq, _bitfield_1) as u64 * 8 + 0 == 8 && 1 == 1, "bitfield struct buf_ioreq.pad at bit 8, 1 wide");
+    assert!(::core::mem::offset_of!(buf_ioreq, _bitfield_1) as u64 * 8 + 1 == 9 && 1 == 1, "bitfield struct buf_ioreq.dir at bit 9, 1 wide");
+    assert!(::core::mem::offset_of!(buf_ioreq, _bitfield_1) as u64 * 8 + 2 == 10 && 2 == 2, "bitfield struct buf_ioreq.size at bit 10, 2 wide");
+    assert!(::core::mem::offset_of!(buf_ioreq, _bitfield_1) as u64 * 8 + 4 == 12 && 20 == 20, "bitfield struct buf_ioreq.addr at bit 12, 20 wide");
 };
 
 #[cfg(feature = "dm_op")]
