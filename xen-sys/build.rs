@@ -37,6 +37,7 @@ fn main() {
     let opts = codegen::Options {
         xen_include_dir: std::env::var_os("XEN_SYS_INCLUDE_DIR").map(PathBuf::from),
         scratch_dir: out_dir.join("codegen"),
+        allow_no_probe: true,
     };
     let out = match codegen::generate_arch(arch, &opts) {
         Ok(out) => out,

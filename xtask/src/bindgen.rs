@@ -26,6 +26,7 @@ fn generate_all() -> Result<Vec<codegen::GeneratedFile>, String> {
             scratch_dir: workspace_root()
                 .join("target/xtask-bindgen")
                 .join(arch.name),
+            allow_no_probe: false,
         };
         let out = codegen::generate_arch(arch, &opts)?;
         let v = out.verified;
