@@ -111,6 +111,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     packages::ensure()?;
     let sys = system::System::find()?;
 
+    eprintln!(
+        "xen-test: QEMU {}, Xen {}, dom0 kernel {}",
+        system::qemu_version(&sys.qemu),
+        sys.xen_gz.display(),
+        sys.release
+    );
     let meta = build::Metadata::load()?;
     let work = meta.target_directory.join("xen-test");
     fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;

@@ -124,6 +124,20 @@ impl System {
     }
 }
 
+/// QEMU's version line (`QEMU emulator version 7.2.22 (...)` -> `7.2.22`), for the log.
+pub fn qemu_version(qemu: &Path) -> String {
+    Command::new(qemu)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            let v = s.lines().next()?.split("version ").nth(1)?;
+            Some(v.split_whitespace().next()?.to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// A fingerprint of files (paths, sizes, modification times) and some extra text: when it is
 /// unchanged, what was built from them is still good.
 pub fn fingerprint<'a>(files: impl IntoIterator<Item = &'a Path>, extra: &str) -> String {
