@@ -44,6 +44,11 @@ fn dm_op_once(xen: &Privcmd, domid: DomId) {
 }
 
 fn main() {
+    if cfg!(miri) {
+        // Syscalls are all this measures; Miri cannot make them.
+        println!("test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out");
+        return;
+    }
     let full = std::env::args().any(|a| a == "--bench");
     let (iters, rounds) = if full { (200_000, 5) } else { (20_000, 3) };
     let mut measured = 0;

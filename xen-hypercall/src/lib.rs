@@ -149,6 +149,7 @@ pub(crate) mod test_alloc {
     static GLOBAL: Counting = Counting;
 
     /// Allocations (and reallocations) made by this thread so far.
+    #[cfg_attr(miri, allow(dead_code))]
     pub(crate) fn allocations() -> u64 {
         ALLOCS.with(|c| c.get())
     }

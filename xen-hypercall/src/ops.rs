@@ -123,6 +123,8 @@ impl Privcmd {
     /// (for translated guests, the same frame numbers).
     ///
     /// Not a dm_op: refused on a restricted handle. `mem_flags` are the `XENMEMF_*` flags.
+    /// Xen answers a domain that does not exist with "0 extents done", so `Ok(0)` for a
+    /// non-empty list means nothing was populated, whatever the reason.
     pub fn populate_physmap(
         &self,
         domid: DomId,

@@ -271,8 +271,10 @@ impl Privcmd {
     /// `-ENOENT` for a paged-out frame) into `errs`. Plumbing for `xen-foreignmemory`, which
     /// owns the mapping semantics.
     ///
-    /// Returns `Ok(())` when every frame mapped; `Err` with `ENOENT` when some frames are
-    /// paged out (retry those), other errors otherwise (check `errs` for per-frame codes).
+    /// The ioctl's own result is `Ok(())` even when some frames failed: **check `errs`**
+    /// (decode with [`errno_from_xen`](crate::errno_from_xen)). It is `Err` with `ENOENT` when
+    /// some frames are paged out (retry those), and `Err` for failures of the whole call
+    /// (`EPERM` on a restricted handle, `EINVAL` for a bad address).
     /// `gfns` and `errs` must have the same non-zero length (checked before the syscall).
     ///
     /// # Safety

@@ -20,6 +20,7 @@ thread_local! {
 
 /// How many syscalls this thread made through this module (tests only).
 #[cfg(test)]
+#[cfg_attr(miri, allow(dead_code))]
 pub(crate) fn syscalls() -> u64 {
     SYSCALLS.with(|c| c.get())
 }
