@@ -8,7 +8,8 @@
 //! `run-tests [FILTER]` runs every test executable one after the other, each with
 //! `--include-ignored --test-threads=1` (guests are heavy and some tests own machine-wide state:
 //! one test at a time), between begin/end marker lines the host parses. A crashing executable
-//! does not stop the others.
+//! does not stop the others; one that runs longer than its limit (half the machine's deadline)
+//! is killed and named, and the rest still run.
 
 /// Printed by `/init` as soon as it runs (the host measures boot time by it).
 pub const INIT_MARKER: &str = "=== xen-test: dom0 init started";
@@ -33,6 +34,9 @@ pub struct InitConfig<'a> {
     pub filter: Option<&'a str>,
     /// Drop into a shell instead of running the tests.
     pub shell: bool,
+    /// Each executable is killed after this many seconds (so one hung test is named, and the
+    /// machine still ends cleanly).
+    pub exe_timeout_secs: u64,
 }
 
 /// Quotes `s` for the shell: one single-quoted word.
@@ -111,11 +115,22 @@ pub fn run_tests(cfg: &InitConfig) -> String {
     s += "fail=0\n";
     s += "run() {\n";
     s += &format!("    echo \"{BEGIN_MARKER}$1\"\n");
+    s += "    start=$(date +%s)\n";
     s += &format!(
-        "    {}/\"$1\" --include-ignored --test-threads={TEST_THREADS} ${{FILTER:+\"$FILTER\"}}\n",
+        "    timeout -k 5 {} {}/\"$1\" --include-ignored --test-threads={TEST_THREADS} ${{FILTER:+\"$FILTER\"}}\n",
+        cfg.exe_timeout_secs,
         super::TESTS_DIR
     );
     s += "    rc=$?\n";
+    s += &format!(
+        "    if [ $rc -ge 128 ] && [ $(( $(date +%s) - start )) -ge {} ]; then\n",
+        cfg.exe_timeout_secs
+    );
+    s += &format!(
+        "        echo \"xen-test: $1 killed: it ran longer than {} s\"\n",
+        cfg.exe_timeout_secs
+    );
+    s += "    fi\n";
     s += &format!("    echo \"{END_MARKER}$1 exit $rc\"\n");
     s += "    [ $rc -eq 0 ] || fail=1\n";
     s += "}\n";
@@ -146,6 +161,7 @@ mod tests {
             tests,
             filter,
             shell,
+            exe_timeout_secs: 150,
         }
     }
 
@@ -185,7 +201,9 @@ mod tests {
         let tests = vec!["a.lib.a".to_string(), "b.test.it's".to_string()];
         let s = run_tests(&cfg(&[], &tests, None, false));
         assert!(s.contains("run 'a.lib.a'\nrun 'b.test.it'\\''s'\n"));
-        assert!(s.contains("--include-ignored --test-threads=1 ${FILTER:+\"$FILTER\"}"));
+        assert!(s.contains(
+            "timeout -k 5 150 /opt/xen-rs/tests/\"$1\" --include-ignored --test-threads=1 ${FILTER:+\"$FILTER\"}"
+        ));
         assert!(s.contains(BEGIN_MARKER) && s.contains(END_MARKER) && s.contains(DONE_MARKER));
         assert!(s.ends_with("exit $fail\n"));
     }

@@ -554,6 +554,7 @@ pub fn assemble(
         tests: &names,
         filter: opts.filter.as_deref(),
         shell: opts.shell,
+        exe_timeout_secs: (opts.timeout.unwrap_or(super::DEFAULT_TIMEOUT).as_secs() / 2).max(1),
     };
     let run = run_tree(&cfg, tests, payloads, &base)?;
     let run_dir = work.join("run");

@@ -169,12 +169,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let log_path: PathBuf = cfg.log.clone();
 
     eprintln!(
-        "xen-test: dom0 /init {}; machine run {:.1} s; QEMU peak RSS {}; initramfs {:.1} MiB; console log {}",
+        "xen-test: dom0 /init {}; machine run {:.1} s (whole xen-test {:.1} s); QEMU peak RSS {}; initramfs {:.1} MiB; console log {}",
         outcome
             .init_after
             .map(|d| format!("reached after {:.1} s", d.as_secs_f64()))
             .unwrap_or_else(|| "never reached".into()),
         outcome.elapsed.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
         outcome
             .peak_rss_kib
             .map(|k| format!("{:.0} MiB", k as f64 / 1024.0))
