@@ -1,0 +1,289 @@
+//! Ioreq servers: the channel through which Xen hands a guest's I/O to a device model.
+
+use core::fmt;
+use core::ops::RangeInclusive;
+
+use xen_sys::dm_op::{
+    XEN_DMOP_create_ioreq_server, XEN_DMOP_destroy_ioreq_server, XEN_DMOP_get_ioreq_server_info,
+    XEN_DMOP_map_io_range_to_ioreq_server, XEN_DMOP_map_mem_type_to_ioreq_server, XEN_DMOP_no_gfns,
+    XEN_DMOP_set_ioreq_server_state, XEN_DMOP_unmap_io_range_from_ioreq_server,
+    XEN_DMOP_IO_RANGE_MEMORY, XEN_DMOP_IO_RANGE_PCI, XEN_DMOP_IO_RANGE_PORT,
+};
+
+use crate::{BufIoreqMode, DeviceModel, DomId, Error, IoreqMemAccess, IoreqServerId, MemType};
+use crate::{Result, Sbdf};
+
+/// What [`IoreqServer::info`] reports (`XEN_DMOP_get_ioreq_server_info`).
+///
+/// The per-vCPU event channels of synchronous requests are not here: each vCPU's slot in the
+/// ioreq page holds its own (`vp_eport` of `ioreq_t`). Map the pages with
+/// `Privcmd::mmap_resource` (`XENMEM_resource_ioreq_server`, id [`IoreqServerId::get`];
+/// frame 0 is the buffered ring, frame 1 the synchronous page); the frame numbers here are the
+/// legacy way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IoreqServerInfo {
+    /// The event channel (in the guest domain) Xen signals for buffered requests; `None` when
+    /// the server has no buffered ring ([`BufIoreqMode::Off`]).
+    pub bufioreq_port: Option<u32>,
+    /// The guest frame of the synchronous ioreq page, when asked for
+    /// ([`IoreqServer::info_with_frames`]).
+    pub ioreq_gfn: Option<u64>,
+    /// The guest frame of the buffered ring, when asked for and the server has one.
+    pub bufioreq_gfn: Option<u64>,
+}
+
+/// An ioreq server of a guest, destroyed (`XEN_DMOP_destroy_ioreq_server`) when dropped.
+///
+/// Made by [`DeviceModel::create_ioreq_server`]. It keeps a clone of its [`DeviceModel`]
+/// (which shares the privcmd fd), so it borrows nothing and can be stored next to its handle,
+/// moved to another thread, or shared by reference. Every method is one dm_op.
+///
+/// A new server is disabled: claim ranges, map its pages, bind its event channels, then
+/// [`enable`](IoreqServer::enable) it. Xen sends a request to a server only when the access
+/// falls entirely in one of its ranges.
+pub struct IoreqServer {
+    dm: DeviceModel,
+    dom: DomId,
+    id: IoreqServerId,
+    mode: BufIoreqMode,
+}
+
+impl DeviceModel {
+    /// Creates an ioreq server for `dom` (`XEN_DMOP_create_ioreq_server`) with buffered
+    /// requests handled as `mode` says. HVM/PVH guests only.
+    pub fn create_ioreq_server(&self, dom: DomId, mode: BufIoreqMode) -> Result<IoreqServer> {
+        let mut req = Self::request(XEN_DMOP_create_ioreq_server);
+        req.u.create_ioreq_server.handle_bufioreq = mode as u8;
+        self.op("dm_op create_ioreq_server", dom, &mut req)?;
+        // SAFETY: every union member is plain data; Xen wrote the id.
+        let id = IoreqServerId::new(unsafe { req.u.create_ioreq_server.id });
+        Ok(IoreqServer {
+            dm: self.clone(),
+            dom,
+            id,
+            mode,
+        })
+    }
+}
+
+impl IoreqServer {
+    /// Adopts an existing server `id` of `dom` (e.g. created by another process, or released
+    /// with [`IoreqServer::into_id`]); it will be destroyed on drop. `mode` is only used to
+    /// interpret [`IoreqServer::info`].
+    pub fn from_id(dm: &DeviceModel, dom: DomId, id: IoreqServerId, mode: BufIoreqMode) -> Self {
+        IoreqServer {
+            dm: dm.clone(),
+            dom,
+            id,
+            mode,
+        }
+    }
+
+    /// The server's id.
+    pub fn id(&self) -> IoreqServerId {
+        self.id
+    }
+
+    /// The guest it serves.
+    pub fn domid(&self) -> DomId {
+        self.dom
+    }
+
+    /// The buffered-request mode it was created with.
+    pub fn mode(&self) -> BufIoreqMode {
+        self.mode
+    }
+
+    /// The handle it uses.
+    pub fn device_model(&self) -> &DeviceModel {
+        &self.dm
+    }
+
+    /// Gives up ownership without destroying the server; returns its id.
+    pub fn into_id(self) -> IoreqServerId {
+        let id = self.id;
+        core::mem::forget(self);
+        id
+    }
+
+    fn get_info(&self, flags: u32) -> Result<IoreqServerInfo> {
+        let mut req = DeviceModel::request(XEN_DMOP_get_ioreq_server_info);
+        req.u.get_ioreq_server_info.id = self.id.get();
+        req.u.get_ioreq_server_info.flags = flags as u16;
+        self.dm
+            .op("dm_op get_ioreq_server_info", self.dom, &mut req)?;
+        // SAFETY: every union member is plain data; Xen wrote the info.
+        let info = unsafe { req.u.get_ioreq_server_info };
+        let buffered = self.mode != BufIoreqMode::Off;
+        let frames = flags & XEN_DMOP_no_gfns == 0;
+        Ok(IoreqServerInfo {
+            bufioreq_port: buffered.then_some(info.bufioreq_port),
+            ioreq_gfn: frames.then_some(info.ioreq_gfn),
+            bufioreq_gfn: (frames && buffered).then_some(info.bufioreq_gfn),
+        })
+    }
+
+    /// The buffered-request event channel (`XEN_DMOP_get_ioreq_server_info` with
+    /// `XEN_DMOP_no_gfns`: Xen maps nothing into the guest).
+    pub fn info(&self) -> Result<IoreqServerInfo> {
+        self.get_info(XEN_DMOP_no_gfns)
+    }
+
+    /// [`IoreqServer::info`] plus the guest frames of the ioreq pages
+    /// (`XEN_DMOP_get_ioreq_server_info` without `XEN_DMOP_no_gfns`). The legacy way to reach
+    /// the pages: Xen puts them into the guest's physical memory map while the server is
+    /// disabled. Prefer `Privcmd::mmap_resource`.
+    pub fn info_with_frames(&self) -> Result<IoreqServerInfo> {
+        self.get_info(0)
+    }
+
+    /// Claims the I/O ports `ports` (inclusive), `XEN_DMOP_map_io_range_to_ioreq_server` with
+    /// `XEN_DMOP_IO_RANGE_PORT`. An empty range (start > end) is refused before the call.
+    pub fn map_port_range(&self, ports: RangeInclusive<u16>) -> Result<()> {
+        self.range(
+            true,
+            XEN_DMOP_IO_RANGE_PORT,
+            (*ports.start()).into(),
+            (*ports.end()).into(),
+        )
+    }
+
+    /// Releases ports claimed with [`IoreqServer::map_port_range`]
+    /// (`XEN_DMOP_unmap_io_range_from_ioreq_server`); the range must be the one claimed.
+    pub fn unmap_port_range(&self, ports: RangeInclusive<u16>) -> Result<()> {
+        self.range(
+            false,
+            XEN_DMOP_IO_RANGE_PORT,
+            (*ports.start()).into(),
+            (*ports.end()).into(),
+        )
+    }
+
+    /// Claims the guest-physical bytes `addrs` (inclusive) as MMIO,
+    /// `XEN_DMOP_map_io_range_to_ioreq_server` with `XEN_DMOP_IO_RANGE_MEMORY`.
+    pub fn map_mmio_range(&self, addrs: RangeInclusive<u64>) -> Result<()> {
+        self.range(true, XEN_DMOP_IO_RANGE_MEMORY, *addrs.start(), *addrs.end())
+    }
+
+    /// Releases an MMIO range (`XEN_DMOP_unmap_io_range_from_ioreq_server`).
+    pub fn unmap_mmio_range(&self, addrs: RangeInclusive<u64>) -> Result<()> {
+        self.range(
+            false,
+            XEN_DMOP_IO_RANGE_MEMORY,
+            *addrs.start(),
+            *addrs.end(),
+        )
+    }
+
+    /// Claims the PCI configuration space of `device`: the guest's config accesses to it
+    /// (through ports 0xcf8/0xcfc or MMCONFIG) arrive as `IOREQ_TYPE_PCI_CONFIG` requests
+    /// (`XEN_DMOP_map_io_range_to_ioreq_server` with `XEN_DMOP_IO_RANGE_PCI`).
+    pub fn map_pci(&self, device: Sbdf) -> Result<()> {
+        let raw = u64::from(device.to_raw());
+        self.range(true, XEN_DMOP_IO_RANGE_PCI, raw, raw)
+    }
+
+    /// Releases a PCI device's config space (`XEN_DMOP_unmap_io_range_from_ioreq_server`).
+    pub fn unmap_pci(&self, device: Sbdf) -> Result<()> {
+        let raw = u64::from(device.to_raw());
+        self.range(false, XEN_DMOP_IO_RANGE_PCI, raw, raw)
+    }
+
+    fn range(&self, map: bool, kind: u32, start: u64, end: u64) -> Result<()> {
+        let (name, op) = if map {
+            (
+                "dm_op map_io_range_to_ioreq_server",
+                XEN_DMOP_map_io_range_to_ioreq_server,
+            )
+        } else {
+            (
+                "dm_op unmap_io_range_from_ioreq_server",
+                XEN_DMOP_unmap_io_range_from_ioreq_server,
+            )
+        };
+        if start > end {
+            return Err(Error::InvalidArgument {
+                op: name,
+                domain: Some(self.dom),
+                reason: "range start is after its end",
+            });
+        }
+        let mut req = DeviceModel::request(op);
+        // Map and unmap share the range struct.
+        req.u.map_io_range_to_ioreq_server = xen_sys::dm_op::xen_dm_op_ioreq_server_range {
+            id: self.id.get(),
+            pad: 0,
+            type_: kind,
+            start,
+            end,
+        };
+        self.dm.op(name, self.dom, &mut req)
+    }
+
+    /// Claims the guest memory of type [`MemType::IoreqServer`] for this server: accesses
+    /// selected by `access` to frames given that type with
+    /// [`DeviceModel::set_mem_type`] arrive as requests (`XEN_DMOP_map_mem_type_to_ioreq_server`;
+    /// [`IoreqMemAccess::Unmap`] releases it). One server per domain may hold it.
+    pub fn map_mem_type(&self, access: IoreqMemAccess) -> Result<()> {
+        let mut req = DeviceModel::request(XEN_DMOP_map_mem_type_to_ioreq_server);
+        let m = xen_sys::dm_op::xen_dm_op_map_mem_type_to_ioreq_server {
+            id: self.id.get(),
+            type_: MemType::IoreqServer as u16,
+            flags: access as u32,
+            opaque: 0,
+        };
+        req.u.map_mem_type_to_ioreq_server = m;
+        self.dm
+            .op("dm_op map_mem_type_to_ioreq_server", self.dom, &mut req)
+    }
+
+    /// Enables or disables the server (`XEN_DMOP_set_ioreq_server_state`). A disabled server
+    /// gets no requests; its ranges stay claimed.
+    pub fn set_enabled(&self, enabled: bool) -> Result<()> {
+        let mut req = DeviceModel::request(XEN_DMOP_set_ioreq_server_state);
+        req.u.set_ioreq_server_state.id = self.id.get();
+        req.u.set_ioreq_server_state.enabled = u8::from(enabled);
+        self.dm
+            .op("dm_op set_ioreq_server_state", self.dom, &mut req)
+    }
+
+    /// [`IoreqServer::set_enabled`]`(true)`.
+    pub fn enable(&self) -> Result<()> {
+        self.set_enabled(true)
+    }
+
+    /// [`IoreqServer::set_enabled`]`(false)`.
+    pub fn disable(&self) -> Result<()> {
+        self.set_enabled(false)
+    }
+
+    fn destroy_now(&self) -> Result<()> {
+        let mut req = DeviceModel::request(XEN_DMOP_destroy_ioreq_server);
+        req.u.destroy_ioreq_server.id = self.id.get();
+        self.dm.op("dm_op destroy_ioreq_server", self.dom, &mut req)
+    }
+
+    /// Destroys the server now (`XEN_DMOP_destroy_ioreq_server`), reporting failure (dropping
+    /// it does the same and ignores errors: the guest may already be gone).
+    pub fn destroy(self) -> Result<()> {
+        let r = self.destroy_now();
+        core::mem::forget(self);
+        r
+    }
+}
+
+impl Drop for IoreqServer {
+    fn drop(&mut self) {
+        let _ = self.destroy_now();
+    }
+}
+
+impl fmt::Debug for IoreqServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoreqServer")
+            .field("dom", &self.dom)
+            .field("id", &self.id)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}

@@ -1,0 +1,192 @@
+//! Experimental: a video-memory region (feature `vram`).
+
+use std::sync::Mutex;
+
+use crate::{CacheAttr, DeviceModel, DomId, Errno, Error, Result};
+
+/// Domains whose dirty-VRAM tracking belongs to a live [`VramRegion`] of this process.
+static CLAIMED: Mutex<Vec<DomId>> = Mutex::new(Vec::new());
+
+fn claimed() -> std::sync::MutexGuard<'static, Vec<DomId>> {
+    CLAIMED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `EBUSY` when a [`VramRegion`] of this process owns `dom`'s dirty tracking.
+pub(crate) fn refuse_if_claimed(op: &'static str, dom: DomId) -> Result<()> {
+    if claimed().contains(&dom) {
+        return Err(Error::os(op, Some(dom), Errno::EBUSY));
+    }
+    Ok(())
+}
+
+/// The most frames a region may have: its whole dirty bitmap must fit one dm_op buffer of
+/// the kernel's default size (4096 bytes).
+const MAX_FRAMES: u32 = 4096 * 8;
+
+/// A guest's video memory: `nr` frames of its RAM moved to `vram_start_gfn` with
+/// write-combining caching, whose writes are tracked. **Experimental.**
+///
+/// [`VramRegion::create`] moves the frames from `backing_start_gfn` to `vram_start_gfn`
+/// (`XEN_DMOP_relocate_memory`) and pins their caching to write-combining
+/// (`XEN_DMOP_pin_memory_cacheattr`). Dropping it removes the pin and moves the frames back,
+/// restoring the original layout (errors are ignored there; use [`VramRegion::destroy`] to
+/// see them).
+///
+/// Xen tracks dirty VRAM for one range per domain, and a query over another range restarts
+/// tracking there. So a region owns its domain's tracking: while it lives, creating a second
+/// region for the same domain in this process, or calling
+/// [`DeviceModel::track_dirty_vram`] for the domain, fails with `EBUSY`. Queries over a
+/// sub-range ([`VramRegion::dirty_bitmap`]) always ask Xen about the whole region and pick
+/// the bits out. Regions hold at most 32768 frames (128 MiB).
+#[derive(Debug)]
+pub struct VramRegion {
+    dm: DeviceModel,
+    dom: DomId,
+    vram_start_gfn: u64,
+    backing_start_gfn: u64,
+    nr: u32,
+}
+
+impl VramRegion {
+    /// Creates the region (see the type's docs). Fails with `EBUSY` when this process already
+    /// has a region for `dom`; arguments are checked before any call (at most 32768 frames,
+    /// no overflow, the two ranges disjoint). On failure nothing is left changed.
+    pub fn create(
+        dm: &DeviceModel,
+        dom: DomId,
+        vram_start_gfn: u64,
+        backing_start_gfn: u64,
+        nr: u32,
+    ) -> Result<VramRegion> {
+        const OP: &str = "vram create";
+        let dom = dom.require_domain(OP)?;
+        crate::types::check_frames(OP, dom, vram_start_gfn, nr.into())?;
+        crate::types::check_frames(OP, dom, backing_start_gfn, nr.into())?;
+        let (n, v, b) = (u64::from(nr), vram_start_gfn, backing_start_gfn);
+        if nr > MAX_FRAMES {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                domain: Some(dom),
+                reason: "a VRAM region holds at most 32768 frames",
+            });
+        }
+        if v < b + n && b < v + n {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                domain: Some(dom),
+                reason: "the VRAM and backing ranges overlap",
+            });
+        }
+        {
+            let mut c = claimed();
+            if c.contains(&dom) {
+                return Err(Error::os(OP, Some(dom), Errno::EBUSY));
+            }
+            c.push(dom);
+        }
+        let release = || claimed().retain(|d| *d != dom);
+        if let Err(e) = dm.relocate_memory(dom, b, v, nr) {
+            release();
+            return Err(e);
+        }
+        if let Err(e) = dm.pin_memory_cacheattr(dom, v..=v + n - 1, CacheAttr::WriteCombining) {
+            let _ = dm.relocate_memory(dom, v, b, nr);
+            release();
+            return Err(e);
+        }
+        Ok(VramRegion {
+            dm: dm.clone(),
+            dom,
+            vram_start_gfn,
+            backing_start_gfn,
+            nr,
+        })
+    }
+
+    /// The guest.
+    pub fn domid(&self) -> DomId {
+        self.dom
+    }
+
+    /// The region's first frame.
+    pub fn start_gfn(&self) -> u64 {
+        self.vram_start_gfn
+    }
+
+    /// Its size in frames.
+    pub fn frames(&self) -> u32 {
+        self.nr
+    }
+
+    /// Which of the `count` frames from `offset` (relative to the region's start) the guest
+    /// wrote since the previous query (`XEN_DMOP_track_dirty_vram` over the whole region):
+    /// bit `i` of `bitmap` is frame `start + offset + i`; bits of `bitmap` past `count` are
+    /// cleared. The first query reports every frame dirty (tracking starts then). The
+    /// sub-range must lie in the region and `bitmap` hold `count` bits
+    /// ([`Error::InvalidArgument`] otherwise, before any call). Note that a query clears the
+    /// dirty state of the whole region, not only of the sub-range.
+    pub fn dirty_bitmap(&self, offset: u32, count: u32, bitmap: &mut [u64]) -> Result<()> {
+        const OP: &str = "dm_op track_dirty_vram";
+        let end = offset.checked_add(count);
+        if count == 0 || end.is_none_or(|e| e > self.nr) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                domain: Some(self.dom),
+                reason: "the sub-range is empty or outside the VRAM region",
+            });
+        }
+        if bitmap.len() < (count as usize).div_ceil(64) {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                domain: Some(self.dom),
+                reason: "the bitmap holds fewer bits than frames asked for",
+            });
+        }
+        let mut whole = [0u64; (MAX_FRAMES / 64) as usize];
+        let words = (self.nr as usize).div_ceil(64);
+        self.dm.track_dirty_vram_unchecked(
+            self.dom,
+            self.vram_start_gfn,
+            self.nr,
+            &mut whole[..words],
+        )?;
+        bitmap.fill(0);
+        for i in 0..count as usize {
+            let j = offset as usize + i;
+            if whole[j / 64] >> (j % 64) & 1 == 1 {
+                bitmap[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Ok(())
+    }
+
+    fn undo(&mut self) -> Result<()> {
+        let n = u64::from(self.nr);
+        let v = self.vram_start_gfn;
+        // Stop tracking, unpin, move back; report the first failure but try every step.
+        let mut unused = [0u64; 1];
+        let a = self
+            .dm
+            .track_dirty_vram_unchecked(self.dom, 0, 0, &mut unused);
+        let b = self.dm.unpin_memory_cacheattr(self.dom, v..=v + n - 1);
+        let c = self
+            .dm
+            .relocate_memory(self.dom, v, self.backing_start_gfn, self.nr);
+        let dom = self.dom;
+        claimed().retain(|d| *d != dom);
+        a.and(b).and(c)
+    }
+
+    /// Undoes the region now (see [`VramRegion`]) and reports the first failure.
+    pub fn destroy(mut self) -> Result<()> {
+        let r = self.undo();
+        core::mem::forget(self);
+        r
+    }
+}
+
+impl Drop for VramRegion {
+    fn drop(&mut self) {
+        let _ = self.undo();
+    }
+}
