@@ -594,6 +594,8 @@ struct Items {
     alias_targets: Vec<(String, String)>,
     /// Bitfield accessors: (type, field, unit field (`_bitfield_N`), bit offset in the unit, width).
     bitfields: Vec<Bitfield>,
+    /// Every member of every struct/union, anonymous ones included: (type, field, field type).
+    members: Vec<(String, String, String)>,
 }
 
 /// A bitfield as bindgen laid it out.
@@ -735,8 +737,12 @@ fn scan_items(code: &str) -> Items {
                     .push((std::mem::take(name), *is_union, std::mem::take(fields)));
                 current = None;
             } else if let Some(rest) = line.strip_prefix("    pub ") {
-                if let Some((field, _)) = rest.split_once(':') {
+                if let Some((field, ty)) = rest.split_once(':') {
                     let field = field.trim();
+                    let ty = ty.trim().trim_end_matches(',');
+                    items
+                        .members
+                        .push((name.clone(), field.to_string(), ty.to_string()));
                     if !field.starts_with("__bindgen")
                         && !field.starts_with("_bitfield")
                         && field != "bindgen_union_field"
@@ -837,6 +843,44 @@ fn c_field_name(rust: &str) -> &str {
         Some(s) if RUST_KEYWORDS.contains(&s) => s,
         _ => rust,
     }
+}
+
+/// How C reaches the members of an anonymous struct/union: from the named type `root`, through
+/// the named members `c_path` (C11 anonymous members add none); `rust_base` sums the Rust offsets
+/// of the members on the way.
+struct MemberPath {
+    root: String,
+    c_path: Vec<String>,
+    rust_base: Vec<String>,
+}
+
+/// Finds the member of another type whose type is `name`, and the path to it from a named type.
+fn member_path(pre: &str, found: &Items, name: &str, depth: usize) -> Option<MemberPath> {
+    if depth > 8 {
+        return None;
+    }
+    let (parent, field, _) = found.members.iter().find(|(_, _, ty)| ty == name)?;
+    let parent_is_union = found.types.iter().any(|t| &t.0 == parent && t.1);
+    let parent_anonymous = parent
+        .rsplit_once("__bindgen_ty_")
+        .is_some_and(|(_, n)| n.chars().all(|c| c.is_ascii_digit()));
+    let mut path = match (!parent_anonymous)
+        .then(|| c_type_name(pre, parent, parent_is_union))
+        .flatten()
+    {
+        Some(root) => MemberPath {
+            root,
+            c_path: Vec::new(),
+            rust_base: Vec::new(),
+        },
+        None => member_path(pre, found, parent, depth + 1)?,
+    };
+    if !field.starts_with("__bindgen_anon_") {
+        path.c_path.push(c_field_name(field).to_string());
+    }
+    path.rust_base
+        .push(format!("::core::mem::offset_of!({parent}, {field})"));
+    Some(path)
 }
 
 /// One value the C compiler computes: a C expression and the Rust expression that must equal it.
@@ -1119,35 +1163,74 @@ fn abi_probe(
             n_const += 1;
         }
         for (name, is_union, fields) in &found.types {
-            if name.contains("__bindgen")
-                || name.starts_with("__Bindgen")
-                || name.starts_with("__Incomplete")
-            {
+            if name.starts_with("__Bindgen") || name.starts_with("__Incomplete") {
                 continue;
             }
-            let Some(cty) = c_type_name(&pre, name, *is_union) else {
+            // A type with a C tag or typedef is probed by name; an anonymous one (`..__bindgen_ty_N`)
+            // through the member path that reaches it from a named type.
+            let anonymous = name
+                .rsplit_once("__bindgen_ty_")
+                .is_some_and(|(_, n)| n.chars().all(|c| c.is_ascii_digit()));
+            let direct = if anonymous {
+                None
+            } else {
+                c_type_name(&pre, name, *is_union)
+            };
+            if let Some(cty) = direct {
+                probes.push(Probe {
+                    c: format!("sizeof({cty})"),
+                    rust: format!("::core::mem::size_of::<{name}>() as u64"),
+                    what: format!("size of {cty}"),
+                });
+                probes.push(Probe {
+                    c: format!("_Alignof({cty})"),
+                    rust: format!("::core::mem::align_of::<{name}>() as u64"),
+                    what: format!("alignment of {cty}"),
+                });
+                n_type += 1;
+                for f in fields {
+                    probes.push(Probe {
+                        c: format!("offsetof({cty}, {})", c_field_name(f)),
+                        rust: format!("::core::mem::offset_of!({name}, {f}) as u64"),
+                        what: format!("offset of {cty}.{}", c_field_name(f)),
+                    });
+                    n_field += 1;
+                }
+                continue;
+            }
+            let Some(path) = member_path(&pre, found, name, 0) else {
                 out.notes.push(format!(
-                    "{}: no C name found for `{name}`; not probed",
+                    "{}: no C name or member path for `{name}`; not probed",
                     arch.name
                 ));
                 continue;
             };
-            probes.push(Probe {
-                c: format!("sizeof({cty})"),
-                rust: format!("::core::mem::size_of::<{name}>() as u64"),
-                what: format!("size of {cty}"),
-            });
-            probes.push(Probe {
-                c: format!("_Alignof({cty})"),
-                rust: format!("::core::mem::align_of::<{name}>() as u64"),
-                what: format!("alignment of {cty}"),
-            });
-            n_type += 1;
-            for f in fields {
+            let prefix: String = path.c_path.iter().map(|p| format!("{p}.")).collect();
+            let base = if path.rust_base.is_empty() {
+                String::new()
+            } else {
+                format!("{} + ", path.rust_base.join(" + "))
+            };
+            if !path.c_path.is_empty() {
+                let expr = format!("(({}*)0)->{}", path.root, path.c_path.join("."));
                 probes.push(Probe {
-                    c: format!("offsetof({cty}, {})", c_field_name(f)),
-                    rust: format!("::core::mem::offset_of!({name}, {f}) as u64"),
-                    what: format!("offset of {cty}.{}", c_field_name(f)),
+                    c: format!("sizeof({expr})"),
+                    rust: format!("::core::mem::size_of::<{name}>() as u64"),
+                    what: format!("size of {}.{}", path.root, path.c_path.join(".")),
+                });
+                probes.push(Probe {
+                    c: format!("__alignof__({expr})"),
+                    rust: format!("::core::mem::align_of::<{name}>() as u64"),
+                    what: format!("alignment of {}.{}", path.root, path.c_path.join(".")),
+                });
+                n_type += 1;
+            }
+            for f in fields {
+                let cf = c_field_name(f);
+                probes.push(Probe {
+                    c: format!("offsetof({}, {prefix}{cf})", path.root),
+                    rust: format!("({base}::core::mem::offset_of!({name}, {f})) as u64"),
+                    what: format!("offset of {}.{prefix}{cf}", path.root),
                 });
                 n_field += 1;
             }

@@ -37,10 +37,12 @@
 //!
 //! The ioctl numbers are function-like `_IOC(...)` macros bindgen cannot evaluate; they are
 //! computed here with [`ioctl::_IOC`] from the generated struct sizes. `src/bindings/<arch>/abi.rs`
-//! then asserts at compile time that every ioctl number, every integer constant, and the size,
-//! alignment and field offsets of every named struct and union equal the values the C compiler
-//! computes from the real headers for that architecture (clang, and for x86_64 also gcc). A
-//! mismatch fails the build (`cargo check --target aarch64-unknown-linux-gnu` for aarch64).
+//! then asserts at compile time that every ioctl number, every integer constant, the size,
+//! alignment and field offsets of every struct and union (anonymous ones through the member that
+//! holds them), and the position and width of every bitfield equal the values the C compiler
+//! computes from the real headers for that architecture: clang and gcc both compile the probe
+//! (`-S`, nothing runs) and must agree. A mismatch fails the build (`cargo check --target
+//! aarch64-unknown-linux-gnu` for aarch64).
 //!
 //! With the opt-in feature `bindgen`, `build.rs` regenerates the same modules at build time from
 //! the installed headers (or those under `XEN_SYS_INCLUDE_DIR`) with the same generator; that
