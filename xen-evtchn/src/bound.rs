@@ -7,13 +7,65 @@ use xen_hypercall::Error;
 
 use crate::{EventChannels, Port};
 
+/// What leads to an [`EventChannels`] handle: the handle itself, the async handle, and
+/// references and smart pointers to them (`&T`, `Box<T>`, `Rc<T>`, `Arc<T>`). A
+/// [`BoundPort`] keeps one to reach its handle.
+///
+/// ```
+/// use std::sync::Arc;
+/// use xen_evtchn::{AsEventChannels, EventChannels};
+///
+/// fn fd_of(h: impl AsEventChannels) -> i32 {
+///     use std::os::fd::AsRawFd;
+///     h.as_event_channels().as_raw_fd()
+/// }
+/// # fn f(ch: Arc<EventChannels>) {
+/// let _ = fd_of(&*ch);
+/// let _ = fd_of(ch.clone());
+/// # }
+/// ```
+pub trait AsEventChannels {
+    /// The handle.
+    fn as_event_channels(&self) -> &EventChannels;
+}
+
+impl AsEventChannels for EventChannels {
+    fn as_event_channels(&self) -> &EventChannels {
+        self
+    }
+}
+
+impl<T: AsEventChannels + ?Sized> AsEventChannels for &T {
+    fn as_event_channels(&self) -> &EventChannels {
+        (**self).as_event_channels()
+    }
+}
+
+impl<T: AsEventChannels + ?Sized> AsEventChannels for Box<T> {
+    fn as_event_channels(&self) -> &EventChannels {
+        (**self).as_event_channels()
+    }
+}
+
+impl<T: AsEventChannels + ?Sized> AsEventChannels for std::rc::Rc<T> {
+    fn as_event_channels(&self) -> &EventChannels {
+        (**self).as_event_channels()
+    }
+}
+
+impl<T: AsEventChannels + ?Sized> AsEventChannels for std::sync::Arc<T> {
+    fn as_event_channels(&self) -> &EventChannels {
+        (**self).as_event_channels()
+    }
+}
+
 /// A port bound through an [`EventChannels`] handle; unbound when dropped unless
 /// [released](BoundPort::release).
 ///
 /// `H` is how the port reaches its handle: `&EventChannels` (what the `bind_*` methods
 /// return: the port cannot outlive the handle), or an owning pointer such as
 /// `Arc<EventChannels>` / `Arc<AsyncEventChannels>` for ports that move into threads or
-/// spawned tasks ([`BoundPort::with_handle`]). Anything that is `AsRef<EventChannels>` works.
+/// spawned tasks ([`BoundPort::with_handle`]). Anything that is [`AsEventChannels`] works.
 ///
 /// `BoundPort<&EventChannels>` and `BoundPort<Arc<…>>` are `Send + Sync`.
 ///
@@ -33,12 +85,12 @@ use crate::{EventChannels, Port};
 /// std::thread::spawn(move || port.notify()).join().unwrap()?;
 /// # Ok::<(), xen_hypercall::Error>(())
 /// ```
-pub struct BoundPort<H: AsRef<EventChannels>> {
+pub struct BoundPort<H: AsEventChannels> {
     handle: H,
     port: Port,
 }
 
-impl<H: AsRef<EventChannels>> BoundPort<H> {
+impl<H: AsEventChannels> BoundPort<H> {
     /// Takes ownership of `port`, already bound through `handle` (e.g. a number from
     /// [`release`](Self::release), or bound before the fd was adopted): it will be unbound
     /// on drop.
@@ -92,7 +144,7 @@ impl<H: AsRef<EventChannels>> BoundPort<H> {
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn notify(&self) -> Result<(), Error> {
-        self.handle.as_ref().notify(self.port)
+        self.handle.as_event_channels().notify(self.port)
     }
 
     /// Unmasks the port ([`EventChannels::unmask`]): one write.
@@ -107,7 +159,7 @@ impl<H: AsRef<EventChannels>> BoundPort<H> {
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn unmask(&self) -> Result<(), Error> {
-        self.handle.as_ref().unmask(self.port)
+        self.handle.as_event_channels().unmask(self.port)
     }
 
     /// Unbinds the port now, reporting failure (dropping unbinds too, but cannot report).
@@ -120,7 +172,7 @@ impl<H: AsRef<EventChannels>> BoundPort<H> {
     /// ```
     pub fn unbind(self) -> Result<(), Error> {
         let (handle, port) = self.into_parts();
-        handle.as_ref().unbind(port)
+        handle.as_event_channels().unbind(port)
     }
 
     /// Gives up ownership: the port stays bound (until unbound by number, or the handle is
@@ -151,8 +203,8 @@ impl<H: AsRef<EventChannels>> BoundPort<H> {
     /// let port = ch.bind_unbound_port(DomId::new(5))?.with_handle(Arc::clone(&ch))?;
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
-    pub fn with_handle<H2: AsRef<EventChannels>>(self, handle: H2) -> Result<BoundPort<H2>, Error> {
-        if !core::ptr::eq(self.handle.as_ref(), handle.as_ref()) {
+    pub fn with_handle<H2: AsEventChannels>(self, handle: H2) -> Result<BoundPort<H2>, Error> {
+        if !core::ptr::eq(self.handle.as_event_channels(), handle.as_event_channels()) {
             // `self` drops here and unbinds through its own handle: nothing is left bound.
             return Err(Error::InvalidArgument {
                 op: "evtchn with_handle",
@@ -174,19 +226,19 @@ impl<H: AsRef<EventChannels>> BoundPort<H> {
     }
 }
 
-impl<H: AsRef<EventChannels>> Drop for BoundPort<H> {
+impl<H: AsEventChannels> Drop for BoundPort<H> {
     fn drop(&mut self) {
         // Nothing to do on failure: the port is not bound through this handle any more
         // (unbound by number, say), or the handle is going away, which unbinds it anyway.
-        let _ = self.handle.as_ref().unbind(self.port);
+        let _ = self.handle.as_event_channels().unbind(self.port);
     }
 }
 
-impl<H: AsRef<EventChannels>> fmt::Debug for BoundPort<H> {
+impl<H: AsEventChannels> fmt::Debug for BoundPort<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoundPort")
             .field("port", &self.port.get())
-            .field("handle", self.handle.as_ref())
+            .field("handle", self.handle.as_event_channels())
             .finish()
     }
 }
@@ -211,9 +263,7 @@ mod tests {
         let ch = Arc::new(EventChannels::from(OwnedFd::from(
             std::fs::File::open("/dev/null").unwrap(),
         )));
-        let other = EventChannels::from(OwnedFd::from(
-            std::fs::File::open("/dev/null").unwrap(),
-        ));
+        let other = EventChannels::from(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
         let p = BoundPort::from_raw_parts(&*ch, Port::new(9));
         let p = p.with_handle(ch.clone()).unwrap();
         assert_eq!(p.port(), Port::new(9));

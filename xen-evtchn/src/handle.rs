@@ -40,8 +40,8 @@ const KIND: &str = "evtchn";
 /// [`open`](Self::open) gives a *blocking* handle: [`pending`](Self::pending) is one blocking
 /// `read`, the cheapest way for a thread that does nothing but wait. The `try_*` and `*_timeout`
 /// forms `poll` first; if another thread reads the same handle and takes the event between
-/// that `poll` and the `read`, they block until the next event. [`open_nonblocking`]
-/// (Self::open_nonblocking) gives a handle whose reads never block: every form is exact with
+/// that `poll` and the `read`, they block until the next event.
+/// [`open_nonblocking`](Self::open_nonblocking) gives a handle whose reads never block: every form is exact with
 /// concurrent readers, and `pending()` waits with `poll` when nothing is there (an event loop,
 /// or [`AsyncEventChannels`](crate::AsyncEventChannels), wants this one).
 ///
@@ -616,12 +616,6 @@ fn require_remote(op: &'static str, remote: DomId) -> Result<DomId, Error> {
     }
 }
 
-impl AsRef<EventChannels> for EventChannels {
-    fn as_ref(&self) -> &EventChannels {
-        self
-    }
-}
-
 impl AsFd for EventChannels {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -678,16 +672,25 @@ mod tests {
         for e in [
             ch.notify(0u32).unwrap_err(),
             ch.unbind(Port::LIMIT).unwrap_err(),
-            ch.bind_unbound_port(DomId::INVALID).map(|_| ()).unwrap_err(),
-            ch.bind_interdomain(DomId::XEN, 5u32).map(|_| ()).unwrap_err(),
-            ch.bind_interdomain(DomId::new(3), 0u32).map(|_| ()).unwrap_err(),
+            ch.bind_unbound_port(DomId::INVALID)
+                .map(|_| ())
+                .unwrap_err(),
+            ch.bind_interdomain(DomId::XEN, 5u32)
+                .map(|_| ())
+                .unwrap_err(),
+            ch.bind_interdomain(DomId::new(3), 0u32)
+                .map(|_| ())
+                .unwrap_err(),
             ch.restrict(DomId::DOM0).unwrap_err(),
             ch.restrict(DomId::SELF).unwrap_err(),
             ch.pending_many(&mut []).map(|_| ()).unwrap_err(),
         ] {
             assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
         }
-        let e = ch.bind_interdomain(DomId::new(3), 0u32).map(|_| ()).unwrap_err();
+        let e = ch
+            .bind_interdomain(DomId::new(3), 0u32)
+            .map(|_| ())
+            .unwrap_err();
         assert_eq!(e.domain(), Some(DomId::new(3)));
         assert_eq!(e.op(), "evtchn bind_interdomain");
     }

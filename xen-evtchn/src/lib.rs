@@ -69,7 +69,7 @@ mod sys;
 #[cfg(feature = "tokio")]
 mod tokio;
 
-pub use bound::BoundPort;
+pub use bound::{AsEventChannels, BoundPort};
 pub use handle::{restrict_evtchn_fd, EventChannels, EVTCHN_DEVICE};
 pub use port::{Port, Virq};
 #[cfg(feature = "tokio")]
