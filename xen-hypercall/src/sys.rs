@@ -53,8 +53,9 @@ pub(crate) unsafe fn ioctl(
 ) -> Result<c_long, Errno> {
     count();
     // SAFETY: the caller guarantees `arg` is valid for `request`; `fd` is open for the
-    // duration of the call because it is borrowed.
-    let ret = unsafe { libc::syscall(libc::SYS_ioctl, fd.as_raw_fd(), request, arg) };
+    // duration of the call because it is borrowed. Every variadic argument is passed as a
+    // full 64-bit value (`long`, `unsigned long`, pointer), as `syscall()` reads them.
+    let ret = unsafe { libc::syscall(libc::SYS_ioctl, c_long::from(fd.as_raw_fd()), request, arg) };
     if ret == -1 {
         Err(Errno::last())
     } else {
