@@ -82,8 +82,10 @@ pub fn payload_dir() -> PathBuf {
 pub mod payload {
     /// The test guest as HVM firmware (ELF32, no Xen notes).
     pub const TESTGUEST_HVM: &str = "testguest-hvm.elf";
-    /// The test guest as a PVH kernel (ELF64 with the PHYS32_ENTRY note).
+    /// The test guest as a PVH kernel (ELF64 with only the PHYS32_ENTRY note).
     pub const TESTGUEST_PVH: &str = "testguest-pvh.elf";
+    /// The test guest as a PV kernel (ELF64 with only the PV notes: entry `pv_entry`).
+    pub const TESTGUEST_PV: &str = "testguest-pv.elf";
     /// The fake device model.
     pub const FAKE_DM: &str = "xen-testkit-dm";
     /// A PV kernel (Debian's Linux bzImage, the same as dom0's).

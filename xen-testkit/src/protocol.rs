@@ -25,6 +25,10 @@
 //!    `(dN) xrtg: ...`).
 //! 3. The test waits (with a timeout) for `ack == seq` and reads the results (acquire).
 //!
+//! At boot, vCPU 0 starts every other vCPU the domain has (up to [`MAX_VCPUS`]) with
+//! `VCPUOP_initialise`/`VCPUOP_up`, directly in long mode; each serves its own slot, and
+//! `Header::vcpus_online` counts them. `READY` is set once they have reported in.
+//!
 //! The guest polls: it spins for a few milliseconds after each command, then sleeps in `hlt` and is
 //! woken by its local APIC timer every [`TICK_US`] microseconds, so a command waits at most about
 //! one tick.

@@ -70,6 +70,7 @@ impl TestGuest {
                 "the test guest runs as HVM or PVH, not PV".into(),
             ));
         }
+        let vcpus = config.vcpu_count().min(p::MAX_VCPUS as u32);
         let guest = Guest::create(&config.paused(true))?;
         let gfns: Vec<u64> = (0..p::MAILBOX_PAGES as u64)
             .map(|i| p::MAILBOX_GFN + i)
@@ -84,9 +85,23 @@ impl TestGuest {
         };
         let t0 = Instant::now();
         tg.guest.unpause()?;
-        tg.wait_ready(BOOT_TIMEOUT)?;
+        let h = tg.wait_ready(BOOT_TIMEOUT)?;
+        if h.vcpus_online < vcpus {
+            return Err(Error::Guest(format!(
+                "{} of {vcpus} vCPUs came up",
+                h.vcpus_online
+            )));
+        }
         tg.boot_time = t0.elapsed();
         Ok(tg)
+    }
+
+    /// Unmaps the mailbox and returns the domain. (A domain whose pages dom0 still maps cannot
+    /// finish dying: drop the mapping before waiting for a shut-down guest to disappear.)
+    pub fn into_guest(self) -> Guest {
+        let TestGuest { mailbox, guest, .. } = self;
+        drop(mailbox);
+        guest
     }
 
     /// The guest domain.
@@ -264,6 +279,15 @@ impl TestGuest {
             )));
         }
         Ok(r)
+    }
+
+    /// `ping` on vCPU `vcpu`: that vCPU answers with the magic and its number.
+    pub fn ping_on(&self, vcpu: usize) -> Result<()> {
+        let r = self.command_on(vcpu, p::OP_PING, [0; 6])?;
+        if r.status != p::STATUS_OK || r.result != p::MAGIC as u64 || r.result2 != vcpu as u64 {
+            return Err(Error::Guest(format!("ping on vcpu {vcpu} answered {r:?}")));
+        }
+        Ok(())
     }
 
     /// `ping`: the guest answers with its magic.

@@ -5,8 +5,10 @@
 //!
 //! - `testguest-hvm.elf`: the tiny test guest (`xen-testkit/guest`) as an ELF32 image without Xen
 //!   notes, the form libxc's HVM firmware loader accepts (xl's `firmware_override`);
-//! - `testguest-pvh.elf`: the same guest as built (ELF64 with the `XEN_ELFNOTE_PHYS32_ENTRY` note),
+//! - `testguest-pvh.elf`: the same guest as ELF64 with only the `XEN_ELFNOTE_PHYS32_ENTRY` note,
 //!   a PVH kernel (xl's `kernel` with `type = "pvh"`);
+//! - `testguest-pv.elf`: the same guest as ELF64 with only the PV notes (entry `pv_entry`, which
+//!   just blocks), a PV kernel;
 //! - `xen-testkit-dm`: the fake device model (`xen-testkit/src/bin/xen-testkit-dm.rs`) that xl's
 //!   `device_model_override` starts for HVM guests: it answers libxl's QMP handshake and writes
 //!   the device-model state to xenstore;
@@ -51,20 +53,30 @@ pub fn build() -> Result<Vec<Payload>, String> {
         format!("{e}\n(the test guest needs the {GUEST_TARGET} target: `rustup target add {GUEST_TARGET}`)")
     })?;
     let elf64 = out_dir.join(GUEST_TARGET).join("release/xen-testkit-guest");
+    // One build, three images: each loader gets only the notes it wants. The PVH and PV images stay
+    // ELF64; libxc's HVM firmware loader wants ELF32 and refuses images with Xen notes (it takes
+    // those for PV/PVH kernels). The code is position-dependent and below 4 GiB, so the class
+    // change is only a container change.
     let pvh = out_dir.join("testguest-pvh.elf");
+    let pv = out_dir.join("testguest-pv.elf");
     let hvm = out_dir.join("testguest-hvm.elf");
-    std::fs::copy(&elf64, &pvh)
-        .map_err(|e| format!("copying {} to {}: {e}", elf64.display(), pvh.display()))?;
-    // libxc's HVM firmware loader wants ELF32 and refuses images with Xen notes (it takes those
-    // for PV/PVH kernels): convert and drop the PVH note. The code itself is position-dependent
-    // and below 4 GiB, so the class change is only a container change.
-    util::run(
-        Command::new("objcopy")
-            .args(["-O", "elf32-i386", "--remove-section", ".note.Xen"])
-            .arg(&elf64)
-            .arg(&hvm),
-    )
-    .map_err(|e| format!("{e}\n(objcopy comes with binutils: `apt-get install binutils`)"))?;
+    let objcopy = |args: &[&str], out: &Path| -> Result<(), String> {
+        util::run(Command::new("objcopy").args(args).arg(&elf64).arg(out))
+            .map_err(|e| format!("{e}\n(objcopy comes with binutils: `apt-get install binutils`)"))
+    };
+    objcopy(&["--remove-section", ".note.XenPV"], &pvh)?;
+    objcopy(&["--remove-section", ".note.Xen"], &pv)?;
+    objcopy(
+        &[
+            "-O",
+            "elf32-i386",
+            "--remove-section",
+            ".note.Xen",
+            "--remove-section",
+            ".note.XenPV",
+        ],
+        &hvm,
+    )?;
 
     // The fake device model: a binary of xen-testkit, built like the test executables.
     let mut cargo = util::cargo();
@@ -87,6 +99,10 @@ pub fn build() -> Result<Vec<Payload>, String> {
         Payload {
             host: pvh,
             dom0: format!("{dir}/testguest-pvh.elf"),
+        },
+        Payload {
+            host: pv,
+            dom0: format!("{dir}/testguest-pv.elf"),
         },
         Payload {
             host: dm,

@@ -35,6 +35,34 @@ global_asm!(
     .balign 4
     .popsection
 
+    /* The PV notes (a separate section: xtask makes the PV, PVH and HVM images by keeping
+     * only the notes each loader wants). */
+    .pushsection .note.XenPV, "a", @note
+    .macro xen_note type, kind, value
+    .balign 4
+    .long 4
+    .long 8f - 7f
+    .long \type
+    .asciz "Xen"
+    .balign 4
+7:
+    .if \kind == 0
+    .asciz "\value"
+    .else
+    .quad \value
+    .endif
+8:
+    .balign 4
+    .endm
+    xen_note 6, 0, "xen-rs-testguest"   /* GUEST_OS */
+    xen_note 5, 0, "xen-3.0"            /* XEN_VERSION */
+    xen_note 8, 0, "generic"            /* LOADER */
+    xen_note 3, 1, 0                    /* VIRT_BASE */
+    xen_note 4, 1, 0                    /* PADDR_OFFSET */
+    xen_note 1, 1, pv_entry             /* ENTRY */
+    xen_note 2, 1, hypercall_page       /* HYPERCALL_PAGE */
+    .popsection
+
     .pushsection .mailbox, "aw", @progbits
     .balign 4096
     .zero {mailbox_bytes}
@@ -57,6 +85,8 @@ hypercall_page: .skip 4096
 idt:        .skip 4096
 boot_stack: .skip 32768
 boot_stack_top:
+    .global ap_stacks
+ap_stacks:  .skip {ap_stack_bytes}
     .popsection
 
     .pushsection .rodata.gdt, "a"
@@ -148,6 +178,38 @@ pvh_entry:
     hlt
     jmp 5b
 
+    /* PV entry: long mode on Xen's page tables (virtual = pseudo-physical here, VIRT_BASE 0),
+     * rsi = start_info. */
+    .global pv_entry
+pv_entry:
+    mov $boot_stack_top, %rsp
+    mov %rsi, %rdi
+    call pv_main
+    jmp 7f
+
+    /* Secondary vCPUs start here in long mode (VCPUOP_initialise, VCPU_HVM_MODE_64B) with rsp
+     * and rdi (the vCPU number) set by vCPU 0; the segment registers' cached parts are flat but
+     * their selectors are not ours: load our GDT and selectors first. */
+    .global ap_entry64
+ap_entry64:
+    lgdt gdt_ptr
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %ax, %fs
+    mov %ax, %gs
+    pushq $0x08
+    lea 6f(%rip), %rax
+    pushq %rax
+    lretq
+6:
+    call ap_main
+7:
+    cli
+    hlt
+    jmp 7b
+
     /* 256 interrupt stubs, 16 bytes apart: push a 0 error code where the CPU pushes none, push
      * the vector, join the common path. */
     .balign 16
@@ -195,10 +257,17 @@ isr_common:
     scratch_bytes = const SCRATCH_PAGES * PAGE_SIZE,
     boot_hvm = const BOOT_HVM,
     boot_pvh = const BOOT_PVH,
+    ap_stack_bytes = const AP_STACK * (MAX_VCPUS - 1),
     options(att_syntax)
 );
 
+/// Stack bytes per secondary vCPU.
+const AP_STACK: usize = 16384;
+
 extern "C" {
+    static ap_stacks: u8;
+    static ap_entry64: u8;
+    static boot_pml4: u8;
     static hypercall_page: u8;
     static idt: u8;
     static isr_stubs: u8;
@@ -226,6 +295,13 @@ fn rd64(addr: u64) -> u64 {
 fn wr64(addr: u64, v: u64) {
     // SAFETY: as in rd64.
     unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+}
+
+/// Atomically adds 1 to the u32 at `addr` (several vCPUs share the counters).
+fn atomic_inc(addr: u64) {
+    // SAFETY: `addr` is a 4-byte-aligned u32 in the identity-mapped mailbox; the dom0 side only
+    // reads these counters.
+    unsafe { (*(addr as *const core::sync::atomic::AtomicU32)).fetch_add(1, Ordering::Relaxed) };
 }
 
 fn hdr(off: usize) -> u64 {
@@ -432,7 +508,8 @@ fn setup_idt() {
 fn setup_lapic() {
     let apic_msr = rdmsr(0x1b);
     let base = apic_msr & 0xffff_f000;
-    // SAFETY: single-threaded boot, before interrupts.
+    // SAFETY: every vCPU writes the same value (the architectural default base) before it
+    // enables interrupts; readers see either write.
     unsafe { core::ptr::write_volatile(&raw mut LAPIC_BASE, base) };
     if apic_msr & (1 << 11) == 0 {
         wrmsr(0x1b, apic_msr | (1 << 11));
@@ -468,11 +545,9 @@ struct IsrFrame {
 #[no_mangle]
 extern "C" fn isr_rust(frame: &mut IsrFrame) {
     let v = frame.vector & 0xff;
-    let counter = CTL + VECTOR_COUNTS_OFFSET as u64 + 4 * v;
-    wr32(counter, rd32(counter).wrapping_add(1));
+    atomic_inc(CTL + VECTOR_COUNTS_OFFSET as u64 + 4 * v);
     if v as u8 == TIMER_VECTOR {
-        let t = hdr(offsets::TICKS);
-        wr32(t, rd32(t).wrapping_add(1));
+        atomic_inc(hdr(offsets::TICKS));
     }
     if v < 32 {
         let cr2: u64;
@@ -834,6 +909,8 @@ extern "C" fn rust_main(boot_kind: u32, start_info: u32) -> ! {
         }
         core::hint::spin_loop();
     }
+    // SAFETY: written before any secondary vCPU starts.
+    unsafe { core::ptr::write_volatile(&raw mut TIMER_OK, timer) };
     let kind = match boot_kind {
         BOOT_HVM => "hvm",
         BOOT_PVH => "pvh",
@@ -847,11 +924,107 @@ extern "C" fn rust_main(boot_kind: u32, start_info: u32) -> ! {
         MAILBOX_GFN,
         if timer { "ok" } else { "missing (spinning)" }
     );
-    wr32(hdr(offsets::VCPUS_ONLINE), 1);
+    atomic_inc(hdr(offsets::VCPUS_ONLINE));
+    let started = start_secondary_vcpus();
+    // Give the secondaries a moment to report in (the test waits for the count it expects).
+    for _ in 0..10_000_000u32 {
+        if rd32(hdr(offsets::VCPUS_ONLINE)) > started {
+            break;
+        }
+        core::hint::spin_loop();
+    }
     wr32(hdr(offsets::STATE), STATE_READY);
     fence(Ordering::Release);
     wr32(hdr(offsets::MAGIC), MAGIC);
     serve(0, timer)
+}
+
+const HYPERVISOR_VCPU_OP: u64 = 24;
+const VCPUOP_INITIALISE: u64 = 0;
+const VCPUOP_UP: u64 = 1;
+
+static mut TIMER_OK: bool = false;
+
+/// Starts vCPUs 1.. (as many as exist, up to MAX_VCPUS) in long mode at `ap_entry64`; returns how
+/// many started.
+fn start_secondary_vcpus() -> u32 {
+    if !hypercalls_ok() {
+        return 0;
+    }
+    let mut started = 0;
+    for v in 1..MAX_VCPUS as u64 {
+        // struct vcpu_hvm_context: mode, pad, then the 64-bit registers (the union is 120 bytes).
+        let mut ctx = [0u64; 16];
+        ctx[0] = 1; // VCPU_HVM_MODE_64B
+        let regs = &mut ctx[1..];
+        let stack_top = &raw const ap_stacks as u64 + AP_STACK as u64 * v;
+        regs[4] = stack_top - 8; // rsp (as after a call: keeps the ABI's alignment)
+        regs[7] = v; // rdi: the vCPU number, ap_main's argument
+        regs[8] = &raw const ap_entry64 as u64; // rip
+        regs[9] = 0x2; // rflags
+        regs[10] = 0x8000_0011; // cr0: PG | ET | PE
+        regs[11] = &raw const boot_pml4 as u64; // cr3
+        regs[12] = 0x20; // cr4: PAE
+        regs[13] = 0x500; // efer: LMA | LME
+        let rc = hypercall(
+            HYPERVISOR_VCPU_OP,
+            [VCPUOP_INITIALISE, v, ctx.as_ptr() as u64, 0, 0],
+        );
+        if rc != 0 {
+            break; // no such vCPU (-ENOENT) or not allowed
+        }
+        let rc = hypercall(HYPERVISOR_VCPU_OP, [VCPUOP_UP, v, 0, 0, 0]);
+        if rc != 0 {
+            say!("xrtg: VCPUOP_up({}) returned {}", v, rc);
+            break;
+        }
+        started += 1;
+    }
+    started
+}
+
+#[no_mangle]
+extern "C" fn ap_main(vcpu: u64) -> ! {
+    let idt_addr = &raw const idt as u64;
+    #[repr(C, packed)]
+    struct Idtr {
+        limit: u16,
+        base: u64,
+    }
+    let idtr = Idtr {
+        limit: 256 * 16 - 1,
+        base: idt_addr,
+    };
+    // SAFETY: the IDT vCPU 0 built stays in place for the guest's life.
+    unsafe { asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags)) }
+    setup_lapic();
+    // SAFETY: IDT and local APIC are set up.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+    atomic_inc(hdr(offsets::VCPUS_ONLINE));
+    // SAFETY: written by vCPU 0 before it started us.
+    let timer = unsafe { core::ptr::read_volatile(&raw const TIMER_OK) };
+    serve(vcpu as usize, timer)
+}
+
+const SCHEDOP_POLL: u64 = 3;
+
+/// The PV guest: no emulated hardware and no console it may write to (Xen refuses console_io
+/// to unprivileged domains in release builds), so it only proves it runs: it blocks in
+/// `SCHEDOP_poll` forever (`xl list` shows it blocked, not crashed). Its mailbox is not
+/// reachable from dom0 without its p2m, so it takes no commands.
+#[no_mangle]
+extern "C" fn pv_main(_start_info: u64) -> ! {
+    // SAFETY: Xen filled the hypercall page named by our HYPERCALL_PAGE note.
+    unsafe { core::ptr::write_volatile(&raw mut HYPERCALLS_OK, true) };
+    // struct sched_poll { ports (handle), nr_ports (u32 + pad), timeout (u64) }: no ports, no
+    // timeout: sleep until any event arrives, then go back to sleep.
+    let poll = [0u64; 3];
+    loop {
+        hypercall(
+            HYPERVISOR_SCHED_OP,
+            [SCHEDOP_POLL, poll.as_ptr() as u64, 0, 0, 0],
+        );
+    }
 }
 
 #[panic_handler]
