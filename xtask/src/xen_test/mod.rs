@@ -134,6 +134,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let _lock = RunLock::acquire(&work)?;
     let image = initramfs::assemble(&sys, &work, &tests, &payloads, &opts)?;
     let xen_elf = system::xen_elf(&sys, &work)?;
+    let kernel = system::dom0_kernel(&sys, &work)?;
     eprintln!(
         "xen-test: initramfs {:.1} MiB (base {:.1} MiB{}), prepared in {:.1} s",
         mib(image.size),
@@ -154,7 +155,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let cfg = machine::Config {
         qemu: sys.qemu.clone(),
         xen: xen_elf,
-        kernel: system::dom0_kernel(&sys, &work)?,
+        kernel,
         initrd: image.path.clone(),
         log: work.join("console.log"),
         timeout: if opts.shell {
@@ -166,7 +167,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
         verbose: opts.verbose,
     };
     let outcome = machine::boot(&cfg)?;
-    let log_path: PathBuf = cfg.log.clone();
 
     eprintln!(
         "xen-test: dom0 /init {}; machine run {:.1} s (whole xen-test {:.1} s); QEMU peak RSS {}; initramfs {:.1} MiB; console log {}",
@@ -181,7 +181,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .map(|k| format!("{:.0} MiB", k as f64 / 1024.0))
             .unwrap_or_else(|| "unknown".into()),
         mib(image.size),
-        log_path.display()
+        cfg.log.display()
     );
     if opts.shell {
         let mut reasons = outcome.problems.clone();
