@@ -36,11 +36,12 @@
 //! # Errors and Xen's error codes
 //! Xen reports failure as a negative `XEN_E*` code (`xen/include/public/errno.h`); privcmd
 //! passes it to user space unchanged as the ioctl's errno. That is faithful only because Linux
-//! on x86 and Arm numbers its errnos exactly as Xen does: this crate checks all 49 codes of
-//! Xen 4.17 against the target's errnos at compile time (a target where they differ would not
-//! build). Codes Xen writes into memory (per-frame `MMAPBATCH_V2` results) go through
-//! [`errno_from_xen`]. Every error names its operation and domain ([`Error`]); arguments that
-//! can never work are refused before any syscall with a typed variant.
+//! on x86 and Arm numbers its errnos exactly as Xen does: this crate checks every code of Xen
+//! 4.17's `errno.h` (49 distinct values) against the target's errnos at compile time, so a
+//! target where they differ would not build. Codes Xen writes into memory (per-frame
+//! `MMAPBATCH_V2` results) go through [`errno_from_xen`]. Every error names its operation and
+//! domain ([`Error`]); arguments that can never work are refused before any syscall with a
+//! typed variant.
 //!
 //! # Hypercall buffers
 //! Xen reads and writes hypercall arguments by virtual address, so they must be in memory the
