@@ -225,6 +225,10 @@ impl EventChannels {
     /// `remote` may be [`DomId::SELF`] (a loopback within this domain). On a
     /// [restricted](Self::restrict) handle `remote` must be its domain (else `EACCES`).
     ///
+    /// Xen raises the new local port once at bind time (in case the remote end notified
+    /// before we were bound), so expect one event on it right away; handle it like any other
+    /// (a device model just finds no new request).
+    ///
     /// ```no_run
     /// use xen_evtchn::{DomId, EventChannels};
     /// let ch = EventChannels::open()?;

@@ -40,6 +40,9 @@
 //!   leaves what did not fit for the next read: reading into `[Port]` never loses a port.
 //! - Unmask writes back port numbers; the kernel ignores ports not bound through the handle.
 //! - Notify and unbind on a port not bound through the handle fail with `ENOTCONN`.
+//! - Xen raises a port once when it is bound with `bind_interdomain` (a notification the
+//!   remote end sent before the bind is not lost that way): the first `pending` after such a
+//!   bind returns it even if nobody notified.
 //! - Unbinding a port leaves events it already queued in place: a later `pending` may still
 //!   return its number.
 //! - A restricted handle binds interdomain ports of its domain only.
