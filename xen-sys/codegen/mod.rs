@@ -1502,3 +1502,101 @@ pub fn provenance_lines(s: &str) -> Vec<&str> {
         .filter(|l| l.starts_with(PROVENANCE_PREFIX))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asm_values_from_clang_and_gcc_spellings() {
+        let asm =
+            "xsabi_0:                  # @xsabi_0\n\t.quad\t48   # 0x30\n\t.size\txsabi_0, 8\n\
+                   xsabi_1:\n\t.zero\t8\n\
+                   xsabi_2:\n\t.xword\t-1\n";
+        assert_eq!(parse_asm(asm, 3).unwrap(), vec![48, 0, u64::MAX]);
+        assert!(
+            parse_asm(asm, 4).is_err(),
+            "a missing value is an error, not a zero"
+        );
+    }
+
+    #[test]
+    fn asm_objects_and_bit_runs() {
+        let x86 = "xsbf_0:\n\t.zero\t30\n\t.byte\t15\n\t.zero\t1\n\t.size\txsbf_0, 32\n";
+        let objs = parse_asm_objects(x86, ARCHES[0], 1).unwrap();
+        assert_eq!(objs[0].len(), 32);
+        assert_eq!(bit_run(&objs[0]), Some((240, 4)));
+        // `.word` is 2 bytes on x86 and 4 on arm.
+        let word = "xsbf_0:\n\t.word\t0xfff0\n\t.size\txsbf_0, 4\n";
+        assert_eq!(parse_asm_objects(word, ARCHES[0], 1).unwrap()[0].len(), 2);
+        assert_eq!(parse_asm_objects(word, ARCHES[1], 1).unwrap()[0].len(), 4);
+        assert_eq!(bit_run(&[0b0101]), None, "two runs are not one bitfield");
+    }
+
+    #[test]
+    fn compare_ignores_provenance_only() {
+        let a = format!("// x\n{PROVENANCE_PREFIX}tools: clang 14\npub const A: u32 = 1;\n");
+        let b = format!("// x\n{PROVENANCE_PREFIX}tools: clang 15\npub const A: u32 = 1;\n");
+        assert_eq!(compare(&a, &b), None);
+        let c = b.replace("= 1", "= 2");
+        let d = compare(&a, &c).unwrap();
+        assert_eq!((d.first, d.removed, d.added), (2, 1, 1));
+        assert_eq!(d.fresh, "pub const A: u32 = 2;");
+    }
+
+    #[test]
+    fn keyword_fields_map_back_to_c() {
+        assert_eq!(c_field_name("type_"), "type");
+        assert_eq!(c_field_name("pad_"), "pad_");
+        assert_eq!(c_field_name("dom"), "dom");
+    }
+
+    #[test]
+    fn area_files_match_paths_clang_reports() {
+        let re = file_regex("xen/xen\\.h");
+        assert_eq!(re, ".*/xen/([^/]+/\\.\\./)*xen\\.h");
+        let full = |p: &str| {
+            // The shape of the regex, checked by hand: `.../xen/` then `dir/../` segments.
+            let rest = p.split_once("/xen/").map(|x| x.1).unwrap_or("");
+            let mut r = rest;
+            while let Some((seg, tail)) = r.split_once("/../") {
+                assert!(!seg.contains('/'));
+                r = tail;
+            }
+            r == "xen.h"
+        };
+        assert!(full("/usr/include/xen/xen.h"));
+        assert!(full("/usr/include/xen/arch-x86/../xen.h"));
+        assert!(!full("/tmp/shim/xen/interface/xen.h"));
+    }
+
+    #[test]
+    fn scans_bindgen_output() {
+        let code = "#[repr(C)]\n#[derive(Debug, Default, Copy, Clone)]\npub struct s {\n    pub type_: u8,\n    pub _bitfield_align_1: [u8; 0],\n    pub _bitfield_1: __BindgenBitfieldUnit<[u8; 1usize]>,\n}\n\
+                    impl s {\n    pub fn set_state(&mut self, val: u8) {\n        unsafe {\n            self._bitfield_1.set_const::<4usize, 2u8>(val as u64)\n        }\n    }\n}\n\
+                    pub const X: u32 = 1;\npub const S: &[u8; 3] = b\"lx\\0\";\npub type t = s;\n";
+        let items = scan_items(code);
+        assert_eq!(
+            items.types,
+            vec![("s".to_string(), false, vec!["type_".to_string()])]
+        );
+        assert_eq!(items.consts, vec!["X"]);
+        assert_eq!(items.string_consts, vec!["S"]);
+        assert_eq!(
+            items.alias_targets,
+            vec![("t".to_string(), "s".to_string())]
+        );
+        let b = &items.bitfields[0];
+        assert_eq!(
+            (
+                b.ty.as_str(),
+                b.field.as_str(),
+                b.unit.as_str(),
+                b.bit,
+                b.width
+            ),
+            ("s", "state", "_bitfield_1", 4, 2)
+        );
+        assert_eq!(items.traits[0].1, ALL_TRAITS);
+    }
+}
