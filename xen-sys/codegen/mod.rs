@@ -504,7 +504,7 @@ pub fn generate_arch(arch: Arch, opts: &Options) -> Result<ArchOutput, String> {
     let mut traits = BTreeMap::new();
     for area in AREAS {
         let raw = bindgen_area(arch, area, opts, &traits)?;
-        // Kept for debugging the area split.
+        // Kept in the scratch directory for debugging the area split.
         write(
             &opts.scratch_dir.join(format!("raw-{}.rs", area.name)),
             &raw,
@@ -535,10 +535,6 @@ pub fn generate_arch(arch: Arch, opts: &Options) -> Result<ArchOutput, String> {
                 continue;
             }
             if let Some(prev) = seen.insert(name.clone(), area.name) {
-                write(
-                    &opts.scratch_dir.join(format!("raw-{}.rs", area.name)),
-                    &raw,
-                )?;
                 return Err(format!(
                     "{}: `{name}` generated in both `{prev}` and `{}`: fix the area files/deps",
                     arch.name, area.name
@@ -560,13 +556,6 @@ pub fn generate_arch(arch: Arch, opts: &Options) -> Result<ArchOutput, String> {
             name: format!("{}.rs", area.name),
             contents,
         });
-    }
-    // The version line is known only after the first bindgen run: rewrite the headers.
-    for f in &mut out.files {
-        f.contents = f.contents.replace(
-            &format!("{PROVENANCE_PREFIX}tools: , "),
-            &format!("{PROVENANCE_PREFIX}tools: {}, ", prov.bindgen),
-        );
     }
     let abi = abi_probe(arch, opts, &items, &prov, &mut out)?;
     out.files.push(GeneratedFile {
@@ -1137,7 +1126,7 @@ fn abi_probe(
     let (mut n_ioctl, mut n_const, mut n_type, mut n_field) = (0, 0, 0, 0);
     for (area, found) in items {
         let mut probes = Vec::new();
-        for (module, name) in IOCTLS.iter().filter(|i| i.0 == area.name) {
+        for (_, name) in IOCTLS.iter().filter(|i| i.0 == area.name) {
             if !macros.contains(*name) {
                 out.notes.push(format!(
                     "{}: {name} is not defined by these headers",
@@ -1145,7 +1134,6 @@ fn abi_probe(
                 ));
                 continue;
             }
-            let _ = module;
             probes.push(Probe {
                 c: format!("(unsigned long long)({name})"),
                 rust: format!("{name} as u64"),
