@@ -65,6 +65,8 @@ pub struct ExeRun {
     pub exit: Option<i32>,
     /// Its libtest summary, if printed.
     pub summary: Option<Summary>,
+    /// It printed libtest's `running N tests` header (it is a libtest harness).
+    pub libtest: bool,
 }
 
 /// Signs of a machine-level failure on the console.
@@ -136,6 +138,14 @@ fn is_xen_chatter(line: &str) -> bool {
     !guest
 }
 
+/// Whether a line is libtest's `running N test(s)` header.
+fn is_libtest_header(line: &str) -> bool {
+    line.trim_end()
+        .strip_prefix("running ")
+        .and_then(|r| r.strip_suffix(" tests").or_else(|| r.strip_suffix(" test")))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Whether a console line is a kernel log line (`[   12.345678] ...`).
 fn is_kernel(line: &str) -> bool {
     line.strip_prefix('[')
@@ -196,8 +206,12 @@ impl Transcript {
             self.done = true;
             return true;
         }
-        if let (Some(i), Some(s)) = (self.current, parse_summary(line)) {
-            self.runs[i].summary = Some(s);
+        if let Some(i) = self.current {
+            if let Some(s) = parse_summary(line) {
+                self.runs[i].summary = Some(s);
+            } else if is_libtest_header(line) {
+                self.runs[i].libtest = true;
+            }
         }
         !(is_xen_chatter(line) || is_kernel(line))
     }
@@ -234,7 +248,9 @@ pub struct Verdict {
 }
 
 /// Judges a finished run: `expected` executables, and machine-level `problems` found by the
-/// runner (timeout, QEMU's exit status).
+/// runner (timeout, QEMU's exit status). An executable without libtest output (`harness =
+/// false`) counts as one test, passed when it exits 0; a libtest executable without its summary
+/// failed (it crashed, or was killed).
 pub fn verdict(t: &Transcript, expected: &[String], problems: &[String]) -> Verdict {
     let mut v = Verdict::default();
     v.reasons.extend(problems.iter().cloned());
@@ -271,6 +287,9 @@ pub fn verdict(t: &Transcript, expected: &[String], problems: &[String]) -> Verd
                 v.reasons
                     .push(format!("{name}: did not finish (counted as 1 failed)"));
             }
+            // No libtest at all (a `harness = false` target, e.g. a benchmark built with
+            // `test = true`): judged by its exit status alone, as `cargo test` does.
+            (None, Some(0)) if !r.libtest => v.totals.passed += 1,
             (None, code) => {
                 v.totals.failed += 1;
                 let how = code.map_or("did not finish".to_string(), |c| format!("exit {c}"));
@@ -361,17 +380,22 @@ test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; fini
 test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
 === xen-test: end b.test.b exit 101\n\
 === xen-test: begin c.test.c\n\
+running 1 test\n\
 === xen-test: end c.test.c exit 139\n\
+=== xen-test: begin d.bench.d\n\
+bench: something 12 ns/call\n\
+=== xen-test: end d.bench.d exit 0\n\
 === xen-test: all test executables ran\n";
 
     #[test]
     fn transcript_and_verdict() {
         let t = feed_all(GOOD);
         assert!(t.init_started && t.done);
-        assert_eq!(t.runs.len(), 3);
+        assert_eq!(t.runs.len(), 4);
+        assert!(t.runs[0].libtest && !t.runs[3].libtest);
         assert_eq!(t.runs[0].exit, Some(0));
         assert_eq!(t.runs[2].exit, Some(139));
-        let names: Vec<String> = ["a.lib.a", "b.test.b", "c.test.c"]
+        let names: Vec<String> = ["a.lib.a", "b.test.b", "c.test.c", "d.bench.d"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -379,14 +403,14 @@ test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
         assert_eq!(
             v.totals,
             Totals {
-                passed: 3,
+                passed: 4,
                 failed: 2,
                 skipped: 1
             }
         );
         assert_eq!(v.reasons.len(), 2, "{:?}", v.reasons);
         assert!(v.reasons[1].contains("c.test.c: no libtest summary (exit 139"));
-        assert_eq!(v.totals.line(), "xen-test: 3 passed, 2 failed, 1 skipped");
+        assert_eq!(v.totals.line(), "xen-test: 4 passed, 2 failed, 1 skipped");
 
         let ok = verdict(&t, &names[..1], &[]);
         assert!(ok.reasons.is_empty(), "{:?}", ok.reasons);
@@ -428,5 +452,24 @@ test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
             .iter()
             .any(|r| r.contains("a: no libtest summary (did not finish")));
         assert!(v.reasons.iter().any(|r| r == "b: never ran"));
+
+        // A custom harness that fails is judged by its exit status.
+        let t = feed_all(
+            "=== xen-test: dom0 init started\n=== xen-test: begin e\nbench: x\n=== xen-test: end e exit 1\n=== xen-test: all test executables ran\n",
+        );
+        let v = verdict(&t, &["e".to_string()], &[]);
+        assert_eq!(
+            v.totals,
+            Totals {
+                passed: 0,
+                failed: 1,
+                skipped: 0
+            }
+        );
+        assert!(
+            v.reasons[0].contains("e: no libtest summary (exit 1"),
+            "{:?}",
+            v.reasons
+        );
     }
 }
