@@ -89,4 +89,6 @@ fn main() {
         let dm = DeviceModel::open().expect("open privcmd");
         run_all("Xen, dom0 (EPERM)", &dm, DomId::DOM0, iters / 10, rounds);
     }
+    // The summary line `cargo xtask xen-test` expects from every test executable.
+    println!("test result: ok. 0 passed; 0 failed; 0 ignored; 1 measured; 0 filtered out");
 }

@@ -94,9 +94,11 @@ impl DeviceModel {
     }
 
     /// Tells Xen that the device model wrote `nr` frames from `first_pfn` (e.g. by DMA into
-    /// guest memory), so that log-dirty users — live migration, [`DeviceModel::track_dirty_vram`]
-    /// — see them dirty (`XEN_DMOP_modified_memory` with one extent). A no-op when the
-    /// domain is not in log-dirty mode.
+    /// guest memory), so that they are marked in the domain's log-dirty bitmap, the one live
+    /// migration reads (`XEN_DMOP_modified_memory` with one extent). A no-op when the domain
+    /// is not in log-dirty mode. (With hardware-assisted paging,
+    /// [`DeviceModel::track_dirty_vram`] reports the guest's own writes, from page types, and
+    /// does not see these marks.)
     pub fn modified_memory(&self, dom: DomId, first_pfn: u64, nr: u32) -> Result<()> {
         const OP: &str = "dm_op modified_memory";
         check_frames(OP, dom, first_pfn, nr.into())?;
