@@ -86,14 +86,6 @@ impl GuestConfig {
         GuestConfig::new(GuestType::Pv).image(payload_path(payload::TESTGUEST_PV))
     }
 
-    /// A PV guest running the PV kernel payload (Debian's Linux: keep it paused; 128 MiB, as its
-    /// image alone needs 58 MiB, and `xl create` spends seconds decompressing it under TCG).
-    pub fn pv_linux() -> GuestConfig {
-        GuestConfig::new(GuestType::Pv)
-            .image(payload_path(payload::PV_KERNEL))
-            .memory_mib(128)
-    }
-
     /// The guest type.
     pub fn kind(&self) -> GuestType {
         self.kind

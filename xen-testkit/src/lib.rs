@@ -88,8 +88,6 @@ pub mod payload {
     pub const TESTGUEST_PV: &str = "testguest-pv.elf";
     /// The fake device model.
     pub const FAKE_DM: &str = "xen-testkit-dm";
-    /// A PV kernel (Debian's Linux bzImage, the same as dom0's).
-    pub const PV_KERNEL: &str = "pv-kernel";
 }
 
 /// Path of payload `name`.

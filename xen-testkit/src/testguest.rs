@@ -14,6 +14,19 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline for the guest's boot report after unpause.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 
+const DOMID_SELF: u16 = 0x7ff0;
+const HYPERVISOR_MEMORY_OP: u64 = 12;
+const HYPERVISOR_EVENT_CHANNEL_OP: u64 = 32;
+const HYPERVISOR_HVM_OP: u64 = 34;
+const EVTCHNOP_SEND: u64 = 4;
+const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
+const HVMOP_SET_PARAM: u64 = 0;
+const HVM_PARAM_CALLBACK_IRQ: u32 = 0;
+const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+const XENMAPSPACE_SHARED_INFO: u32 = 0;
+/// Guest-physical base of the (HVM) IOAPIC.
+pub const IOAPIC_BASE: u64 = 0xfec0_0000;
+
 /// What the guest answered to one command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
@@ -449,6 +462,109 @@ impl TestGuest {
     pub fn shutdown(&self, reason: ShutdownReason) -> Result<()> {
         self.command(p::OP_SHUTDOWN, [reason as u64, 0, 0, 0, 0, 0])
             .map(drop)
+    }
+
+    /// Writes `bytes` at the start of vCPU 0's data page (arguments for [`hypercall`](Self::hypercall)
+    /// structures) and returns the page's guest-physical address.
+    pub fn write_data(&self, bytes: &[u8]) -> Result<u64> {
+        if bytes.len() > p::PAGE_SIZE {
+            return Err(Error::Invalid(format!(
+                "{} bytes do not fit the data page",
+                bytes.len()
+            )));
+        }
+        self.mailbox.write_bytes(p::PAGE_SIZE, bytes);
+        Ok(p::data_gfn(0) << 12)
+    }
+
+    /// Reads `len` bytes from the start of vCPU 0's data page.
+    pub fn read_data(&self, len: usize) -> Result<Vec<u8>> {
+        if len > p::PAGE_SIZE {
+            return Err(Error::Invalid(format!(
+                "{len} bytes do not fit the data page"
+            )));
+        }
+        let mut v = vec![0u8; len];
+        self.mailbox.read_bytes(p::PAGE_SIZE, &mut v);
+        Ok(v)
+    }
+
+    /// The guest allocates an unbound event channel that domain `remote` may bind
+    /// (`EVTCHNOP_alloc_unbound`); returns the guest's port.
+    pub fn evtchn_alloc_unbound(&self, remote: u16) -> Result<u32> {
+        // struct evtchn_alloc_unbound { domid_t dom, remote_dom; evtchn_port_t port; }
+        let mut arg = [0u8; 8];
+        arg[0..2].copy_from_slice(&DOMID_SELF.to_le_bytes());
+        arg[2..4].copy_from_slice(&remote.to_le_bytes());
+        let addr = self.write_data(&arg)?;
+        let rc = self.hypercall(
+            HYPERVISOR_EVENT_CHANNEL_OP,
+            [EVTCHNOP_ALLOC_UNBOUND, addr, 0, 0, 0],
+        )?;
+        if rc != 0 {
+            return Err(Error::Guest(format!("EVTCHNOP_alloc_unbound: {rc}")));
+        }
+        let out = self.read_data(8)?;
+        Ok(u32::from_le_bytes([out[4], out[5], out[6], out[7]]))
+    }
+
+    /// The guest notifies its event-channel port `port` (`EVTCHNOP_send`).
+    pub fn evtchn_send(&self, port: u32) -> Result<()> {
+        let addr = self.write_data(&port.to_le_bytes())?;
+        let rc = self.hypercall(HYPERVISOR_EVENT_CHANNEL_OP, [EVTCHNOP_SEND, addr, 0, 0, 0])?;
+        if rc != 0 {
+            return Err(Error::Guest(format!("EVTCHNOP_send({port}): {rc}")));
+        }
+        Ok(())
+    }
+
+    /// HVM/PVH: asks Xen to deliver this guest's event-channel upcalls as interrupt `vector`
+    /// (`HVM_PARAM_CALLBACK_IRQ`, vector type), so they show in [`vector_count`](Self::vector_count).
+    /// The guest never clears the pending bits itself: map its shared info
+    /// ([`map_shared_info`](Self::map_shared_info)) to look at or clear them.
+    pub fn set_event_callback_vector(&self, vector: u8) -> Result<()> {
+        // struct xen_hvm_param { domid_t domid; uint32_t index; uint64_t value; }
+        let mut arg = [0u8; 16];
+        arg[0..2].copy_from_slice(&DOMID_SELF.to_le_bytes());
+        arg[4..8].copy_from_slice(&HVM_PARAM_CALLBACK_IRQ.to_le_bytes());
+        arg[8..16].copy_from_slice(&((2u64 << 56) | u64::from(vector)).to_le_bytes());
+        let addr = self.write_data(&arg)?;
+        let rc = self.hypercall(HYPERVISOR_HVM_OP, [HVMOP_SET_PARAM, addr, 0, 0, 0])?;
+        if rc != 0 {
+            return Err(Error::Guest(format!("HVMOP_set_param(CALLBACK_IRQ): {rc}")));
+        }
+        Ok(())
+    }
+
+    /// The guest places its shared-info page at frame `gfn` (`XENMEM_add_to_physmap`,
+    /// `XENMAPSPACE_shared_info`); then dom0 maps it. Use a scratch frame, e.g.
+    /// `SCRATCH_GFN + 15`.
+    pub fn map_shared_info(&self, gfn: u64) -> Result<ForeignMapping> {
+        // struct xen_add_to_physmap { domid_t domid; uint16_t size; unsigned int space;
+        //                             xen_ulong_t idx; xen_pfn_t gpfn; }
+        let mut arg = [0u8; 24];
+        arg[0..2].copy_from_slice(&DOMID_SELF.to_le_bytes());
+        arg[4..8].copy_from_slice(&XENMAPSPACE_SHARED_INFO.to_le_bytes());
+        arg[16..24].copy_from_slice(&gfn.to_le_bytes());
+        let addr = self.write_data(&arg)?;
+        let rc = self.hypercall(HYPERVISOR_MEMORY_OP, [XENMEM_ADD_TO_PHYSMAP, addr, 0, 0, 0])?;
+        if rc != 0 {
+            return Err(Error::Guest(format!(
+                "XENMEM_add_to_physmap(shared_info -> {gfn:#x}): {rc}"
+            )));
+        }
+        self.map_frames(&[gfn])
+    }
+
+    /// HVM: routes IOAPIC pin `gsi` to `vector` on vCPU 0 (fixed delivery, physical destination
+    /// APIC id 0), unmasked; `level` and `active_low` select the trigger mode and polarity (ISA
+    /// IRQs: edge, high; PCI INTx: level, low). Done with two MMIO writes to the IOAPIC.
+    pub fn ioapic_route(&self, gsi: u8, vector: u8, level: bool, active_low: bool) -> Result<()> {
+        let low = u64::from(vector) | (u64::from(active_low) << 13) | (u64::from(level) << 15);
+        self.mem_write(IOAPIC_BASE, 0x10 + 2 * u64::from(gsi) + 1, 4)?;
+        self.mem_write(IOAPIC_BASE + 0x10, 0, 4)?; // destination APIC id 0
+        self.mem_write(IOAPIC_BASE, 0x10 + 2 * u64::from(gsi), 4)?;
+        self.mem_write(IOAPIC_BASE + 0x10, low, 4)
     }
 
     /// Maps `gfns` of this guest (to check what it wrote, or to write what it will read).

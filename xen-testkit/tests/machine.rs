@@ -81,13 +81,6 @@ fn pv_guest_created_listed_destroyed() {
 
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
-fn pv_linux_guest_created_listed_destroyed() {
-    require_xen();
-    create_list_destroy(GuestConfig::pv_linux());
-}
-
-#[test]
-#[ignore = "needs Xen: cargo xtask xen-test"]
 fn pv_test_guest_runs_and_blocks() {
     require_xen();
     let g = Guest::create(&GuestConfig::pv().paused(false)).unwrap();
@@ -177,7 +170,20 @@ fn exercise(g: &TestGuest, expect_kind: u32) {
     // Its timer ticks.
     assert!(g.vector_count(p::TIMER_VECTOR) > 0);
 
-    // Round-trip speed, for the report.
+    // The wake-up tick's real rate, and round-trip speed, for the report.
+    let (t1, i1) = (g.header().ticks, Instant::now());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (t2, i2) = (g.header().ticks, Instant::now());
+    println!(
+        "guest ticks: {:.0}/s",
+        f64::from(t2 - t1) / (i2 - i1).as_secs_f64()
+    );
+    g.set_flags(p::FLAG_QUIET | p::FLAG_SPIN);
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        g.ping().unwrap();
+    }
+    println!("100 pings (spinning guest) in {:?}", t0.elapsed());
     g.set_flags(p::FLAG_QUIET);
     let t0 = Instant::now();
     for _ in 0..100 {
@@ -236,6 +242,7 @@ fn test_guest_serves_two_vcpus_concurrently() {
     let g = TestGuest::start(GuestConfig::hvm().vcpus(2)).unwrap();
     assert_eq!(g.header().vcpus_online, 2);
     g.set_flags(p::FLAG_QUIET);
+    let t0 = Instant::now();
     std::thread::scope(|s| {
         for vcpu in 0..2 {
             let g = &g;
@@ -252,4 +259,116 @@ fn test_guest_serves_two_vcpus_concurrently() {
             });
         }
     });
+    println!("2 vCPUs x 40 commands in {:?}", t0.elapsed());
+}
+
+/// Waits up to `secs` for `f` to hold.
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed().as_secs() < secs,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn test_guest_event_channel_both_ways() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use xen_sys::evtchn::*;
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    const VECTOR: u8 = 0x50;
+    g.set_event_callback_vector(VECTOR).unwrap();
+    let shared_info = g.map_shared_info(p::SCRATCH_GFN + 15).unwrap();
+    let gport = g.evtchn_alloc_unbound(0).unwrap();
+
+    // dom0 binds to it through /dev/xen/evtchn.
+    let mut evtchn = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/xen/evtchn")
+        .unwrap();
+    let mut bind = ioctl_evtchn_bind_interdomain {
+        remote_domain: g.domid().into(),
+        remote_port: gport,
+    };
+    // SAFETY: a valid fd and a valid argument struct that outlives the call.
+    let local = unsafe {
+        libc::ioctl(
+            evtchn.as_raw_fd(),
+            IOCTL_EVTCHN_BIND_INTERDOMAIN as _,
+            &mut bind,
+        )
+    };
+    assert!(
+        local >= 0,
+        "bind_interdomain: {}",
+        std::io::Error::last_os_error()
+    );
+
+    // Guest -> dom0.
+    g.evtchn_send(gport).unwrap();
+    let mut pfd = libc::pollfd {
+        fd: evtchn.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
+    assert_eq!(n, 1, "no event from the guest within 5 s");
+    let mut buf = [0u8; 4];
+    evtchn.read_exact(&mut buf).unwrap();
+    assert_eq!(u32::from_le_bytes(buf), local as u32);
+
+    // dom0 -> guest: delivered as the callback vector, and pending in its shared info.
+    let before = g.vector_count(VECTOR);
+    let mut notify = ioctl_evtchn_notify { port: local as u32 };
+    // SAFETY: as above.
+    let r = unsafe { libc::ioctl(evtchn.as_raw_fd(), IOCTL_EVTCHN_NOTIFY as _, &mut notify) };
+    assert_eq!(r, 0, "notify: {}", std::io::Error::last_os_error());
+    wait_for(5, "the callback vector", || g.vector_count(VECTOR) > before);
+    // shared_info (x86_64): 32 vcpu_info of 64 bytes, then evtchn_pending[64 x u64].
+    let word = shared_info.read_u64(2048 + 8 * (gport as usize / 64));
+    assert!(
+        word & (1 << (gport % 64)) != 0,
+        "port {gport} not pending in the guest's shared info"
+    );
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn test_guest_rep_ins_outs_reach_unclaimed_ports() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    // Nobody claims the port: outs are dropped and ins read all-ones, but the data_is_ptr path
+    // through guest memory runs end to end (issue 8's tests claim the port and check the bytes).
+    let data: Vec<u8> = (0..64u8).collect();
+    g.rep_outs(0x5f0, 1, &data, false).unwrap();
+    g.rep_outs(0x5f0, 2, &data, true).unwrap();
+    assert_eq!(g.rep_ins(0x5f0, 4, 16, false).unwrap(), vec![0xff; 64]);
+    assert_eq!(g.rep_ins(0x5f0, 1, 8, true).unwrap(), vec![0xff; 8]);
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn fake_device_model_answers_libxl() {
+    require_xen();
+    // Created running, then paused, unpaused and destroyed: every QMP exchange libxl starts on
+    // the way is logged by the fake device model.
+    let g = Guest::create(&GuestConfig::hvm().paused(false)).unwrap();
+    let domid = g.domid();
+    g.pause().unwrap();
+    g.unpause().unwrap();
+    let state = xl::xl(&["list", &domid.to_string()]).unwrap().stdout;
+    g.destroy().unwrap();
+    let log = std::fs::read_to_string(format!("/var/log/xen/xen-testkit-dm-{domid}.log")).unwrap();
+    println!("xl list while running:\n{state}\nfake device model log:\n{log}");
+    assert!(log.contains("wrote /local/domain/0/device-model/"), "{log}");
+    assert!(log.contains("qmp_capabilities"), "{log}");
+    assert!(log.contains("query-chardev"), "{log}");
 }

@@ -11,8 +11,7 @@
 //!   just blocks), a PV kernel;
 //! - `xen-testkit-dm`: the fake device model (`xen-testkit/src/bin/xen-testkit-dm.rs`) that xl's
 //!   `device_model_override` starts for HVM guests: it answers libxl's QMP handshake and writes
-//!   the device-model state to xenstore;
-//! - `pv-kernel`: a PV kernel for PV guests (Debian's Linux from `/boot`).
+//!   the device-model state to xenstore.
 //!
 //! The guest is a separate package (excluded from the workspace) built for `x86_64-unknown-none`
 //! with its own linker script; its `.cargo/config.toml` picks the target and its build script the
@@ -108,27 +107,7 @@ pub fn build() -> Result<Vec<Payload>, String> {
             host: dm,
             dom0: format!("{dir}/xen-testkit-dm"),
         },
-        Payload {
-            host: pv_kernel()?,
-            dom0: format!("{dir}/pv-kernel"),
-        },
     ])
-}
-
-/// A PV kernel for PV guests: the newest `/boot/vmlinuz-*` (Debian's, the one dom0 runs).
-fn pv_kernel() -> Result<PathBuf, String> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .map_err(|e| format!("reading /boot: {e}"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .collect();
-    found.sort();
-    found.pop().ok_or_else(|| {
-        "no /boot/vmlinuz-* for PV guests (apt-get install linux-image-amd64)".to_string()
-    })
 }
 
 /// Runs a `cargo build --message-format=json...` and returns the executable named `name`.
