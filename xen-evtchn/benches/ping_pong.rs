@@ -21,19 +21,29 @@ use std::time::Instant;
 
 use xen_evtchn::{DomId, EventChannels, Port};
 
-/// Best-of-`rounds` rate of `f(n)`, which does `n` round trips.
-fn measure(name: &str, n: u32, rounds: u32, mut f: impl FnMut(u32)) -> f64 {
-    f(n / 10 + 1);
-    let mut best = 0f64;
-    for _ in 0..rounds {
-        let t = Instant::now();
-        f(n);
-        best = best.max(f64::from(n) / t.elapsed().as_secs_f64());
+/// One setup: a name and a function doing `n` round trips.
+type Setup<'a> = (&'static str, Box<dyn FnMut(u32) + 'a>);
+
+/// Runs every setup `rounds` times, interleaved (so drift in the host's load hits them
+/// alike), and prints and returns each one's best rate in round trips per second.
+fn measure(setups: &mut [Setup<'_>], n: u32, rounds: u32) -> Vec<f64> {
+    let mut best = vec![0f64; setups.len()];
+    for (_, f) in setups.iter_mut() {
+        f(n / 10 + 1); // warm up
     }
-    println!(
-        "evtchn ping-pong: {best:>9.0} round trips/s  {name} (best of {rounds} x {n}; {:.1} us each)",
-        1e6 / best
-    );
+    for _ in 0..rounds {
+        for (i, (_, f)) in setups.iter_mut().enumerate() {
+            let t = Instant::now();
+            f(n);
+            best[i] = best[i].max(f64::from(n) / t.elapsed().as_secs_f64());
+        }
+    }
+    for ((name, _), r) in setups.iter().zip(&best) {
+        println!(
+            "evtchn ping-pong: {r:>9.0} round trips/s  {name} (best of {rounds} x {n}; {:.1} us each)",
+            1e6 / r
+        );
+    }
     best
 }
 
@@ -189,49 +199,62 @@ fn main() {
     assert_eq!(b.pending().unwrap(), pb.port());
     pb.unmask().unwrap();
     let (ra, rb) = (pa.port(), pb.port());
-    let mut measured = 2;
-    let r1 = measure("xen-evtchn, one thread", n, rounds, |n| {
-        rust_single(&a, &b, ra, rb, n)
-    });
-    let r2 = measure("xen-evtchn, two threads", n, rounds, |n| {
-        rust_threads(&a, &b, ra, rb, n)
-    });
-    drop((pa, pb));
-
-    match CLib::load() {
-        None => println!("evtchn ping-pong: C libxenevtchn.so.1 not found, no comparison"),
-        Some(c) => {
-            // SAFETY: libxenevtchn calls with a null logger and valid handles/ports.
-            let (ha, hb, ca, cb) = unsafe {
-                let ha = CHandle((c.open)(core::ptr::null_mut(), 0));
-                let hb = CHandle((c.open)(core::ptr::null_mut(), 0));
-                assert!(!ha.0.is_null() && !hb.0.is_null(), "xenevtchn_open failed");
-                let ca = (c.bind_unbound_port)(ha.0, u32::from(DomId::SELF));
-                assert!(ca > 0, "xenevtchn_bind_unbound_port failed");
-                let cb = (c.bind_interdomain)(hb.0, u32::from(DomId::SELF), ca as u32);
-                assert!(cb > 0, "xenevtchn_bind_interdomain failed");
-                assert_eq!((c.pending)(hb.0), cb, "the bind-time event");
-                assert_eq!((c.unmask)(hb.0, cb as u32), 0);
-                (ha, hb, ca as u32, cb as u32)
-            };
-            let c1 = measure("C libxenevtchn, one thread", n, rounds, |n| {
-                c_single(&c, ha, hb, ca, cb, n)
-            });
-            let c2 = measure("C libxenevtchn, two threads", n, rounds, |n| {
-                c_threads(&c, ha, hb, ca, cb, n)
-            });
-            println!(
-                "evtchn ping-pong: xen-evtchn / C: {:.2}x (one thread), {:.2}x (two threads)",
-                r1 / c1,
-                r2 / c2
-            );
-            measured += 2;
-            // SAFETY: handles from xenevtchn_open, closed once (this unbinds their ports).
-            unsafe {
-                (c.close)(ha.0);
-                (c.close)(hb.0);
-            }
+    let (a, b) = (&a, &b);
+    let mut setups: Vec<Setup<'_>> = vec![
+        (
+            "xen-evtchn, one thread",
+            Box::new(move |n| rust_single(a, b, ra, rb, n)),
+        ),
+        (
+            "xen-evtchn, two threads",
+            Box::new(move |n| rust_threads(a, b, ra, rb, n)),
+        ),
+    ];
+    let clib = CLib::load();
+    let mut c_handles = None;
+    if let Some(c) = &clib {
+        // SAFETY: libxenevtchn calls with a null logger and valid handles/ports.
+        let (ha, hb, ca, cb) = unsafe {
+            let ha = CHandle((c.open)(core::ptr::null_mut(), 0));
+            let hb = CHandle((c.open)(core::ptr::null_mut(), 0));
+            assert!(!ha.0.is_null() && !hb.0.is_null(), "xenevtchn_open failed");
+            let ca = (c.bind_unbound_port)(ha.0, u32::from(DomId::SELF));
+            assert!(ca > 0, "xenevtchn_bind_unbound_port failed");
+            let cb = (c.bind_interdomain)(hb.0, u32::from(DomId::SELF), ca as u32);
+            assert!(cb > 0, "xenevtchn_bind_interdomain failed");
+            assert_eq!((c.pending)(hb.0), cb, "the bind-time event");
+            assert_eq!((c.unmask)(hb.0, cb as u32), 0);
+            (ha, hb, ca as u32, cb as u32)
+        };
+        c_handles = Some((ha, hb));
+        setups.push((
+            "C libxenevtchn, one thread",
+            Box::new(move |n| c_single(c, ha, hb, ca, cb, n)),
+        ));
+        setups.push((
+            "C libxenevtchn, two threads",
+            Box::new(move |n| c_threads(c, ha, hb, ca, cb, n)),
+        ));
+    } else {
+        println!("evtchn ping-pong: C libxenevtchn.so.1 not found, no comparison");
+    }
+    let r = measure(&mut setups, n, rounds);
+    if r.len() == 4 {
+        println!(
+            "evtchn ping-pong: xen-evtchn / C: {:.2}x (one thread), {:.2}x (two threads)",
+            r[0] / r[2],
+            r[1] / r[3]
+        );
+    }
+    let measured = setups.len();
+    drop(setups);
+    if let (Some(c), Some((ha, hb))) = (&clib, c_handles) {
+        // SAFETY: handles from xenevtchn_open, closed once (this unbinds their ports).
+        unsafe {
+            (c.close)(ha.0);
+            (c.close)(hb.0);
         }
     }
+    drop((pa, pb));
     println!("test result: ok. 0 passed; 0 failed; 0 ignored; {measured} measured; 0 filtered out");
 }

@@ -26,6 +26,14 @@ use crate::{EventChannels, Port};
 /// ```
 pub trait AsEventChannels {
     /// The handle.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use xen_evtchn::{AsEventChannels, EventChannels};
+    /// let ch = Arc::new(EventChannels::open()?);
+    /// assert!(std::ptr::eq(ch.as_event_channels(), &*ch));
+    /// # Ok::<(), xen_hypercall::Error>(())
+    /// ```
     fn as_event_channels(&self) -> &EventChannels;
 }
 

@@ -17,6 +17,12 @@ use crate::sys;
 use crate::{BoundPort, Port, Virq};
 
 /// Path of the Linux event-channel device.
+///
+/// ```
+/// if std::path::Path::new(xen_evtchn::EVTCHN_DEVICE).exists() {
+///     println!("event channels available");
+/// }
+/// ```
 pub const EVTCHN_DEVICE: &str = "/dev/xen/evtchn";
 
 const EVTCHN_DEVICE_C: &CStr = c"/dev/xen/evtchn";

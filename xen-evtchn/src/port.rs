@@ -132,7 +132,15 @@ pub struct Virq(u32);
 macro_rules! virqs {
     ($( $(#[$doc:meta])* $name:ident = $c:ident, $global:expr; )*) => {
         impl Virq {
-            $( $(#[$doc])* pub const $name: Virq = Virq(xen_sys::xen::$c); )*
+            $(
+                $(#[$doc])*
+                ///
+                #[doc = concat!(
+                    "```\nassert_eq!(xen_evtchn::Virq::", stringify!($name), ".name(), \"",
+                    stringify!($c), "\");\n```"
+                )]
+                pub const $name: Virq = Virq(xen_sys::xen::$c);
+            )*
 
             /// The C name (`"VIRQ_DOM_EXC"`), for messages.
             ///

@@ -20,6 +20,14 @@ use xen_sys::xen::{__HYPERVISOR_event_channel_op, __HYPERVISOR_memory_op, shared
 use xen_testkit::protocol as p;
 use xen_testkit::TestGuest;
 
+/// Prints a report line that shows even when the test passes (libtest captures `println!`,
+/// not direct writes to stderr).
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 const WAIT: Duration = Duration::from_secs(15);
 const QUIET: Duration = Duration::from_millis(500);
 
@@ -180,7 +188,7 @@ fn dom0_and_domu_notify_each_other() {
     // dom0 offers a port, the guest binds to it.
     let ours = ch.bind_unbound_port(guest.domid()).unwrap();
     let theirs = guest.bind_interdomain(ours.port());
-    println!(
+    report!(
         "evtchn: dom0 port {} <-> d{} port {theirs}",
         ours.port(),
         guest.domid()

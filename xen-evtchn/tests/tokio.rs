@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use xen_evtchn::{AsyncEventChannels, DomId, EventChannels, Port};
 
+/// Prints a report line that shows even when the test passes (libtest captures `println!`,
+/// not direct writes to stderr).
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 const WAIT: Duration = Duration::from_secs(10);
 
 fn require_xen() {
@@ -47,7 +55,7 @@ fn thousand_notifications_no_loss_no_busy_loop() {
         let r = tokio::time::timeout(idle, a.pending()).await;
         let idle_cpu = cpu_time() - cpu0;
         assert!(r.is_err(), "nothing should be pending: {r:?}");
-        println!("evtchn tokio: CPU time while idle-waiting {idle:?}: {idle_cpu:?}");
+        report!("evtchn tokio: CPU time while idle-waiting {idle:?}: {idle_cpu:?}");
         assert!(
             idle_cpu < Duration::from_millis(150),
             "pending().await burned {idle_cpu:?} of CPU in {idle:?} of idle waiting"
@@ -86,7 +94,7 @@ fn thousand_notifications_no_loss_no_busy_loop() {
             pa.notify().unwrap(); // ack
         }
         let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
-        println!("evtchn tokio: {N} notifications received in {wall:?} (process CPU {cpu:?})");
+        report!("evtchn tokio: {N} notifications received in {wall:?} (process CPU {cpu:?})");
         // Exactly N: nothing more queued.
         assert!(
             tokio::time::timeout(Duration::from_millis(300), a.pending())

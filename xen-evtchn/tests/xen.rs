@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 use xen_evtchn::{BoundPort, DomId, Errno, EventChannels, Port, Virq};
 
+/// Prints a report line that shows even when the test passes (libtest captures `println!`,
+/// not direct writes to stderr).
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 const NEEDS_XEN: &str = "needs Xen: cargo xtask xen-test";
 /// Long enough for QEMU/TCG on a busy host.
 const WAIT: Duration = Duration::from_secs(10);
@@ -159,7 +167,7 @@ fn unbind_stops_delivery() {
     std::thread::sleep(QUIET);
     drop(pa);
     let stale = a.pending_timeout(QUIET).unwrap();
-    println!("evtchn: event queued before unbind -> pending() afterwards gives {stale:?} (port was {raw})");
+    report!("evtchn: event queued before unbind -> pending() afterwards gives {stale:?} (port was {raw})");
     drop(pb);
 }
 
@@ -178,7 +186,7 @@ fn several_ports_in_one_read_and_partial_reads_lose_nothing() {
     std::thread::sleep(QUIET);
     let mut buf = [Port::default(); 16];
     let mut got = a.pending_many(&mut buf).unwrap().to_vec();
-    println!("evtchn: one read returned {} of 6 ports", got.len());
+    report!("evtchn: one read returned {} of 6 ports", got.len());
     while got.len() < 6 {
         got.extend_from_slice(a.pending_many_timeout(&mut buf, WAIT).unwrap());
     }
@@ -269,14 +277,14 @@ fn bad_ports_and_domains_are_typed_errors_and_leave_nothing_bound() {
         .bind_interdomain(DomId::SELF, pa.port())
         .map(|_| ())
         .unwrap_err();
-    println!("evtchn: bind_interdomain to an already connected port: {e}");
+    report!("evtchn: bind_interdomain to an already connected port: {e}");
     assert!(e.is_os() && e.domain() == Some(DomId::SELF), "{e}");
     // A domain that does not exist: Xen may allocate the port anyway (the remote end is
     // only checked when it binds); either way, report it.
     match a.bind_unbound_port(DomId::new(31000)) {
-        Ok(p) => println!("evtchn: bind_unbound_port to a missing domain: allowed ({p:?})"),
+        Ok(p) => report!("evtchn: bind_unbound_port to a missing domain: allowed ({p:?})"),
         Err(e) => {
-            println!("evtchn: bind_unbound_port to a missing domain: {e}");
+            report!("evtchn: bind_unbound_port to a missing domain: {e}");
             assert!(e.is_os(), "{e}");
         }
     }
@@ -284,7 +292,7 @@ fn bad_ports_and_domains_are_typed_errors_and_leave_nothing_bound() {
         .bind_interdomain(DomId::new(31000), 5u32)
         .map(|_| ())
         .unwrap_err();
-    println!("evtchn: bind_interdomain to a missing domain: {e}");
+    report!("evtchn: bind_interdomain to a missing domain: {e}");
     assert!(e.is_no_such_domain() || e.is_invalid_argument(), "{e}");
     // Refused before any syscall.
     assert!(matches!(
@@ -356,10 +364,10 @@ fn virqs() {
             }
             g.destroy().expect("destroy");
             expect_event(&ch, port.port(), "VIRQ_DOM_EXC on destroy");
-            println!("evtchn: VIRQ_DOM_EXC fired on guest destroy");
+            report!("evtchn: VIRQ_DOM_EXC fired on guest destroy");
         }
         Err(e) => {
-            println!("evtchn: VIRQ_DOM_EXC not bindable here (xenstored has it): {e}");
+            report!("evtchn: VIRQ_DOM_EXC not bindable here (xenstored has it): {e}");
             assert_eq!(e.errno(), Errno::EEXIST, "{e}");
         }
     }
