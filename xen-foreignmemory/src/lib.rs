@@ -47,6 +47,8 @@
 //!   [`ReadWrite`] ([`Access`]). Values are any [`Plain`] type (re-exported from
 //!   `xen-hypercall`: integers, arrays, ABI structs; implement it for your `#[repr(C)]`
 //!   types).
+//! - With the `vm-memory` feature: `Mapping::as_volatile_slice` and `GuestRegion`, our
+//!   mappings as rust-vmm's `VolatileSlice` and `GuestMemoryRegion`.
 //!
 //! # How a map call works
 //! `mmap` of the privcmd device reserves an empty range with the protection asked for;
@@ -76,6 +78,9 @@ mod foreign;
 mod mapping;
 mod resource;
 mod sys;
+#[cfg(feature = "vm-memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vm-memory")))]
+mod vmm;
 mod volatile;
 
 pub use access::{Access, Protection, ReadOnly, ReadWrite};
@@ -83,6 +88,9 @@ pub use error::{Error, FrameError, Result};
 pub use foreign::{BatchIoctl, FailurePolicy, ForeignMemory, MapOptions, RetryPolicy};
 pub use mapping::{Mapping, View, PAGE_SIZE};
 pub use resource::{GrantTable, Resource};
+#[cfg(feature = "vm-memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vm-memory")))]
+pub use vmm::GuestRegion;
 
 /// Domain ids, from `xen-hypercall` (re-exported so one crate is enough).
 pub use xen_hypercall::DomId;
