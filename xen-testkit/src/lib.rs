@@ -94,3 +94,47 @@ pub mod payload {
 pub fn payload_path(name: &str) -> PathBuf {
     payload_dir().join(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::protocol as p;
+    use super::GuestConfig;
+
+    #[test]
+    fn protocol_helpers() {
+        assert_eq!(p::fnv1a64(*b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(p::fnv1a64(*b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(p::pci_cfg_address(1, 2, 3, 0x40), 0x01_1340);
+        assert_eq!(p::data_gfn(1), p::MAILBOX_GFN + 2);
+        assert_ne!(p::pattern_byte(1, 0), p::pattern_byte(2, 0));
+        assert_eq!(&p::MAGIC.to_le_bytes(), b"XRTG");
+    }
+
+    #[test]
+    fn xl_configs() {
+        let hvm = GuestConfig::hvm().vcpus(2).memory_mib(64).to_xl_config("x");
+        for line in [
+            "type = \"hvm\"",
+            "vcpus = 2",
+            "memory = 64",
+            "firmware_override = ",
+            "device_model_override = ",
+        ] {
+            assert!(hvm.contains(line), "{line} missing in\n{hvm}");
+        }
+        let pvh = GuestConfig::pvh()
+            .extra("on_reboot = \"preserve\"")
+            .to_xl_config("y");
+        assert!(
+            pvh.contains("type = \"pvh\"") && pvh.contains("tsc_mode = \"native\""),
+            "{pvh}"
+        );
+        assert!(
+            pvh.trim_end().ends_with("on_reboot = \"preserve\""),
+            "extra lines come last: {pvh}"
+        );
+        assert!(GuestConfig::pv()
+            .to_xl_config("z")
+            .contains("testguest-pv.elf"));
+    }
+}

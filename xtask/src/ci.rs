@@ -7,6 +7,14 @@ use crate::util::{self, cargo};
 pub fn run(args: &[String]) -> Result<(), String> {
     let no_xen = args.iter().any(|a| a == "--no-xen");
     util::run(cargo().args(["fmt", "--all", "--check"]))?;
+    // xen-testkit's test guest is bare metal and outside the workspace: its own format and lints.
+    let guest = util::workspace_root().join("xen-testkit/guest");
+    util::run(cargo().current_dir(&guest).args(["fmt", "--check"]))?;
+    util::run(
+        cargo()
+            .current_dir(&guest)
+            .args(["clippy", "--release", "--", "-D", "warnings"]),
+    )?;
     util::run(cargo().args([
         "clippy",
         "--workspace",

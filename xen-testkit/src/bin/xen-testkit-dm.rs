@@ -198,3 +198,37 @@ fn main() {
         let _ = t.join();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libxl_qmp_requests() {
+        let l = r#"{"execute":"query-chardev","id":2020372736}"#;
+        assert_eq!(json_field(l, "execute").as_deref(), Some("query-chardev"));
+        assert_eq!(json_field(l, "id").as_deref(), Some("2020372736"));
+        assert_eq!(
+            json_field(r#"{ "execute" : "cont" }"#, "execute").as_deref(),
+            Some("cont")
+        );
+        assert_eq!(json_field(l, "arguments"), None);
+        assert_eq!(
+            reply_for("query-status"),
+            r#"{"status": "running", "singlestep": false, "running": true}"#
+        );
+        assert_eq!(reply_for("anything-else"), "{}");
+    }
+
+    #[test]
+    fn finds_the_qmp_sockets() {
+        let (id, s) =
+            chardev_socket("socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-1,server=on,wait=off")
+                .unwrap();
+        assert_eq!(id, "libxl-cmd");
+        assert!(matches!(s, Sock::Path(p) if p == "/var/run/xen/qmp-libxl-1"));
+        let (_, s) = chardev_socket("socket,id=libxl-cmd,fd=7,server=on,wait=off").unwrap();
+        assert!(matches!(s, Sock::Fd(7)));
+        assert!(chardev_socket("pty,id=libxl-channel0").is_none());
+    }
+}
