@@ -105,6 +105,26 @@ impl Access for ReadWrite {
 /// assert_eq!(Protection::ReadWrite.prot(), libc::PROT_READ | libc::PROT_WRITE);
 /// # Ok::<(), xen_foreignmemory::Error>(())
 /// ```
+///
+/// A protection known only at run time picks the mapping's type by matching:
+///
+/// ```no_run
+/// use xen_foreignmemory::{DomId, ForeignMemory, Protection, ReadOnly, ReadWrite};
+///
+/// # let prot = libc::PROT_READ;
+/// let fm = ForeignMemory::open()?;
+/// match Protection::from_prot(prot)? {
+///     Protection::Read => {
+///         let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+///         println!("{:#x}", m.read::<u32>(0)?);
+///     }
+///     Protection::ReadWrite => {
+///         let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+///         m.write(0, 0u32)?;
+///     }
+/// }
+/// # Ok::<(), xen_foreignmemory::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protection {
     /// `PROT_READ`.

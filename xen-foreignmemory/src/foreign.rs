@@ -609,33 +609,26 @@ impl ForeignMemory {
         // SAFETY: `base` is a whole, empty privcmd mapping of exactly gfns.len() pages,
         // referenced by nothing yet.
         unsafe { self.batch_once(domid, base.as_ptr(), gfns, errs)? };
-        let mut delay = retry.first_delay;
-        for _ in 0..retry.attempts {
-            if !errs.contains(&ENOENT) {
-                break;
-            }
-            std::thread::sleep(delay.min(retry.max_delay));
-            delay = delay.saturating_mul(2);
-            let mut i = 0;
-            while i < gfns.len() {
-                if errs[i] != ENOENT {
-                    i += 1;
-                    continue;
-                }
-                let start = i;
-                while i < gfns.len() && errs[i] == ENOENT {
-                    i += 1;
-                }
-                // SAFETY: frames start..i failed with ENOENT, so the kernel left their pages
-                // unmapped: a hole of the mapping at `base`, which the kernel lets us fill.
+        if sys::page_size() != PAGE_SIZE {
+            // With kernel pages larger than Xen's, a run of frames may start inside a kernel
+            // page whose other frames mapped, which the kernel cannot refill: no retries.
+            return Ok(());
+        }
+        retry_paged(
+            gfns,
+            errs,
+            retry,
+            std::thread::sleep,
+            |start, gfns, errs| {
+                // SAFETY: frames start..start+len failed with ENOENT, so the kernel left their
+                // pages unmapped: a hole of the mapping at `base`, which the kernel lets us fill.
                 // `start < gfns.len()`, so the offset stays inside the mapping.
                 unsafe {
                     let addr = base.as_ptr().add(start * PAGE_SIZE);
-                    self.batch_once(domid, addr, &gfns[start..i], &mut errs[start..i])?;
+                    self.batch_once(domid, addr, gfns, errs)
                 }
-            }
-        }
-        Ok(())
+            },
+        )
     }
 
     /// One map ioctl; per-frame outcomes land in `errs` (0 or a negative errno). Fails only
@@ -809,6 +802,39 @@ impl ForeignMemory {
     }
 }
 
+/// Retries the frames marked paged out (`ENOENT`) in `errs`: after each `sleep` (growing as
+/// `policy` says), one `remap(start, gfns, errs)` per run of consecutive such frames, which
+/// updates their outcomes. Stops when none is left or the attempts are spent.
+fn retry_paged(
+    gfns: &[u64],
+    errs: &mut [c_int],
+    policy: RetryPolicy,
+    mut sleep: impl FnMut(Duration),
+    mut remap: impl FnMut(usize, &[u64], &mut [c_int]) -> Result<()>,
+) -> Result<()> {
+    let mut delay = policy.first_delay;
+    for _ in 0..policy.attempts {
+        if !errs.contains(&ENOENT) {
+            break;
+        }
+        sleep(delay.min(policy.max_delay));
+        delay = delay.saturating_mul(2);
+        let mut i = 0;
+        while i < gfns.len() {
+            if errs[i] != ENOENT {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < gfns.len() && errs[i] == ENOENT {
+                i += 1;
+            }
+            remap(start, &gfns[start..i], &mut errs[start..i])?;
+        }
+    }
+    Ok(())
+}
+
 /// A frame's outcome under the old ioctl, which flags failures in the frame number itself:
 /// `PRIVCMD_MMAPBATCH_PAGED_ERROR` (bit 31) for paged out, `PRIVCMD_MMAPBATCH_MFN_ERROR`
 /// (bits 28 to 31) for any other failure.
@@ -974,6 +1000,74 @@ mod tests {
         assert!(sizes("t", d, 1 << 31).is_err());
         let (len, vma) = sizes("t", d, 3).unwrap();
         assert!(vma >= len && vma % sys::page_size() == 0);
+    }
+
+    #[test]
+    fn only_paged_out_frames_are_retried_with_backoff() {
+        // Frames 1, 2 and 5 are paged out; frame 2 comes back on the second retry, frame 5
+        // never; frame 3 failed for another reason and is left alone.
+        let gfns: Vec<u64> = (100..107).collect();
+        let einval = -(Errno::EINVAL as c_int);
+        let mut errs = [0, ENOENT, ENOENT, einval, 0, ENOENT, 0];
+        let mut tries = [0u32; 7];
+        let mut calls = Vec::new();
+        let mut sleeps = Vec::new();
+        let policy = RetryPolicy {
+            attempts: 4,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(3),
+        };
+        retry_paged(
+            &gfns,
+            &mut errs,
+            policy,
+            |d| sleeps.push(d),
+            |start, g, e| {
+                calls.push((start, g.to_vec()));
+                for (k, err) in e.iter_mut().enumerate() {
+                    let i = start + k;
+                    tries[i] += 1;
+                    *err = match i {
+                        1 => 0,
+                        2 if tries[i] >= 2 => 0,
+                        _ => ENOENT,
+                    };
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(errs, [0, 0, 0, einval, 0, ENOENT, 0]);
+        assert_eq!(
+            calls,
+            [
+                (1, vec![101, 102]),
+                (5, vec![105]),
+                (2, vec![102]),
+                (5, vec![105]),
+                (5, vec![105]),
+                (5, vec![105]),
+            ]
+        );
+        let ms = Duration::from_millis;
+        assert_eq!(sleeps, [ms(1), ms(2), ms(3), ms(3)]);
+        // Nothing paged out: no sleep, no call.
+        let mut errs = [0, einval];
+        retry_paged(
+            &gfns[..2],
+            &mut errs,
+            policy,
+            |_| panic!("slept"),
+            |_, _, _| panic!("called"),
+        )
+        .unwrap();
+        // A whole-call failure during a retry ends it.
+        let mut errs = [ENOENT];
+        let e = Error::os("t", None, Errno::EPERM);
+        assert_eq!(
+            retry_paged(&gfns[..1], &mut errs, policy, |_| {}, |_, _, _| Err(e)),
+            Err(e)
+        );
     }
 
     #[test]

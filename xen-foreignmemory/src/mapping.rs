@@ -342,6 +342,9 @@ impl Mapping<ReadWrite> {
     /// Writes a plain value at byte `offset` (volatile; one access when aligned and at most
     /// 8 bytes).
     ///
+    /// The guest sees every byte of `T`, padding included (whose contents are unspecified):
+    /// write types without padding, such as the ABI structs, which spell their padding out.
+    ///
     /// ```no_run
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
