@@ -179,7 +179,7 @@ fn c_threads(c: &CLib, a: CHandle, b: CHandle, pa: u32, pb: u32, n: u32) {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (n, rounds) = if full { (20_000, 5) } else { (2_000, 3) };
+    let (n, rounds) = if full { (20_000, 7) } else { (2_000, 5) };
     if !std::path::Path::new(xen_evtchn::EVTCHN_DEVICE).exists() {
         println!(
             "evtchn ping-pong: skipped, no {} (run it in a dom0: cargo xtask xen-test -p xen-evtchn)",

@@ -457,32 +457,28 @@ impl EventChannels {
         }
         let fd = self.fd.as_fd();
         let err = |e| Error::os(OP, None, e);
+        // A blocking read would wait: ask poll first whether there is anything (within the
+        // deadline). A non-blocking handle just reads.
         if !self.nonblocking {
-            match wait {
-                Wait::Forever => {}
-                Wait::Never => {
-                    if !sys::wait_readable(fd, Some(Instant::now())).map_err(err)? {
-                        return Ok(0);
-                    }
-                }
-                Wait::Until(deadline) => {
-                    if !sys::wait_readable(fd, deadline).map_err(err)? {
-                        return Ok(0);
-                    }
+            let deadline = match wait {
+                Wait::Forever => None,
+                Wait::Never => Some(Some(Instant::now())),
+                Wait::Until(deadline) => Some(deadline),
+            };
+            if let Some(deadline) = deadline {
+                if !sys::wait_readable(fd, deadline).map_err(err)? {
+                    return Ok(0);
                 }
             }
-            let n = sys::read_ports(fd, buf).map_err(err)?;
-            if n == 0 && matches!(wait, Wait::Forever) {
-                // End of file: not the evtchn driver (it blocks instead). Never report a
-                // made-up port.
-                return Err(err(Errno::EIO));
-            }
-            return Ok(n);
         }
         loop {
             match sys::read_ports(fd, buf) {
+                // End of file: not the evtchn driver (it blocks or says EAGAIN instead).
+                // Never report a made-up port.
                 Ok(0) if matches!(wait, Wait::Forever) => return Err(err(Errno::EIO)),
                 Ok(n) => return Ok(n),
+                // Nothing there on a non-blocking file (also if someone set O_NONBLOCK on a
+                // shared file description behind our back): wait with poll, if allowed.
                 Err(Errno::EAGAIN) => {}
                 Err(e) => return Err(err(e)),
             }
@@ -716,6 +712,91 @@ mod tests {
         assert!(format!("{ch:?}").contains("EventChannels"));
         let fd = OwnedFd::from(ch);
         assert_eq!(fd.as_raw_fd(), raw);
+    }
+
+    /// A pipe stands in for the device's read side: its read end as a handle, and the write
+    /// end to "fire" ports.
+    fn pipe_handle() -> (EventChannels, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both fds are fresh and owned by nobody else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        (EventChannels::from(r), w)
+    }
+
+    fn fire(w: &OwnedFd, ports: &[u32]) {
+        let bytes: Vec<u8> = ports.iter().flat_map(|p| p.to_ne_bytes()).collect();
+        // SAFETY: writes from a live buffer.
+        let n = unsafe { libc::write(w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        assert_eq!(n as usize, bytes.len());
+    }
+
+    #[test]
+    fn read_paths_on_a_stand_in() {
+        let (mut ch, w) = pipe_handle();
+        assert!(!ch.is_nonblocking());
+        // Blocking handle: try_ and _timeout forms poll first and do not block.
+        assert_eq!(ch.try_pending().unwrap(), None);
+        let t = Instant::now();
+        assert_eq!(ch.pending_timeout(Duration::from_millis(30)).unwrap(), None);
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        fire(&w, &[5]);
+        assert_eq!(ch.try_pending().unwrap(), Some(Port::new(5)));
+        // Several at once, through a smaller buffer: in order, nothing lost.
+        fire(&w, &[7, 8, 9]);
+        let mut two = [Port::default(); 2];
+        assert_eq!(
+            ch.pending_many(&mut two).unwrap(),
+            [Port::new(7), Port::new(8)]
+        );
+        assert_eq!(ch.pending_many(&mut two).unwrap(), [Port::new(9)]);
+        // Non-blocking: EAGAIN is "nothing", not an error.
+        ch.set_nonblocking(true).unwrap();
+        assert!(ch.is_nonblocking());
+        assert_eq!(ch.try_pending().unwrap(), None);
+        assert!(ch.try_pending_many(&mut two).unwrap().is_empty());
+        assert_eq!(ch.pending_timeout(Duration::from_millis(10)).unwrap(), None);
+        fire(&w, &[11]);
+        assert_eq!(ch.pending().unwrap(), Port::new(11));
+        // A pending() that waits is woken by a port arriving later.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(30));
+                fire(&w, &[12]);
+            });
+            assert_eq!(ch.pending().unwrap(), Port::new(12));
+        });
+        // End of file is an error for the blocking forms, never a made-up port.
+        drop(w);
+        assert_eq!(ch.pending().unwrap_err().errno(), Errno::EIO);
+        assert_eq!(ch.try_pending().unwrap(), None);
+        ch.set_nonblocking(false).unwrap();
+        assert_eq!(ch.pending().unwrap_err().errno(), Errno::EIO);
+    }
+
+    #[test]
+    fn unmask_writes_whole_ports() {
+        // Unmask's write side, on a pipe: one write of all the ports, as u32s.
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh fds owned by nobody else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let ch = EventChannels::from(w);
+        ch.unmask_many(&[Port::new(3), Port::new(4)]).unwrap();
+        ch.unmask(6u32).unwrap();
+        let mut buf = [0u8; 12];
+        // SAFETY: reads into a live buffer.
+        let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), 12) };
+        assert_eq!(n, 12);
+        let got: Vec<u32> = buf
+            .chunks(4)
+            .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, [3, 4, 6]);
+        // Nothing to unmask: no syscall, no error.
+        ch.unmask_many(&[]).unwrap();
     }
 
     #[test]

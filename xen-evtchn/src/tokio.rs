@@ -213,3 +213,69 @@ impl fmt::Debug for AsyncEventChannels {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::time::Duration;
+
+    /// A pipe's read end as a handle (the device's read side), and its write end.
+    fn pipe_handle() -> (EventChannels, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both fds are fresh and owned by nobody else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        (EventChannels::from(r), w)
+    }
+
+    fn fire(w: &OwnedFd, ports: &[u32]) {
+        let bytes: Vec<u8> = ports.iter().flat_map(|p| p.to_ne_bytes()).collect();
+        // SAFETY: writes from a live buffer.
+        let n = unsafe { libc::write(w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        assert_eq!(n as usize, bytes.len());
+    }
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let (ch, _w) = pipe_handle();
+        let e = AsyncEventChannels::new(ch).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    }
+
+    #[test]
+    fn awaits_ports_on_a_stand_in() {
+        let rt = ::tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (ch, w) = pipe_handle();
+            let ch = AsyncEventChannels::new(ch).unwrap();
+            assert!(ch.channels().is_nonblocking());
+            // Nothing yet: the future waits (timeout), and being dropped loses nothing.
+            let r = ::tokio::time::timeout(Duration::from_millis(30), ch.pending()).await;
+            assert!(r.is_err());
+            fire(&w, &[4]);
+            assert_eq!(ch.pending().await.unwrap(), Port::new(4));
+            fire(&w, &[5, 6, 7]);
+            let mut buf = [Port::default(); 2];
+            assert_eq!(
+                ch.pending_many(&mut buf).await.unwrap(),
+                [Port::new(5), Port::new(6)]
+            );
+            assert_eq!(ch.pending().await.unwrap(), Port::new(7));
+            assert!(ch.pending_many(&mut []).await.is_err());
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                fire(&w, &[9]);
+                w
+            });
+            assert_eq!(ch.pending().await.unwrap(), Port::new(9));
+            drop(writer.join().unwrap());
+            let inner = ch.into_inner();
+            assert!(inner.is_nonblocking());
+        });
+    }
+}
