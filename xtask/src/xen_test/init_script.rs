@@ -88,7 +88,7 @@ pub fn init(cfg: &InitConfig) -> String {
     s += "cd /tmp\n";
     if cfg.shell {
         s += "echo 'xen-test: dom0 shell. Tests are in /opt/xen-rs/tests; `run-tests [FILTER]` runs them all;'\n";
-        s += "echo 'xen-test: `exit` powers the machine off (Ctrl-A x in QEMU also quits).'\n";
+        s += "echo 'xen-test: `exit` ends the machine (Ctrl-C goes to dom0).'\n";
         s += "setsid cttyhack sh -l\n";
         s += "rc=0\n";
     } else {

@@ -42,7 +42,8 @@ pub struct Config {
     pub log: PathBuf,
     /// Deadline for the whole run (none for `--shell`).
     pub timeout: Option<Duration>,
-    /// Interactive dom0 shell: stdin goes to the console, output passes through raw.
+    /// Interactive dom0 shell: stdin goes to the console; once dom0's /init runs, output passes
+    /// through raw.
     pub shell: bool,
     /// Show everything.
     pub verbose: bool,
@@ -210,7 +211,7 @@ fn watch(
         log,
         partial: Vec::new(),
         hidden: Vec::new(),
-        verbose: cfg.verbose || cfg.shell,
+        verbose: cfg.verbose,
     };
     let mut t = Transcript::default();
     let mut problems = Vec::new();
@@ -220,6 +221,7 @@ fn watch(
     let mut killed = false;
     let deadline = cfg.timeout.map(|d| start + d);
     let mut stdout_term = std::io::stdout();
+    let mut raw = false;
 
     loop {
         let now = Instant::now();
@@ -232,19 +234,26 @@ fn watch(
                 con.log
                     .write_all(&chunk)
                     .map_err(|e| format!("writing the console log: {e}"))?;
-                if cfg.shell {
+                if raw {
                     let _ = stdout_term.write_all(&chunk);
                     let _ = stdout_term.flush();
                 }
                 con.partial.extend_from_slice(&chunk);
                 while let Some(i) = con.partial.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = con.partial.drain(..=i).collect();
-                    if cfg.shell {
-                        // Already shown raw; still parse it for the markers and alarms.
+                    if raw {
+                        // Already shown raw; still parsed for the markers and alarms.
                         let text = String::from_utf8_lossy(&line);
                         t.feed(text.trim_end_matches(['\r', '\n']));
                     } else {
                         con.line(&mut t, &line);
+                        if cfg.shell && t.init_started {
+                            // dom0's /init runs: from here on the console is interactive
+                            // (prompts have no newline), so pass it through as it comes.
+                            raw = true;
+                            let _ = stdout_term.write_all(&con.partial);
+                            let _ = stdout_term.flush();
+                        }
                     }
                     if init_after.is_none() && t.init_started {
                         init_after = Some(start.elapsed());
@@ -280,7 +289,7 @@ fn watch(
     }
     if !con.partial.is_empty() {
         let rest = std::mem::take(&mut con.partial);
-        if cfg.shell {
+        if raw {
             let text = String::from_utf8_lossy(&rest);
             t.feed(text.trim_end_matches(['\r', '\n']));
         } else {
