@@ -27,6 +27,11 @@ pub trait Access:
     sealed::Sealed + Copy + Default + Send + Sync + core::fmt::Debug + 'static
 {
     /// The protection as a value.
+    ///
+    /// ```
+    /// use xen_foreignmemory::{Access, Protection, ReadOnly};
+    /// assert_eq!(<ReadOnly as Access>::PROTECTION, Protection::Read);
+    /// ```
     const PROTECTION: Protection;
 }
 
@@ -135,6 +140,10 @@ pub enum Protection {
 
 impl Protection {
     /// The `PROT_*` mask for `mmap`.
+    ///
+    /// ```
+    /// assert_eq!(xen_foreignmemory::Protection::Read.prot(), libc::PROT_READ);
+    /// ```
     pub const fn prot(self) -> c_int {
         match self {
             Protection::Read => libc::PROT_READ,
@@ -144,6 +153,12 @@ impl Protection {
 
     /// Reads a C `PROT_*` mask: only `PROT_READ` and `PROT_READ | PROT_WRITE` are foreign
     /// mapping protections; anything else is refused with an invalid-argument error.
+    ///
+    /// ```
+    /// use xen_foreignmemory::Protection;
+    /// assert!(Protection::from_prot(libc::PROT_NONE).is_err());
+    /// assert_eq!(Protection::from_prot(libc::PROT_READ).ok(), Some(Protection::Read));
+    /// ```
     pub const fn from_prot(prot: c_int) -> Result<Protection> {
         if prot == libc::PROT_READ {
             Ok(Protection::Read)

@@ -118,6 +118,13 @@ pub enum Error {
 }
 
 /// The crate's result type.
+///
+/// ```
+/// fn frames(m: &xen_foreignmemory::Mapping) -> xen_foreignmemory::Result<usize> {
+///     Ok(m.frames())
+/// }
+/// # let _ = frames;
+/// ```
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 impl Error {

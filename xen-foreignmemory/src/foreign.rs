@@ -121,6 +121,12 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// No retries: paged-out frames fail at once with `ENOENT`.
+    ///
+    /// ```
+    /// use xen_foreignmemory::{MapOptions, RetryPolicy};
+    /// let opts = MapOptions::new().retry(RetryPolicy::NEVER);
+    /// # let _ = opts;
+    /// ```
     pub const NEVER: RetryPolicy = RetryPolicy {
         attempts: 0,
         first_delay: Duration::ZERO,

@@ -10,6 +10,10 @@ use crate::{volatile, Access, Error, FrameError, ReadOnly, ReadWrite, Result};
 
 /// Size of a Xen page, the unit of foreign mappings (4 KiB on x86 and Arm, whatever the
 /// kernel's own page size).
+///
+/// ```
+/// assert_eq!(xen_foreignmemory::PAGE_SIZE, 4096);
+/// ```
 pub const PAGE_SIZE: usize = 4096;
 
 /// Foreign frames (guest RAM, or a resource such as an ioreq server's pages) mapped into this
@@ -702,6 +706,9 @@ impl<T, A: Access> fmt::Debug for View<'_, T, A> {
 /// The result comes from [`View::project`], which checks that the field lies inside the struct
 /// and is aligned for its type: always true for a real field, except in `#[repr(packed)]`
 /// structs, whose misaligned fields give [`Error::Misaligned`](crate::Error::Misaligned).
+///
+/// The macro expands to a small `unsafe` block (taking the field's address); crates that
+/// forbid `unsafe_code` can write `view.at::<F>(core::mem::offset_of!(T, field))` instead.
 ///
 /// ```no_run
 /// use xen_foreignmemory::{field, DomId, ForeignMemory, ReadWrite};

@@ -64,6 +64,10 @@ pub enum GrantTable {
 impl Resource {
     /// The frame index of an ioreq server's buffered-ioreq page
     /// (`XENMEM_resource_ioreq_server_frame_bufioreq`).
+    ///
+    /// ```
+    /// assert_eq!(xen_foreignmemory::Resource::IOREQ_SERVER_BUFIOREQ_FRAME, 0);
+    /// ```
     pub const IOREQ_SERVER_BUFIOREQ_FRAME: u32 = m::XENMEM_resource_ioreq_server_frame_bufioreq;
 
     /// The frame index of an ioreq server's `n`th synchronous ioreq page

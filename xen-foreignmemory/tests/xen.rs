@@ -18,6 +18,44 @@ use xen_sys::dm_op::{
 use xen_testkit::protocol::{self as p, fnv1a64, pattern_byte};
 use xen_testkit::{require_xen, TestGuest};
 
+/// Counts this thread's heap allocations, to show what a map call allocates.
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    // SAFETY: forwards to the system allocator; the counter touches no allocated memory.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as ours.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as ours.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as ours.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Allocations made by this thread so far.
+    pub fn allocations() -> u64 {
+        ALLOCS.with(|c| c.get())
+    }
+}
+
 /// A domain id no domain has.
 const ABSENT: DomId = DomId::new(0x7000);
 /// A frame far beyond the test guest's 32 MiB (and below any special page).
@@ -356,6 +394,30 @@ fn caller_chosen_addresses() {
     assert_eq!(m.read::<u8>(1).unwrap(), pattern_byte(55, 1));
     // SAFETY: our reservation, nothing in it is used any more.
     unsafe { libc::munmap(resv, 4 * PAGE_SIZE) };
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn map_allocates_nothing_up_to_64_frames_and_only_the_error_array_beyond() {
+    use alloc_count::allocations;
+    let _s = serial();
+    let g = guest();
+    let fm = fm();
+    let d = dom(g);
+    let gfns: Vec<u64> = (0x400..0x400 + 1024).collect();
+    drop(fm.map(d, &gfns[..1], ReadOnly).unwrap()); // warm up
+    for (n, expected) in [(1, 0), (64, 0), (65, 1), (1024, 1)] {
+        let a0 = allocations();
+        let m = fm.map(d, &gfns[..n], ReadOnly).unwrap();
+        let a1 = allocations();
+        drop(m);
+        assert_eq!(allocations(), a1, "unmapping allocates nothing");
+        assert_eq!(a1 - a0, expected, "allocations mapping {n} frames");
+    }
+    // Failure paths allocate nothing either (up to 64 frames).
+    let a0 = allocations();
+    let e = fm.map(d, &[0x400, BEYOND], ReadOnly).unwrap_err();
+    assert_eq!(allocations() - a0, 0, "{e}");
 }
 
 /// Creates an ioreq server on the guest with a raw dm_op; returns its id.
