@@ -372,3 +372,32 @@ fn fake_device_model_answers_libxl() {
     assert!(log.contains("qmp_capabilities"), "{log}");
     assert!(log.contains("query-chardev"), "{log}");
 }
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn hvmloader_guest_runs_with_the_fake_device_model() {
+    require_xen();
+    // Xen's own firmware (hvmloader, then SeaBIOS) with our fake device model: hvmloader prints
+    // to Xen's debug port, so its banner shows in the hypervisor console.
+    let g = Guest::create(&GuestConfig::hvm_hvmloader().paused(false)).unwrap();
+    let tag = format!("(d{})", g.domid());
+    let t0 = Instant::now();
+    let mut lines = Vec::new();
+    while t0.elapsed().as_secs() < 30 {
+        lines = xl::dmesg()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&tag))
+            .map(str::to_string)
+            .collect();
+        if lines.iter().any(|l| l.contains("HVM Loader")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("hvmloader after {:?}:\n{}", t0.elapsed(), lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("HVM Loader")),
+        "no hvmloader banner: {lines:?}"
+    );
+}
