@@ -153,6 +153,14 @@ pub const OP_HYPERCALL: u32 = 15;
 /// `result2` = `ecx | edx << 32`.
 pub const OP_CPUID: u32 = 16;
 
+/// `rep movs` from the vCPU's data page to guest-physical `args[0]` (typically MMIO: the
+/// emulator turns it into `data_is_ptr` requests): `args[3]` units of `args[2]` (1, 2, 4, 8)
+/// bytes; `args[1]` bit 0: direction flag set (both pointers start at the last unit).
+pub const OP_REP_MOVS_TO: u32 = 17;
+/// `rep movs` from guest-physical `args[0]` into the vCPU's data page, arguments as for
+/// [`OP_REP_MOVS_TO`].
+pub const OP_REP_MOVS_FROM: u32 = 18;
+
 /// `Slot::status`: the command ran.
 pub const STATUS_OK: u32 = 0;
 /// `Slot::status`: unknown `op`.

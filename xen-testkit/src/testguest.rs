@@ -373,6 +373,52 @@ impl TestGuest {
         Ok(buf)
     }
 
+    /// `rep movs` of `data` (whole `size`-byte units, at most a page) from the guest's data page to
+    /// guest-physical `addr` (MMIO: the emulator sends `data_is_ptr` requests); `backwards` sets
+    /// the direction flag.
+    pub fn rep_movs_to(&self, addr: u64, size: u8, data: &[u8], backwards: bool) -> Result<()> {
+        if !matches!(size, 1 | 2 | 4 | 8)
+            || data.is_empty()
+            || data.len() % size as usize != 0
+            || data.len() > p::PAGE_SIZE
+        {
+            return Err(Error::Invalid(format!(
+                "rep_movs_to of {} bytes in units of {size}",
+                data.len()
+            )));
+        }
+        self.mailbox.write_bytes(p::PAGE_SIZE, data);
+        let count = (data.len() / size as usize) as u64;
+        self.command(
+            p::OP_REP_MOVS_TO,
+            [addr, backwards as u64, size.into(), count, 0, 0],
+        )
+        .map(drop)
+    }
+
+    /// `rep movs` of `count` units of `size` (1, 2, 4, 8) bytes from guest-physical `addr` into the
+    /// guest's data page; returns the bytes.
+    pub fn rep_movs_from(
+        &self,
+        addr: u64,
+        size: u8,
+        count: usize,
+        backwards: bool,
+    ) -> Result<Vec<u8>> {
+        if !matches!(size, 1 | 2 | 4 | 8) || count == 0 || count * size as usize > p::PAGE_SIZE {
+            return Err(Error::Invalid(format!(
+                "rep_movs_from of {count} units of {size}"
+            )));
+        }
+        self.command(
+            p::OP_REP_MOVS_FROM,
+            [addr, backwards as u64, size.into(), count as u64, 0, 0],
+        )?;
+        let mut buf = vec![0u8; count * size as usize];
+        self.mailbox.read_bytes(p::PAGE_SIZE, &mut buf);
+        Ok(buf)
+    }
+
     /// Reads `size` (1, 2, 4, 8) bytes at guest-physical `addr` (RAM or MMIO, below 4 GiB).
     pub fn mem_read(&self, addr: u64, size: u8) -> Result<u64> {
         Ok(self

@@ -352,6 +352,16 @@ fn test_guest_rep_ins_outs_reach_unclaimed_ports() {
     g.rep_outs(0x5f0, 2, &data, true).unwrap();
     assert_eq!(g.rep_ins(0x5f0, 4, 16, false).unwrap(), vec![0xff; 64]);
     assert_eq!(g.rep_ins(0x5f0, 1, 8, true).unwrap(), vec![0xff; 8]);
+    // rep movs to and from RAM (a scratch frame) round-trips, both directions of the flag.
+    let gpa = (p::SCRATCH_GFN + 1) << 12;
+    g.rep_movs_to(gpa, 8, &data, false).unwrap();
+    assert_eq!(g.rep_movs_from(gpa, 4, 16, true).unwrap(), data);
+    // ... and to unclaimed MMIO (data_is_ptr requests nobody serves): reads float high.
+    g.rep_movs_to(0xe000_0000, 4, &data, false).unwrap();
+    assert_eq!(
+        g.rep_movs_from(0xe000_0000, 2, 4, false).unwrap(),
+        vec![0xff; 8]
+    );
 }
 
 #[test]

@@ -707,6 +707,56 @@ fn rep_io(vcpu: usize, out: bool, port: u64, flags: u64, size: u64, count: u64) 
     Some(())
 }
 
+/// `rep movs` between the vCPU's data page and guest-physical `addr` (either direction).
+fn rep_movs(
+    vcpu: usize,
+    to_addr: bool,
+    addr: u64,
+    flags: u64,
+    size: u64,
+    count: u64,
+) -> Option<()> {
+    let bytes = count.checked_mul(size)?;
+    if !matches!(size, 1 | 2 | 4 | 8)
+        || count == 0
+        || bytes > PAGE_SIZE as u64
+        || addr.checked_add(bytes)? > FOUR_GIB
+    {
+        return None;
+    }
+    let buf = data_gfn(vcpu) << 12;
+    let (mut src, mut dst) = if to_addr { (buf, addr) } else { (addr, buf) };
+    let backwards = flags & 1 != 0;
+    if backwards {
+        src += bytes - size;
+        dst += bytes - size;
+    }
+    // SAFETY: the buffer is this vCPU's data page; the other side is identity-mapped memory the
+    // test chose (RAM or MMIO) and owns the effect on; the direction flag is restored.
+    unsafe {
+        macro_rules! movs {
+            ($insn:literal) => {
+                if backwards {
+                    asm!("std", concat!("rep ", $insn), "cld",
+                         inout("rsi") src => _, inout("rdi") dst => _, inout("rcx") count => _,
+                         options(nostack))
+                } else {
+                    asm!(concat!("rep ", $insn),
+                         inout("rsi") src => _, inout("rdi") dst => _, inout("rcx") count => _,
+                         options(nostack))
+                }
+            };
+        }
+        match size {
+            1 => movs!("movsb"),
+            2 => movs!("movsw"),
+            4 => movs!("movsd"),
+            _ => movs!("movsq"),
+        }
+    }
+    Some(())
+}
+
 fn frame_bytes(gfn: u64) -> impl Iterator<Item = u8> {
     let base = gfn << 12;
     // SAFETY: the caller checked gfn < 4 GiB >> 12 (identity-mapped); volatile reads.
@@ -731,6 +781,8 @@ fn op_name(op: u32) -> &'static str {
         OP_SHUTDOWN => "shutdown",
         OP_HYPERCALL => "hypercall",
         OP_CPUID => "cpuid",
+        OP_REP_MOVS_TO => "rep_movs_to",
+        OP_REP_MOVS_FROM => "rep_movs_from",
         _ => "unknown",
     }
 }
@@ -754,6 +806,8 @@ fn execute(vcpu: usize, seq: u32, op: u32, a: [u64; 6]) -> (u32, u64, u64) {
         OP_REP_OUTS => rep_io(vcpu, true, a[0], a[1], a[2], a[3]).map_or(bad, |()| ok(0)),
         OP_REP_INS => rep_io(vcpu, false, a[0], a[1], a[2], a[3]).map_or(bad, |()| ok(0)),
         OP_MEM_READ => mem_read(a[0], a[2]).map_or(bad, ok),
+        OP_REP_MOVS_TO => rep_movs(vcpu, true, a[0], a[1], a[2], a[3]).map_or(bad, |()| ok(0)),
+        OP_REP_MOVS_FROM => rep_movs(vcpu, false, a[0], a[1], a[2], a[3]).map_or(bad, |()| ok(0)),
         OP_MEM_WRITE => mem_write(a[0], a[1], a[2]).map_or(bad, |()| ok(0)),
         OP_PCI_CFG_READ => match pci_select(a[0]) {
             Some(port) if a[2] != 0 && (a[0] & 3) + a[2] <= 4 => {
