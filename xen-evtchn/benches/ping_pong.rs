@@ -12,6 +12,17 @@
 //! - one thread drives both handles (no wake-ups: the cost of the syscalls and of Xen);
 //! - two threads, one per handle, each blocked in `pending()` (adds the wake-ups).
 //!
+//! Measured in the Xen test machine (Xen 4.17 + Linux 6.1 dom0 under QEMU/TCG, 2026-11-24),
+//! quick mode, best of 5 x 2000, setups interleaved:
+//!
+//! | build | xen-evtchn 1 thread | C 1 thread | xen-evtchn 2 threads | C 2 threads |
+//! |---|---|---|---|---|
+//! | test profile (opt-level 0, what `xen-test` builds) | 6732/s | 7053/s | 4663/s | 4960/s |
+//! | `CARGO_PROFILE_DEV_OPT_LEVEL=3` (host busier) | 4839/s | 4706/s | 3350/s | 3457/s |
+//!
+//! Same syscalls as the C library (one ioctl, one read, one write per side), so the same
+//! speed once optimized; the round trip is the kernel's and Xen's cost (~150-200 us under TCG).
+//!
 //! When Debian's C `libxenevtchn.so.1` is installed (it is in the Xen machine: xl needs it),
 //! the same two setups run through it too, loaded with `dlopen` here only: the crate itself
 //! never links it.
