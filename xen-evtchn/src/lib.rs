@@ -29,6 +29,7 @@
 //! - [`BoundPort`]: a bound port that unbinds on drop unless released; [`Port`] (plain port
 //!   numbers, accepted wherever the C API takes one) and [`Virq`] (checked VIRQ numbers).
 //! - `AsyncEventChannels` (feature `tokio`): `pending().await` on tokio's `AsyncFd`.
+//! - `examples/virq_watch.rs`: bind a VIRQ and print its events.
 //!
 //! # How the driver behaves (Linux `drivers/xen/evtchn.c`)
 //! - Each handle has a queue of fired ports. A port that fires is queued once and *masked*:
