@@ -16,7 +16,9 @@ use crate::{Result, Sbdf};
 /// What [`IoreqServer::info`] reports (`XEN_DMOP_get_ioreq_server_info`).
 ///
 /// The per-vCPU event channels of synchronous requests are not here: each vCPU's slot in the
-/// ioreq page holds its own (`vp_eport` of `ioreq_t`). Map the pages with
+/// ioreq page holds its own (`vp_eport` of `ioreq_t`), which Xen writes there when the server
+/// is enabled, and only into pages that exist then: map the pages (`Privcmd::mmap_resource`
+/// makes Xen allocate them) *before* [`IoreqServer::enable`], read the ports after. Map the pages with
 /// `Privcmd::mmap_resource` (`XENMEM_resource_ioreq_server`, id [`IoreqServerId::get`];
 /// frame 0 is the buffered ring, frame 1 the synchronous page); the frame numbers here are the
 /// legacy way.
@@ -38,8 +40,9 @@ pub struct IoreqServerInfo {
 /// (which shares the privcmd fd), so it borrows nothing and can be stored next to its handle,
 /// moved to another thread, or shared by reference. Every method is one dm_op.
 ///
-/// A new server is disabled: claim ranges, map its pages, bind its event channels, then
-/// [`enable`](IoreqServer::enable) it. Xen sends a request to a server only when the access
+/// A new server is disabled. The order that works: claim ranges, map its pages
+/// (`Privcmd::mmap_resource`), [`enable`](IoreqServer::enable) it, then read each vCPU's
+/// event channel from the page and bind it (Xen fills the ports in on enable). Xen sends a request to a server only when the access
 /// falls entirely in one of its ranges.
 pub struct IoreqServer {
     dm: DeviceModel,
