@@ -414,3 +414,34 @@ fn adopt_fd_and_registry() {
         .iter()
         .any(|(k, _)| *k == "evtchn"));
 }
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn queue_overflow_is_efbig_and_reset_recovers() {
+    // The kernel sizes a handle's queue for the ports bound on it (at least 64), and each
+    // bound port is queued at most once. Events of ports unbound before being read stay
+    // queued, though: 70 of those overflow a handle that never has more than one port bound.
+    let (a, b) = (open(), open());
+    for _ in 0..70 {
+        let (pa, pb) = pair(&a, &b);
+        pb.notify().unwrap();
+        // Wait until the event is in a's queue (poll says readable), without reading it.
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&a),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        assert!(unsafe { libc::poll(&mut pfd, 1, 10_000) } > 0);
+        drop(pa);
+        drop(pb);
+    }
+    let e = a.try_pending().unwrap_err();
+    report!("evtchn: 70 unread events of unbound ports on one handle: {e}");
+    assert_eq!(e.errno(), Errno::EFBIG, "{e}");
+    a.reset().unwrap();
+    assert_eq!(a.try_pending().unwrap(), None);
+    let (pa, pb) = pair(&a, &b);
+    pb.notify().unwrap();
+    expect_event(&a, pa.port(), "after reset");
+}
