@@ -11,6 +11,8 @@
 //!   with `EPERM` after decoding the dm_op (dom0 is PV): a round trip into the hypervisor. The
 //!   per-operation cost on a real HVM guest is printed by the `dm_op_costs_on_a_guest` test of
 //!   `tests/xen.rs`.
+//! - Debian's C libxendevicemodel, in the same run when it can be loaded (`dlopen` at run
+//!   time: nothing here or in the crate links it): the same two calls on dom0, for the ratio.
 
 use std::hint::black_box;
 use std::os::fd::OwnedFd;
@@ -68,6 +70,55 @@ fn run_all(label: &str, dm: &DeviceModel, dom: DomId, iters: u32, rounds: u32) {
     let _ = srv.into_id();
 }
 
+/// Debian's C libxendevicemodel, loaded with `dlopen` (bench-only; never linked).
+struct CLib {
+    handle: *mut libc::c_void,
+    nr_vcpus: unsafe extern "C" fn(*mut libc::c_void, u16, *mut u32) -> libc::c_int,
+    set_isa_irq_level:
+        unsafe extern "C" fn(*mut libc::c_void, u16, u8, libc::c_uint) -> libc::c_int,
+}
+
+impl CLib {
+    fn load() -> Option<CLib> {
+        // SAFETY: dlopen/dlsym with NUL-terminated names; the symbols' C signatures are
+        // those of xendevicemodel.h (xendevicemodel_open(logger, flags),
+        // xendevicemodel_nr_vcpus(dmod, domid, &vcpus),
+        // xendevicemodel_set_isa_irq_level(dmod, domid, irq, level)).
+        unsafe {
+            let lib = libc::dlopen(c"libxendevicemodel.so.1".as_ptr(), libc::RTLD_NOW);
+            if lib.is_null() {
+                return None;
+            }
+            let sym = |name: &core::ffi::CStr| libc::dlsym(lib, name.as_ptr());
+            let (open, nr, isa) = (
+                sym(c"xendevicemodel_open"),
+                sym(c"xendevicemodel_nr_vcpus"),
+                sym(c"xendevicemodel_set_isa_irq_level"),
+            );
+            if open.is_null() || nr.is_null() || isa.is_null() {
+                return None;
+            }
+            let open: unsafe extern "C" fn(*mut libc::c_void, libc::c_uint) -> *mut libc::c_void =
+                core::mem::transmute(open);
+            let handle = open(core::ptr::null_mut(), 0);
+            if handle.is_null() {
+                return None;
+            }
+            Some(CLib {
+                handle,
+                nr_vcpus: core::mem::transmute::<
+                    *mut libc::c_void,
+                    unsafe extern "C" fn(*mut libc::c_void, u16, *mut u32) -> libc::c_int,
+                >(nr),
+                set_isa_irq_level: core::mem::transmute::<
+                    *mut libc::c_void,
+                    unsafe extern "C" fn(*mut libc::c_void, u16, u8, libc::c_uint) -> libc::c_int,
+                >(isa),
+            })
+        }
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (iters, rounds) = if full { (200_000, 5) } else { (20_000, 3) };
@@ -88,6 +139,47 @@ fn main() {
     if std::path::Path::new(Privcmd::DEVICE).exists() {
         let dm = DeviceModel::open().expect("open privcmd");
         run_all("Xen, dom0 (EPERM)", &dm, DomId::DOM0, iters / 10, rounds);
+        match CLib::load() {
+            Some(c) => {
+                let rust = measure("Rust nr_vcpus dom0 (EPERM)", iters / 10, rounds, || {
+                    black_box(dm.nr_vcpus(DomId::DOM0)).ok();
+                });
+                let mut v = 0u32;
+                let cnr = measure(
+                    "C libxendevicemodel nr_vcpus dom0 (EPERM)",
+                    iters / 10,
+                    rounds,
+                    || {
+                        // SAFETY: a live handle and a valid out-pointer.
+                        black_box(unsafe { (c.nr_vcpus)(c.handle, 0, &mut v) });
+                    },
+                );
+                let irq = IsaIrq::new(5).expect("irq");
+                let rust_isa = measure(
+                    "Rust set_isa_irq_level dom0 (EPERM)",
+                    iters / 10,
+                    rounds,
+                    || {
+                        black_box(dm.set_isa_irq_level(DomId::DOM0, irq, true)).ok();
+                    },
+                );
+                let cisa = measure(
+                    "C libxendevicemodel set_isa_irq_level dom0 (EPERM)",
+                    iters / 10,
+                    rounds,
+                    || {
+                        // SAFETY: a live handle; plain integer arguments.
+                        black_box(unsafe { (c.set_isa_irq_level)(c.handle, 0, 5, 1) });
+                    },
+                );
+                println!(
+                    "bench: Rust / C: nr_vcpus {:.2}, set_isa_irq_level {:.2}",
+                    rust / cnr,
+                    rust_isa / cisa
+                );
+            }
+            None => println!("bench: libxendevicemodel.so.1 not loadable here: no C comparison"),
+        }
     }
     // The summary line `cargo xtask xen-test` expects from every test executable.
     println!("test result: ok. 0 passed; 0 failed; 0 ignored; 1 measured; 0 filtered out");

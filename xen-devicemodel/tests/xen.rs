@@ -18,6 +18,15 @@ use xen_testkit::{require_xen, xl, Guest, GuestConfig, TestGuest};
 
 const NEEDS_XEN: &str = "needs Xen: cargo xtask xen-test";
 
+/// Prints a line of the report even when libtest captures output (straight to fd 2), so the
+/// measured facts show in `cargo xtask xen-test`'s log.
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "xen-devicemodel: {}", format!($($t)*));
+    }};
+}
+
 fn dom(g: &TestGuest) -> DomId {
     DomId::new(g.domid())
 }
@@ -185,7 +194,7 @@ impl Serve {
             // SAFETY: the page is mapped; volatile byte reads.
             *b = unsafe { core::ptr::read_volatile(page.ptr.add(i)) };
         }
-        println!(
+        report!(
             "ioreq page of server {}: vp_eport[0] = {port}, first bytes {head:02x?}",
             srv.id()
         );
@@ -265,7 +274,7 @@ fn ioreq_server_port_io_reaches_us_and_stops_after_unmap_and_disable() {
     const PORTS: core::ops::RangeInclusive<u16> = 0x5e0..=0x5e3;
     srv.map_port_range(PORTS).unwrap();
     let serve = Serve::setup(&dm, &srv);
-    println!(
+    report!(
         "ioreq server {} of d{}: vCPU 0 event channel {}",
         srv.id(),
         d,
@@ -305,40 +314,50 @@ fn ioreq_server_port_io_reaches_us_and_stops_after_unmap_and_disable() {
     assert_eq!(req, None, "an unmapped range gets no requests");
     assert_eq!(v.unwrap(), 0xffff);
 
-    // Costs on a real guest (ratios only: TCG timings are noisy).
+    // Costs on a real guest (ratios only: TCG timings are noisy), each op on its own.
     let n = 2000u32;
-    let t = Instant::now();
-    for _ in 0..n {
+    let irq9 = IsaIrq::new(9).unwrap();
+    let time = |name: &str, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        report!(
+            "dm_op {name}: {} ns/call",
+            t.elapsed().as_nanos() / u128::from(n)
+        );
+    };
+    time("nr_vcpus", &mut || {
         dm.nr_vcpus(d).unwrap();
-    }
-    println!(
-        "dm_op nr_vcpus: {} ns/call",
-        t.elapsed().as_nanos() / u128::from(n)
-    );
-    let t = Instant::now();
-    for _ in 0..n {
+    });
+    time("get_ioreq_server_info", &mut || {
+        srv.info().unwrap();
+    });
+    time("map_io_range_to_ioreq_server + unmap (pair)", &mut || {
         srv.map_port_range(0x5f0..=0x5f0).unwrap();
         srv.unmap_port_range(0x5f0..=0x5f0).unwrap();
-    }
-    println!(
-        "dm_op map+unmap_io_range_to_ioreq_server: {} ns/call",
-        t.elapsed().as_nanos() / u128::from(2 * n)
-    );
-    let t = Instant::now();
-    for _ in 0..n {
+    });
+    time("set_isa_irq_level (deassert)", &mut || {
+        dm.set_isa_irq_level(d, irq9, false).unwrap();
+    });
+    time("modified_memory", &mut || {
         dm.modified_memory(d, p::SCRATCH_GFN, 1).unwrap();
-    }
-    println!(
-        "dm_op modified_memory: {} ns/call",
-        t.elapsed().as_nanos() / u128::from(n)
-    );
+    });
+    time("set_mem_type ram_rw (1 frame)", &mut || {
+        dm.make_ram_region_rw(d, p::SCRATCH_GFN, 1).unwrap();
+    });
+    let mut bm = [0u64; 1];
+    time("track_dirty_vram (16 frames)", &mut || {
+        dm.track_dirty_vram(d, p::SCRATCH_GFN, 16, &mut bm).unwrap();
+    });
+    dm.stop_tracking_dirty_vram(d).unwrap();
     drop(serve);
     // Destroy: the id is gone afterwards (Xen answers ENOENT for it).
     let id = srv.id();
     drop(srv);
     let again = IoreqServer::from_id(&dm, d, id, BufIoreqMode::Off);
     let e = again.enable().unwrap_err();
-    println!("after destroy, enabling server {id}: {e}");
+    report!("after destroy, enabling server {id}: {e}");
     assert!(e.is_os(), "{e}");
     let _ = again.into_id();
 }
@@ -352,7 +371,7 @@ fn ioreq_server_mmio_pci_config_and_mem_type() {
     let dm = DeviceModel::open().unwrap();
     let srv = dm.create_ioreq_server(d, BufIoreqMode::Atomic).unwrap();
     let info = srv.info().unwrap();
-    println!("buffered server: {info:?}");
+    report!("buffered server: {info:?}");
     assert!(info.bufioreq_port.is_some_and(|p| p != 0));
     let mmio = 0xf000_0000u64..=0xf000_0fff;
     srv.map_mmio_range(mmio.clone()).unwrap();
@@ -441,7 +460,7 @@ fn interrupts_reach_the_guest() {
     // MSI to APIC 0, vector 0x60.
     dm.inject_msi(d, 0xfee0_0000, 0x60).unwrap();
     wait_vector(&g, 0x60, 0);
-    println!("inject_msi: vector 0x60 seen");
+    report!("inject_msi: vector 0x60 seen");
 
     // ISA IRQ 3 -> IOAPIC pin 3 -> vector 0x62.
     let irq3 = IsaIrq::new(3).unwrap();
@@ -449,7 +468,7 @@ fn interrupts_reach_the_guest() {
     dm.set_isa_irq_level(d, irq3, true).unwrap();
     wait_vector(&g, 0x62, 0);
     dm.set_isa_irq_level(d, irq3, false).unwrap();
-    println!("set_isa_irq_level: vector 0x62 seen");
+    report!("set_isa_irq_level: vector 0x62 seen");
 
     // PCI 00:04.0 INTA -> GSI 16 + ((4*4 + 4/8 + 0) % 32) = 32 -> vector 0x63.
     let dev = Sbdf::new(0, 0, 4, 0).unwrap();
@@ -457,7 +476,7 @@ fn interrupts_reach_the_guest() {
     dm.set_pci_intx_level(d, dev, IntxPin::A, true).unwrap();
     let c63 = wait_vector(&g, 0x63, 0);
     dm.set_pci_intx_level(d, dev, IntxPin::A, false).unwrap();
-    println!("set_pci_intx_level: vector 0x63 seen");
+    report!("set_pci_intx_level: vector 0x63 seen");
 
     // Link A (device 4 + pin A = link 0) routed to ISA IRQ 5 -> IOAPIC pin 5 -> vector 0x64.
     ioapic_route(&g, 5, 0x64);
@@ -467,18 +486,18 @@ fn interrupts_reach_the_guest() {
     let c64 = wait_vector(&g, 0x64, 0);
     wait_vector(&g, 0x63, c63);
     dm.set_pci_intx_level(d, dev, IntxPin::A, false).unwrap();
-    println!("set_pci_link_route: vector 0x64 seen through ISA IRQ 5");
+    report!("set_pci_link_route: vector 0x64 seen through ISA IRQ 5");
     dm.set_pci_link_route(d, PciLink::A, None).unwrap();
     dm.set_pci_intx_level(d, dev, IntxPin::A, true).unwrap();
     let c63b = wait_vector(&g, 0x63, c63 + 1);
     dm.set_pci_intx_level(d, dev, IntxPin::A, false).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(g.vector_count(0x64), c64, "unrouted link: no ISA IRQ 5");
-    println!("unrouted: 0x63 {c63b}, 0x64 stays {c64}");
+    report!("unrouted: 0x63 {c63b}, 0x64 stays {c64}");
 
     // The Arm form has no x86 implementation.
     let e = dm.set_irq_level(d, 40, true).unwrap_err();
-    println!("set_irq_level on x86: {e}");
+    report!("set_irq_level on x86: {e}");
     assert!(e.is_not_supported() || e.errno() == Errno::EINVAL, "{e}");
 }
 
@@ -495,7 +514,7 @@ fn memory_operations_have_their_effect() {
     // Dirty tracking over the scratch frames.
     let mut bm = [0u64; 1];
     dm.track_dirty_vram(d, s, n, &mut bm).unwrap();
-    println!("first track_dirty_vram: {:#x}", bm[0]);
+    report!("first track_dirty_vram: {:#x}", bm[0]);
     dm.track_dirty_vram(d, s, n, &mut bm).unwrap();
     assert_eq!(bm[0] & 0xffff, 0, "nothing written since");
     g.fill(Some(s + 3), 1).unwrap();
@@ -507,7 +526,7 @@ fn memory_operations_have_their_effect() {
         "exactly the frames the guest wrote"
     );
     dm.stop_tracking_dirty_vram(d).unwrap();
-    println!("track_dirty_vram: exactly the frames the guest wrote");
+    report!("track_dirty_vram: exactly the frames the guest wrote");
 
     // set_mem_type: read-only RAM discards the guest's writes; rw restores.
     let f = s + 11;
@@ -527,7 +546,7 @@ fn memory_operations_have_their_effect() {
         pattern_hash(6),
         "ram_rw: write lands"
     );
-    println!("set_mem_type ram_ro/ram_rw: effect seen");
+    report!("set_mem_type ram_ro/ram_rw: effect seen");
 
     // relocate_memory: the bytes move to the new frame and back.
     let f = s + 14;
@@ -537,7 +556,7 @@ fn memory_operations_have_their_effect() {
     assert_eq!(g.checksum(away).unwrap(), pattern_hash(9), "moved");
     dm.relocate_memory(d, away, f, 1).unwrap();
     assert_eq!(g.checksum(f).unwrap(), pattern_hash(9), "moved back");
-    println!("relocate_memory: bytes moved");
+    report!("relocate_memory: bytes moved");
 
     // pin_memory_cacheattr: a pin is recorded (an overlapping one is refused) and removed.
     dm.pin_memory_cacheattr(d, s..=s + 1, CacheAttr::WriteCombining)
@@ -545,12 +564,12 @@ fn memory_operations_have_their_effect() {
     let e = dm
         .pin_memory_cacheattr(d, s + 1..=s + 2, CacheAttr::Uncacheable)
         .unwrap_err();
-    println!("overlapping pin: {e}");
+    report!("overlapping pin: {e}");
     dm.unpin_memory_cacheattr(d, s..=s + 1).unwrap();
     dm.pin_memory_cacheattr(d, s + 1..=s + 2, CacheAttr::Uncacheable)
         .unwrap();
     dm.unpin_memory_cacheattr(d, s + 1..=s + 2).unwrap();
-    println!("pin_memory_cacheattr: overlap refused while pinned, accepted after unpin");
+    report!("pin_memory_cacheattr: overlap refused while pinned, accepted after unpin");
 
     // populate_ram: new frames appear and the guest can use them.
     let newgfn = 0x9000u64;
@@ -587,7 +606,7 @@ fn memory_operations_have_their_effect() {
         .unwrap()
         .into_iter()
         .find(|e| e.domid == g.domid());
-    println!(
+    report!(
         "populate_ram: 16 frames mapped and written; xl list before {before:?} after {after:?}"
     );
 }
@@ -614,7 +633,7 @@ fn s3_shutdown_reboot_nr_vcpus_and_restrict() {
     assert_eq!(dm.acpi_s_state(da).unwrap(), 3);
     dm.s3_awaken(da).unwrap();
     assert_eq!(dm.acpi_s_state(da).unwrap(), 0);
-    println!("s3: ACPI_S_STATE read back 3 then 0");
+    report!("s3: ACPI_S_STATE read back 3 then 0");
 
     // Restrict a second handle to `a`.
     let r = DeviceModel::open().unwrap();
@@ -637,7 +656,7 @@ fn s3_shutdown_reboot_nr_vcpus_and_restrict() {
         e.is_permission_denied() && e.op().contains("not a dm_op"),
         "{e}"
     );
-    println!("restrict: other domain -> {}", r.nr_vcpus(db).unwrap_err());
+    report!("restrict: other domain -> {}", r.nr_vcpus(db).unwrap_err());
 
     // Shutdown reasons, seen by the toolstack.
     r.reboot(da).unwrap();
@@ -669,7 +688,7 @@ fn s3_shutdown_reboot_nr_vcpus_and_restrict() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (la, lb) = (line(a.domid()), line(b.domid()));
-    println!("after reboot:\n{la}after crash:\n{lb}");
+    report!("after reboot:\n{la}after crash:\n{lb}");
     let reason = |l: &str| -> Option<String> {
         // xl list -v: Name ID Mem VCPUs State Time(s) UUID Reason-Code Security-Label
         l.lines()
@@ -705,7 +724,7 @@ fn vram_region() {
         Errno::EBUSY
     );
     region.dirty_bitmap(0, 4, &mut bm).unwrap();
-    println!("first vram query: {:#x}", bm[0]);
+    report!("first vram query: {:#x}", bm[0]);
     region.dirty_bitmap(0, 4, &mut bm).unwrap();
     assert_eq!(bm[0], 0);
     g.fill(Some(vram + 2), 22).unwrap();
@@ -720,7 +739,7 @@ fn vram_region() {
     );
     let again = VramRegion::create(&dm, d, vram, s, 4).unwrap();
     again.destroy().unwrap();
-    println!("vram: create, dirty sub-range, one tracker per domain, drop restores");
+    report!("vram: create, dirty sub-range, one tracker per domain, drop restores");
 }
 
 /// `XEN_DOMCTL_shadow_op` on `dom` (test-only: the domctl interface is not stable, this is
@@ -806,7 +825,7 @@ fn modified_memory_marks_the_log_dirty_bitmap() {
         "bulk form split over calls"
     );
     shadow_op(xen, d, 0, None).expect("SHADOW_OP_OFF");
-    println!("modified_memory(_bulk): exactly the marked frames in the log-dirty bitmap");
+    report!("modified_memory(_bulk): exactly the marked frames in the log-dirty bitmap");
 }
 
 #[test]
@@ -856,7 +875,7 @@ fn inject_event_reaches_the_guest() {
         // A second injection fails with EBUSY while the first is still pending in Xen.
         let again = dm.inject_event(d, ev);
         let alive = g.ping();
-        println!(
+        report!(
             "inject_event {name}: {r:?}, vector {:#x} count {before} -> {after}; inject again: {again:?}; guest answers: {alive:?}; header {:?}",
             ev.vector,
             g.header()
@@ -869,5 +888,5 @@ fn inject_event_reaches_the_guest() {
         }
     }
     assert!(!seen.is_empty(), "no injected event reached the guest");
-    println!("inject_event: seen by the guest: {seen:?}");
+    report!("inject_event: seen by the guest: {seen:?}");
 }
