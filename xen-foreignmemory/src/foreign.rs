@@ -996,6 +996,47 @@ mod tests {
         assert_eq!(sys::syscalls(), s0 + 1, "exactly the mmap");
     }
 
+    /// Stands in for a kernel without the map ioctls: /dev/zero can be mmapped (shared) and
+    /// answers every ioctl with ENOTTY.
+    fn old_kernel() -> ForeignMemory {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/zero")
+            .unwrap();
+        ForeignMemory::from(Privcmd::from(OwnedFd::from(f)))
+    }
+
+    #[test]
+    fn missing_v2_falls_back_to_the_old_ioctl_and_unmaps_on_failure() {
+        let fm = old_kernel();
+        let d = DomId::new(4);
+        let s0 = sys::syscalls();
+        let e = fm.map(d, &[1, 2, 3], crate::ReadWrite).unwrap_err();
+        // mmap, (V2 through xen-hypercall: not counted here), V1, munmap.
+        assert_eq!(sys::syscalls() - s0, 3);
+        assert_eq!((e.op(), e.errno()), ("foreignmemory map", Errno::ENOTTY));
+        assert_eq!(fm.batch_ioctl(), BatchIoctl::V1, "remembered");
+        // Next time straight to V1.
+        let s0 = sys::syscalls();
+        assert!(fm.map(d, &[1], crate::ReadOnly).is_err());
+        assert_eq!(sys::syscalls() - s0, 3);
+    }
+
+    #[test]
+    fn kernels_without_resource_mapping_say_not_supported() {
+        let fm = old_kernel();
+        let d = DomId::new(4);
+        let r = Resource::IoreqServer { id: 1 };
+        let e = fm.map_resource(d, r, 0, 2, crate::ReadWrite).unwrap_err();
+        assert!(e.is_not_supported(), "{e}");
+        assert_eq!(e.op(), "foreignmemory map_resource ioreq_server");
+        assert_eq!(e.domain(), Some(d));
+        let e = fm.resource_size(d, r).unwrap_err();
+        assert!(e.is_not_supported(), "{e}");
+        assert_eq!(e.op(), "foreignmemory resource_size ioreq_server");
+    }
+
     #[test]
     fn sizes_and_overflow() {
         let d = DomId::new(1);
