@@ -373,6 +373,25 @@ fn ioreq_server_mmio_pci_config_and_mem_type() {
     let info = srv.info().unwrap();
     report!("buffered server: {info:?}");
     assert!(info.bufioreq_port.is_some_and(|p| p != 0));
+    // The legacy frames (exclusive with resource mapping, so on a second server): while a
+    // server is disabled, Xen puts its pages into the guest's memory map at the frames it
+    // reports. Map the reported ioreq frame, enable: Xen writes vCPU 0's event channel into
+    // that very page.
+    let legacy = dm.create_ioreq_server(d, BufIoreqMode::Legacy).unwrap();
+    let frames = legacy.info_with_frames().unwrap();
+    report!("legacy server {} with frames: {frames:?}", legacy.id());
+    let ioreq_gfn = frames.ioreq_gfn.expect("ioreq frame");
+    let buf_gfn = frames.bufioreq_gfn.expect("buffered frame");
+    assert!(frames.bufioreq_port.is_some_and(|p| p != 0));
+    assert_ne!(ioreq_gfn, buf_gfn);
+    let by_gfn = g.map_frames(&[ioreq_gfn]).expect("map the reported frame");
+    assert_eq!(by_gfn.read_u32(0x18), 0, "no port before enable");
+    legacy.enable().unwrap();
+    let port = by_gfn.read_u32(0x18);
+    report!("legacy ioreq page at gfn {ioreq_gfn:#x}: vCPU 0 port {port} after enable");
+    assert_ne!(port, 0, "the reported frame is the server's ioreq page");
+    legacy.destroy().unwrap();
+    drop(by_gfn);
     let mmio = 0xf000_0000u64..=0xf000_0fff;
     srv.map_mmio_range(mmio.clone()).unwrap();
     let pci = Sbdf::new(0, 0, 5, 0).unwrap();
@@ -646,6 +665,21 @@ fn s3_shutdown_reboot_nr_vcpus_and_restrict() {
     );
     let e = r.nr_vcpus(db).unwrap_err();
     assert!(e.is_permission_denied(), "{e}");
+    let irq = IsaIrq::new(7).unwrap();
+    for (name, res) in [
+        (
+            "create_ioreq_server",
+            r.create_ioreq_server(db, BufIoreqMode::Off).map(drop),
+        ),
+        ("set_isa_irq_level", r.set_isa_irq_level(db, irq, false)),
+        ("inject_msi", r.inject_msi(db, 0xfee0_0000, 0x40)),
+        ("modified_memory", r.modified_memory(db, 0x100, 1)),
+        ("shutdown", r.shutdown(db, ShutdownReason::Poweroff)),
+    ] {
+        let e = res.unwrap_err();
+        assert!(e.is_permission_denied(), "{name}: {e}");
+    }
+    assert_eq!(r.nr_vcpus(da).unwrap(), 2, "still works on its own domain");
     let e = r.populate_ram(da, 0x9000, 1).unwrap_err();
     assert!(
         e.is_permission_denied() && e.op().contains("not a dm_op"),
