@@ -50,6 +50,11 @@
 //!   dom0 (`EPERM`).
 //! - `vram` (experimental, off by default): [`VramRegion`], a video-memory region built on
 //!   `relocate_memory`, `pin_memory_cacheattr` and `track_dirty_vram`.
+//! - `server` (off by default): the ioreq-server runtime in [`server`](crate::server) — a
+//!   `Device` trait, a `Server` that sets up an ioreq server from a domain id and runs the
+//!   request loop (pulls in `xen-foreignmemory` and `xen-evtchn`). `examples/firmware_dm`
+//!   serves hvmloader + SeaBIOS with it.
+//! - `tokio` (implies `server`): `Server::run_async`.
 //!
 //! # Restriction
 //! [`DeviceModel::restrict`] (or [`xen_hypercall::restrict_all`]) limits the handle to one
@@ -94,6 +99,9 @@ mod irq;
 mod memory;
 #[cfg(feature = "vram")]
 mod vram;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 
 #[cfg(feature = "hvm")]
 pub use ioreq::{IoreqServer, IoreqServerInfo};

@@ -281,7 +281,10 @@ mod tests {
         );
         r.consume(a.slots);
         let b = r.peek().unwrap();
-        assert_eq!((b.kind, b.size, b.addr, b.data, b.slots), (0, 2, 0x3c4, 0x0f02, 1));
+        assert_eq!(
+            (b.kind, b.size, b.addr, b.data, b.slots),
+            (0, 2, 0x3c4, 0x0f02, 1)
+        );
         r.consume(1);
         assert_eq!(r.peek(), None);
         assert_eq!(&page.0[0..4], &(start + 3).to_le_bytes());
