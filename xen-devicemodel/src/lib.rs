@@ -97,11 +97,11 @@ mod ioreq;
 mod irq;
 #[cfg(feature = "hvm")]
 mod memory;
-#[cfg(feature = "vram")]
-mod vram;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
+#[cfg(feature = "vram")]
+mod vram;
 
 #[cfg(feature = "hvm")]
 pub use ioreq::{IoreqServer, IoreqServerInfo};
