@@ -46,7 +46,9 @@
 //! - [`Mapping`], [`View`], [`field!`]: volatile access, typed by [`ReadOnly`] /
 //!   [`ReadWrite`] ([`Access`]). Values are any [`Plain`] type (re-exported from
 //!   `xen-hypercall`: integers, arrays, ABI structs; implement it for your `#[repr(C)]`
-//!   types).
+//!   types). Integer views also have atomic loads, stores and read-modify-writes
+//!   ([`View::load_acquire`], [`View::store_release`], [`View::compare_exchange`], ...) for
+//!   protocols shared with the guest or Xen ([`AtomicInt`]).
 //! - With the `vm-memory` feature: `Mapping::as_volatile_slice` and `GuestRegion`, our
 //!   mappings as rust-vmm's `VolatileSlice` and `GuestMemoryRegion`.
 //!
@@ -73,6 +75,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod access;
+mod atomic;
 mod error;
 mod foreign;
 mod mapping;
@@ -84,6 +87,7 @@ mod vmm;
 mod volatile;
 
 pub use access::{Access, Protection, ReadOnly, ReadWrite};
+pub use atomic::AtomicInt;
 pub use error::{Error, FrameError, Result};
 pub use foreign::{BatchIoctl, FailurePolicy, ForeignMemory, MapOptions, RetryPolicy};
 pub use mapping::{Mapping, View, PAGE_SIZE};

@@ -788,6 +788,21 @@ mod tests {
         let mut b = [0u8; 5];
         m.read_bytes(10, &mut b).unwrap();
         assert_eq!(&b, b"hello");
+        let v = m.view::<u32>(64).unwrap();
+        v.store_release(5);
+        assert_eq!(v.load_acquire(), 5);
+        assert_eq!(v.swap(6), 5);
+        assert_eq!(v.compare_exchange(6, 7), Ok(6));
+        assert_eq!(v.compare_exchange(6, 8), Err(7));
+        assert_eq!(v.fetch_add(u32::MAX), 7);
+        assert_eq!(v.load_relaxed(), 6);
+        let b = m.view::<u8>(65).unwrap();
+        b.store_relaxed(1);
+        assert_eq!(m.read::<u32>(64).unwrap(), 6 | 1 << 8);
+        let w = m.view::<u64>(72).unwrap();
+        w.store_release(u64::MAX);
+        assert_eq!(w.fetch_add(2), u64::MAX);
+        assert_eq!(m.view::<u16>(72).unwrap().load_acquire(), 1);
         m.fill(0, 4, 0xee).unwrap();
         assert_eq!(m.read::<u32>(0).unwrap(), 0xeeee_eeee);
         // Empty accesses at the very end are fine; one byte further is not.

@@ -482,7 +482,7 @@ fn ioreq_server_pages_map_as_a_resource() {
     // The synchronous page: one ioreq per vCPU, idle; Xen filled in vCPU 0's event channel.
     let ioreq_page = PAGE_SIZE * Resource::ioreq_server_ioreq_frame(0) as usize;
     let slot = pages.view::<Ioreq>(ioreq_page).unwrap();
-    let port = field!(slot, vp_eport).unwrap().read();
+    let port = field!(slot, vp_eport).unwrap().load_acquire();
     let state = slot.read().flags & 0xf;
     println!("vCPU 0 slot: vp_eport {port}, state {state}");
     assert_eq!(u32::from(state), xen_sys::hvm::STATE_IOREQ_NONE);
@@ -491,8 +491,8 @@ fn ioreq_server_pages_map_as_a_resource() {
         "Xen wrote vCPU 0's event channel into the page we mapped"
     );
     // The buffered page: empty ring.
-    let rp: u32 = pages.read(0).unwrap();
-    let wp: u32 = pages.read(4).unwrap();
+    let rp = pages.view::<u32>(0).unwrap().load_acquire();
+    let wp = pages.view::<u32>(4).unwrap().load_acquire();
     assert_eq!((rp, wp), (0, 0));
     // A second mapping of the same page sees what we write through the first.
     let again = fm
