@@ -17,7 +17,8 @@ use crate::{sys, Error};
 ///
 /// Implemented here for the integer types, arrays of `Plain`, and the `xen-sys` structs the
 /// workspace hands to Xen: `xen_dm_op` and every `xen_dm_op_*` struct, `xen_hvm_param`,
-/// `xen_memory_reservation`, `sched_remote_shutdown`. Other crates implement it for their own
+/// `xen_memory_reservation`, `sched_remote_shutdown`, and the ioreq-page types `ioreq`,
+/// `shared_iopage`, `buf_ioreq`, `buffered_iopage`. Other crates implement it for their own
 /// `#[repr(C)]` types (the orphan rule keeps them from doing so for `xen-sys` types: ask here).
 ///
 /// # Safety
@@ -74,6 +75,12 @@ plain_abi!(
     xen_sys::dm_op::xen_dm_op_pin_memory_cacheattr,
     xen_sys::dm_op::xen_dm_op_set_irq_level,
     xen_sys::dm_op::xen_dm_op_nr_vcpus,
+    // The ioreq-server pages (`hvm/ioreq.h`), for typed volatile access to mapped pages in
+    // `xen-foreignmemory` and the device-model runtime; the bitfield units are plain bytes.
+    xen_sys::hvm::ioreq,
+    xen_sys::hvm::shared_iopage,
+    xen_sys::hvm::buf_ioreq,
+    xen_sys::hvm::buffered_iopage,
 );
 
 /// How many mappings a pool keeps for reuse.
