@@ -123,6 +123,33 @@ pub trait Device: Send {
     }
 }
 
+/// A device shared with other threads (to read its state while or after the server runs):
+/// each request locks the mutex (a poisoned lock is taken over, not a panic).
+impl<D: Device + ?Sized> Device for Arc<std::sync::Mutex<D>> {
+    fn port_read(&mut self, port: u16, size: u8) -> u32 {
+        lock(self).port_read(port, size)
+    }
+    fn port_write(&mut self, port: u16, size: u8, value: u32) {
+        lock(self).port_write(port, size, value)
+    }
+    fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+        lock(self).mmio_read(addr, size)
+    }
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+        lock(self).mmio_write(addr, size, value)
+    }
+    fn pci_config_read(&mut self, dev: Sbdf, reg: u16, size: u8) -> u32 {
+        lock(self).pci_config_read(dev, reg, size)
+    }
+    fn pci_config_write(&mut self, dev: Sbdf, reg: u16, size: u8, value: u32) {
+        lock(self).pci_config_write(dev, reg, size, value)
+    }
+}
+
+fn lock<D: ?Sized>(m: &std::sync::Mutex<D>) -> std::sync::MutexGuard<'_, D> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A range a device claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {

@@ -1,0 +1,444 @@
+//! The ioreq-server runtime in the Xen machine (`cargo xtask xen-test -p xen-devicemodel
+//! server`): hvmloader + SeaBIOS served by the example devices, and the project's test guest
+//! driving port I/O, string I/O, buffered MMIO, two vCPUs, and stopping the loop.
+#![allow(missing_docs)]
+
+#[path = "../examples/firmware_dm/console.rs"]
+mod console;
+#[path = "../examples/firmware_dm/debugcon.rs"]
+mod debugcon;
+#[path = "../examples/firmware_dm/mmio.rs"]
+mod mmio;
+#[path = "../examples/firmware_dm/pci.rs"]
+mod pci;
+#[path = "../examples/firmware_dm/serial.rs"]
+mod serial;
+
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use xen_devicemodel::server::{Claim, Device, Server, ServerBuilder, Stats};
+use xen_devicemodel::{BufIoreqMode, DomId};
+use xen_testkit::protocol as p;
+use xen_testkit::{require_xen, Guest, GuestConfig, TestGuest};
+
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "xen-devicemodel server: {}", format!($($t)*));
+    }};
+}
+
+/// Runs `server` on a thread; returns its stop handle and the join handle giving it back.
+fn spawn(
+    mut server: Server,
+) -> (
+    xen_devicemodel::server::StopHandle,
+    std::thread::JoinHandle<(xen_devicemodel::Result<()>, Server)>,
+) {
+    let stop = server.stop_handle();
+    let h = std::thread::spawn(move || {
+        let r = server.run();
+        (r, server)
+    });
+    (stop, h)
+}
+
+fn finish(
+    stop: xen_devicemodel::server::StopHandle,
+    h: std::thread::JoinHandle<(xen_devicemodel::Result<()>, Server)>,
+) -> Stats {
+    stop.stop();
+    let (r, server) = h.join().unwrap();
+    r.unwrap();
+    let s = server.stats();
+    drop(server);
+    s
+}
+
+// ---- SeaBIOS ----
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_seabios_prints_through_our_devices() {
+    require_xen();
+    let g = Guest::create(&GuestConfig::hvm_hvmloader().paused(true)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let windows = Arc::new(Mutex::new(mmio::EmptyWindows::default()));
+    let pci = Arc::new(Mutex::new(pci::PciBus::new()));
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Atomic)
+        .device(debugcon::DebugCon::new(tx.clone()), debugcon::DebugCon::claims())
+        .device(serial::Serial::new(tx), serial::Serial::claims())
+        .device(pci.clone(), pci::PciBus::claims())
+        .device(windows.clone(), mmio::EmptyWindows::claims())
+        .build()
+        .unwrap();
+    let (stop, h) = spawn(server);
+    let t0 = Instant::now();
+    g.unpause().unwrap();
+    let mut lines = Vec::new();
+    let mut done = false;
+    while !done && t0.elapsed() < Duration::from_secs(60) {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            done = l.text.contains("No bootable device");
+            lines.push(l);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let stats = finish(stop, h);
+    for l in &lines {
+        report!("{}| {}", l.source, l.text);
+    }
+    let w = windows.lock().unwrap();
+    for a in &w.first {
+        report!("mmio {:x?}", a);
+    }
+    let pci = pci.lock().unwrap();
+    report!(
+        "pci config accesses {}, BAR0 {:x?}; stats {stats:?}",
+        pci.config_accesses,
+        pci.bar0()
+    );
+    report!(
+        "seabios run: served: {stats} in {secs:.2} s ({:.0} req/s)",
+        stats.total() as f64 / secs
+    );
+    assert!(
+        lines.iter().any(|l| l.text.contains("SeaBIOS (version")),
+        "no SeaBIOS banner"
+    );
+    assert!(done, "no 'No bootable device' within 60 s");
+    assert!(stats.port > 0 && stats.pci_config > 0, "{stats:?}");
+    assert!(stats.mmio + stats.buffered > 0, "no MMIO request: {stats:?}");
+}
+
+// ---- the test guest ----
+
+/// A byte FIFO at one port: writes append, reads take from the front (0xff.. when empty).
+#[derive(Default)]
+struct Fifo {
+    q: VecDeque<u8>,
+}
+
+impl Device for Fifo {
+    fn port_write(&mut self, _port: u16, size: u8, value: u32) {
+        self.q
+            .extend(value.to_le_bytes().iter().take(usize::from(size)));
+    }
+    fn port_read(&mut self, _port: u16, size: u8) -> u32 {
+        let mut b = [0xffu8; 4];
+        for x in b.iter_mut().take(usize::from(size)) {
+            *x = self.q.pop_front().unwrap_or(0xff);
+        }
+        u32::from_le_bytes(b)
+    }
+}
+
+const FIFO_PORT: u16 = 0x510;
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_rep_outs_and_ins_are_byte_exact_both_ways() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let fifo = Arc::new(Mutex::new(Fifo::default()));
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Off)
+        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT)])
+        .build()
+        .unwrap();
+    let (stop, h) = spawn(server);
+    for (size, n, backwards) in [(1u8, 4096usize, false), (2, 2000, true), (4, 4096, false), (1, 777, true)] {
+        let d = data(n, size.wrapping_add(n as u8));
+        g.rep_outs(FIFO_PORT, size, &d, backwards).unwrap();
+        let got: Vec<u8> = fifo.lock().unwrap().q.iter().copied().collect();
+        // Backwards, the units reach the port last-first.
+        let mut want: Vec<u8> = Vec::new();
+        let units: Vec<&[u8]> = d.chunks(usize::from(size)).collect();
+        if backwards {
+            units.iter().rev().for_each(|u| want.extend_from_slice(u));
+        } else {
+            units.iter().for_each(|u| want.extend_from_slice(u));
+        }
+        assert_eq!(got, want, "rep outs size {size} n {n} backwards {backwards}");
+        // Reading back in the same direction restores the buffer order.
+        let back = g
+            .rep_ins(FIFO_PORT, size, n / usize::from(size), backwards)
+            .unwrap();
+        assert_eq!(back, d, "rep ins size {size} n {n} backwards {backwards}");
+        assert!(fifo.lock().unwrap().q.is_empty());
+    }
+    // Plain in/out still answer through the same device.
+    g.port_out(FIFO_PORT, 0x5a, 1).unwrap();
+    assert_eq!(g.port_in(FIFO_PORT, 1).unwrap(), 0x5a);
+    let stats = finish(stop, h);
+    report!("rep test: {stats:?}");
+    assert!(stats.port >= 8, "{stats:?}");
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_pci_device_config_and_bar_through_our_server() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let pci = Arc::new(Mutex::new(pci::PciBus::new()));
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Off)
+        .device(pci.clone(), pci::PciBus::claims())
+        .build()
+        .unwrap();
+    let (stop, h) = spawn(server);
+    let (b, d, f) = pci::TEST_DEVICE;
+    let ids = g.pci_cfg_read(b, d, f, 0, 4).unwrap();
+    assert_eq!(
+        ids,
+        u32::from(pci::TEST_IDS.0) | (u32::from(pci::TEST_IDS.1) << 16)
+    );
+    assert_eq!(g.pci_cfg_read(0, 0, 0, 0, 2).unwrap(), 0x8086);
+    assert_eq!(g.pci_cfg_read(0, 0, 0, 0x0b, 1).unwrap(), 0x06);
+    // BAR sizing, then place it and enable memory decoding.
+    g.pci_cfg_write(b, d, f, 0x10, 0xffff_ffff, 4).unwrap();
+    assert_eq!(g.pci_cfg_read(b, d, f, 0x10, 4).unwrap(), !(pci::BAR_SIZE - 1));
+    let bar = 0xf000_0000u32;
+    g.pci_cfg_write(b, d, f, 0x10, bar, 4).unwrap();
+    g.pci_cfg_write(b, d, f, 0x04, 0x2, 2).unwrap();
+    assert_eq!(g.pci_cfg_read(b, d, f, 0x10, 4).unwrap(), bar);
+    let base = u64::from(bar);
+    g.mem_write(base + 0x10, 0x1122_3344_5566_7788, 8).unwrap();
+    g.mem_write(base + 0x20, 0xabcd, 2).unwrap();
+    assert_eq!(g.mem_read(base + 0x10, 8).unwrap(), 0x1122_3344_5566_7788);
+    assert_eq!(g.mem_read(base + 0x14, 4).unwrap(), 0x1122_3344);
+    assert_eq!(g.mem_read(base + 0x20, 2).unwrap(), 0xabcd);
+    // String MMIO (data_is_ptr requests of type COPY), both directions.
+    let d8 = data(512, 7);
+    g.rep_movs_to(base + 0x100, 8, &d8, false).unwrap();
+    assert_eq!(g.rep_movs_from(base + 0x100, 8, 64, false).unwrap(), d8);
+    let d4 = data(256, 9);
+    g.rep_movs_to(base + 0x800, 4, &d4, true).unwrap();
+    assert_eq!(g.rep_movs_from(base + 0x800, 4, 64, true).unwrap(), d4);
+    let stats = finish(stop, h);
+    report!("pci test: {stats:?}, bar accesses {}", pci.lock().unwrap().bar_accesses);
+    assert!(stats.pci_config >= 8 && stats.mmio >= 5, "{stats:?}");
+}
+
+/// Records MMIO writes.
+#[derive(Default)]
+struct WriteLog {
+    writes: Vec<(u64, u8, u64)>,
+}
+
+impl Device for WriteLog {
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+        self.writes.push((addr, size, value));
+    }
+    fn mmio_read(&mut self, _addr: u64, _size: u8) -> u64 {
+        0
+    }
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_eight_byte_vga_window_write_arrives_through_the_buffered_ring() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let log = Arc::new(Mutex::new(WriteLog::default()));
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Atomic)
+        .device(log.clone(), [Claim::Mmio(mmio::VGA_WINDOW)])
+        .build()
+        .unwrap();
+    let (stop, h) = spawn(server);
+    // Xen 4.17's stdvga intercept sends single writes to 0xa0000-0xbffff as buffered ioreqs.
+    g.mem_write(0xa_0008, 0x0102_0304_0506_0708, 8).unwrap();
+    g.mem_write(0xa_0010, 0x99, 1).unwrap();
+    g.mem_write(0xb_fffc, 0xdead_beef, 4).unwrap();
+    // A read afterwards is synchronous: the loop drains the ring before serving it.
+    let _ = g.mem_read(0xa_0000, 4).unwrap();
+    let t0 = Instant::now();
+    while log.lock().unwrap().writes.len() < 3 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = finish(stop, h);
+    let w = log.lock().unwrap().writes.clone();
+    report!("buffered test: writes {w:x?}, {stats:?}");
+    assert_eq!(
+        w,
+        vec![
+            (0xa_0008, 8, 0x0102_0304_0506_0708),
+            (0xa_0010, 1, 0x99),
+            (0xb_fffc, 4, 0xdead_beef)
+        ]
+    );
+    assert_eq!(stats.buffered, 3, "the three writes came through the ring: {stats:?}");
+}
+
+/// Counts writes per port.
+#[derive(Default)]
+struct Counter {
+    per_port: [u64; 2],
+    last: [u32; 2],
+}
+
+impl Device for Counter {
+    fn port_write(&mut self, port: u16, _size: u8, value: u32) {
+        let i = usize::from(port & 1);
+        self.per_port[i] += 1;
+        self.last[i] = value;
+    }
+    fn port_read(&mut self, port: u16, _size: u8) -> u32 {
+        self.last[usize::from(port & 1)]
+    }
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_two_vcpus_are_served_concurrently() {
+    require_xen();
+    let g = TestGuest::start(GuestConfig::hvm().vcpus(2)).unwrap();
+    let ctr = Arc::new(Mutex::new(Counter::default()));
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Off)
+        .device(ctr.clone(), [Claim::Ports(0x520..=0x521)])
+        .build()
+        .unwrap();
+    assert_eq!(server.vcpus(), 2);
+    let (stop, h) = spawn(server);
+    const N: u32 = 200;
+    std::thread::scope(|s| {
+        for vcpu in 0..2usize {
+            let g = &g;
+            s.spawn(move || {
+                let port = 0x520 + vcpu as u64;
+                for i in 0..N {
+                    g.command_on(vcpu, p::OP_PORT_OUT, [port, u64::from(i), 4, 0, 0, 0])
+                        .unwrap();
+                }
+                let r = g
+                    .command_on(vcpu, p::OP_PORT_IN, [port, 0, 4, 0, 0, 0])
+                    .unwrap();
+                assert_eq!(r.result as u32, N - 1);
+            });
+        }
+    });
+    let stats = finish(stop, h);
+    let c = ctr.lock().unwrap();
+    report!("two vCPUs: per port {:?}, {stats:?}", c.per_port);
+    assert_eq!(c.per_port, [u64::from(N), u64::from(N)]);
+}
+
+/// A port whose reads take a while (so a stop request comes while one is in flight).
+struct Slow;
+
+impl Device for Slow {
+    fn port_read(&mut self, _port: u16, _size: u8) -> u32 {
+        std::thread::sleep(Duration::from_millis(300));
+        0x1234
+    }
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_stopping_the_loop_releases_the_guest() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Off)
+        .device(Slow, [Claim::Ports(0x530..=0x530)])
+        .build()
+        .unwrap();
+    let (stop, h) = spawn(server);
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            stop.stop();
+        })
+    };
+    // The guest's `in` is in flight when the stop comes: it still gets its answer.
+    assert_eq!(g.port_in(0x530, 2).unwrap(), 0x1234);
+    stopper.join().unwrap();
+    let t0 = Instant::now();
+    let stats = finish(stop, h);
+    report!("stop: loop returned and server dropped in {:?}; {stats:?}", t0.elapsed());
+    // The server is gone: the port is nobody's now and the guest goes on.
+    assert_eq!(g.port_in(0x530, 2).unwrap(), 0xffff);
+    g.ping().unwrap();
+    let t0 = Instant::now();
+    g.into_guest().destroy().unwrap();
+    report!("guest destroyed in {:?}", t0.elapsed());
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_async_loop_serves_and_stops() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let fifo = Arc::new(Mutex::new(Fifo::default()));
+    let mut server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Off)
+        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT)])
+        .build()
+        .unwrap();
+    let stop = server.stop_handle();
+    let h = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let r = rt.block_on(server.run_async());
+        (r, server.stats())
+    });
+    let d = data(1000, 3);
+    g.rep_outs(FIFO_PORT, 1, &d, false).unwrap();
+    assert_eq!(g.rep_ins(FIFO_PORT, 1, 1000, false).unwrap(), d);
+    stop.stop();
+    let (r, stats) = h.join().unwrap();
+    r.unwrap();
+    report!("async: {stats:?}");
+    assert!(stats.port >= 2);
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_requests_per_second() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let ctr = Arc::new(Mutex::new(Counter::default()));
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Off)
+        .device(ctr.clone(), [Claim::Ports(0x520..=0x521)])
+        .build()
+        .unwrap();
+    let (stop, h) = spawn(server);
+    g.set_flags(p::FLAG_SPIN);
+    // Each mailbox command does one `out`: the rate includes the mailbox round trip.
+    const N: u32 = 2000;
+    let t0 = Instant::now();
+    for i in 0..N {
+        g.port_out(0x520, i, 4).unwrap();
+    }
+    let out_rate = f64::from(N) / t0.elapsed().as_secs_f64();
+    // One `rep outsb` of 4096 bytes = one request with 4096 device accesses.
+    let d = data(4096, 1);
+    let t0 = Instant::now();
+    for _ in 0..50 {
+        g.rep_outs(0x520, 1, &d, false).unwrap();
+    }
+    let rep_secs = t0.elapsed().as_secs_f64();
+    g.set_flags(0);
+    let stats = finish(stop, h);
+    report!(
+        "rate: {out_rate:.0} out requests/s (one per mailbox command, guest spinning); \
+         rep outsb 4 KiB: {:.1} MB/s; {stats:?}",
+        50.0 * 4096.0 / rep_secs / 1e6
+    );
+}

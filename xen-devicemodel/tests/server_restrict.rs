@@ -1,0 +1,59 @@
+//! After `restrict_all` (a process-wide, permanent privilege drop, hence its own test
+//! executable) the ioreq-server loop keeps serving the guest.
+#![allow(missing_docs)]
+
+use std::sync::{Arc, Mutex};
+
+use xen_devicemodel::server::{Claim, Device, ServerBuilder};
+use xen_devicemodel::{BufIoreqMode, DeviceModel, DomId};
+use xen_testkit::{require_xen, TestGuest};
+
+#[derive(Default)]
+struct Echo(u32);
+
+impl Device for Echo {
+    fn port_write(&mut self, _port: u16, _size: u8, value: u32) {
+        self.0 = value;
+    }
+    fn port_read(&mut self, _port: u16, _size: u8) -> u32 {
+        self.0 ^ 0xffff
+    }
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_loop_serves_after_restrict_all() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let dom = DomId::new(g.domid());
+    let echo = Arc::new(Mutex::new(Echo::default()));
+    let mut server = ServerBuilder::new(dom)
+        .buffered(BufIoreqMode::Atomic)
+        .device(echo.clone(), [Claim::Ports(0x540..=0x541)])
+        .restrict(true)
+        .build()
+        .unwrap();
+    assert_eq!(server.device_model().restricted_to(), Some(dom));
+    // The server's own handle now refuses other domains (dom0 here).
+    let e = server.device_model().nr_vcpus(DomId::new(0)).unwrap_err();
+    eprintln!("xen-devicemodel server: restricted handle on d0: {e}");
+    // A fresh handle is not restricted; the server's is.
+    let _ = DeviceModel::open().unwrap();
+    let stop = server.stop_handle();
+    let h = std::thread::spawn(move || {
+        let r = server.run();
+        (r, server.stats())
+    });
+    for v in [0x1111u32, 0x2222, 0x3333] {
+        g.port_out(0x540, v, 2).unwrap();
+        assert_eq!(g.port_in(0x540, 2).unwrap(), v ^ 0xffff);
+    }
+    let d: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    g.rep_outs(0x541, 1, &d, false).unwrap(); // data_is_ptr: guest memory mapped after restrict
+    assert_eq!(echo.lock().unwrap().0, 299 & 0xff);
+    stop.stop();
+    let (r, stats) = h.join().unwrap();
+    r.unwrap();
+    eprintln!("xen-devicemodel server: after restrict_all: {stats:?}");
+    assert!(stats.port >= 7, "{stats:?}");
+}
