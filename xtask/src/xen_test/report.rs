@@ -138,6 +138,21 @@ fn is_xen_chatter(line: &str) -> bool {
     !guest
 }
 
+/// Kernel lines worth showing in quiet mode: a dom0 process crashed or was killed (the tests'
+/// own output then only says "signal 11" or "killed").
+fn is_notable_kernel(line: &str) -> bool {
+    is_kernel(line)
+        && [
+            "segfault at",
+            "traps: ",
+            "Out of memory",
+            "oom-kill",
+            "Killed process",
+        ]
+        .iter()
+        .any(|p| line.contains(p))
+}
+
 /// Whether a line is libtest's `running N test(s)` header.
 fn is_libtest_header(line: &str) -> bool {
     line.trim_end()
@@ -213,7 +228,7 @@ impl Transcript {
                 self.runs[i].libtest = true;
             }
         }
-        !(is_xen_chatter(line) || is_kernel(line))
+        !(is_xen_chatter(line) || is_kernel(line)) || is_notable_kernel(line)
     }
 }
 
@@ -433,6 +448,11 @@ bench: something 12 ns/call\n\
             .any(|l| l.starts_with("(XEN)") || l.starts_with("[ ")));
         assert!(shown.contains(&"test x ... ok"));
         assert!(shown.contains(&"=== xen-test: begin a.lib.a"));
+        assert!(
+            t.feed("[  270.7] xl[563]: segfault at 9e9f8 ip 00007fcd88b4bb9b error 4 in libc.so.6")
+        );
+        assert!(t.feed("[  300.1] Out of memory: Killed process 77 (machine)"));
+        assert!(!t.feed("[  300.2] xen:grant_table: Grant tables using version 1 layout"));
     }
 
     #[test]
