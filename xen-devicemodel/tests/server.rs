@@ -70,7 +70,10 @@ fn server_seabios_prints_through_our_devices() {
     let pci = Arc::new(Mutex::new(pci::PciBus::new()));
     let server = ServerBuilder::new(DomId::new(g.domid()))
         .buffered(BufIoreqMode::Atomic)
-        .device(debugcon::DebugCon::new(tx.clone()), debugcon::DebugCon::claims())
+        .device(
+            debugcon::DebugCon::new(tx.clone()),
+            debugcon::DebugCon::claims(),
+        )
         .device(serial::Serial::new(tx), serial::Serial::claims())
         .device(pci.clone(), pci::PciBus::claims())
         .device(windows.clone(), mmio::EmptyWindows::claims())
@@ -106,13 +109,48 @@ fn server_seabios_prints_through_our_devices() {
         "seabios run: served: {stats} in {secs:.2} s ({:.0} req/s)",
         stats.total() as f64 / secs
     );
+    report!(
+        "option ROM reads {}, ROM BAR {:x?}",
+        pci.rom_reads,
+        pci.rom()
+    );
+    let via = |src: &str, t: &str| lines.iter().any(|l| l.source == src && l.text.contains(t));
+    // The banner through the debug console (SeaBIOS's log, before it moves it to Xen's
+    // port 0xe9) and through the UART (its screen output, via our option ROM).
     assert!(
-        lines.iter().any(|l| l.text.contains("SeaBIOS (version")),
-        "no SeaBIOS banner"
+        via("debugcon", "SeaBIOS (version"),
+        "no banner on the debug console"
+    );
+    assert!(
+        via("serial", "SeaBIOS (version"),
+        "no banner on the screen/UART"
     );
     assert!(done, "no 'No bootable device' within 60 s");
+    assert!(via("serial", "No bootable device"));
     assert!(stats.port > 0 && stats.pci_config > 0, "{stats:?}");
-    assert!(stats.mmio + stats.buffered > 0, "no MMIO request: {stats:?}");
+    assert!(stats.mmio > 0, "no MMIO request: {stats:?}");
+    assert!(pci.rom_reads > 0, "the option ROM was not read");
+}
+
+#[test]
+fn option_rom_is_well_formed() {
+    let r = &pci::VGA_ROM;
+    assert_eq!(&r[..3], &[0x55, 0xaa, 1]);
+    assert_eq!(r.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0, "checksum");
+    let pcir = usize::from(u16::from_le_bytes([r[0x18], r[0x19]]));
+    assert_eq!(&r[pcir..pcir + 4], b"PCIR");
+    assert_eq!(
+        u16::from_le_bytes([r[pcir + 4], r[pcir + 5]]),
+        pci::DISPLAY_IDS.0
+    );
+    assert_eq!(
+        u16::from_le_bytes([r[pcir + 6], r[pcir + 7]]),
+        pci::DISPLAY_IDS.1
+    );
+    // The init entry jumps to 0x40; the handler the init installs is at 0x60.
+    assert_eq!(3 + 2 + usize::from(r[4]), 0x40);
+    assert_eq!(&r[0x45..0x4b], &[0xc7, 0x06, 0x40, 0x00, 0x60, 0x00]);
+    assert_eq!(r[0x60 + 13], 0xcf);
 }
 
 // ---- the test guest ----
@@ -153,14 +191,19 @@ fn server_rep_outs_and_ins_are_byte_exact_both_ways() {
     let fifo = Arc::new(Mutex::new(Fifo::default()));
     let server = ServerBuilder::new(DomId::new(g.domid()))
         .buffered(BufIoreqMode::Off)
-        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT)])
+        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
         .build()
         .unwrap();
     let (stop, h) = spawn(server);
-    for (size, n, backwards) in [(1u8, 4096usize, false), (2, 2000, true), (4, 4096, false), (1, 777, true)] {
+    for (size, n, backwards) in [
+        (1u8, 4096usize, false),
+        (2, 2000, true),
+        (4, 4096, false),
+        (1, 777, true),
+    ] {
         let d = data(n, size.wrapping_add(n as u8));
         g.rep_outs(FIFO_PORT, size, &d, backwards).unwrap();
-        let got: Vec<u8> = fifo.lock().unwrap().q.iter().copied().collect();
+        let got: Vec<u8> = fifo.lock().unwrap().q.drain(..).collect();
         // Backwards, the units reach the port last-first.
         let mut want: Vec<u8> = Vec::new();
         let units: Vec<&[u8]> = d.chunks(usize::from(size)).collect();
@@ -169,12 +212,32 @@ fn server_rep_outs_and_ins_are_byte_exact_both_ways() {
         } else {
             units.iter().for_each(|u| want.extend_from_slice(u));
         }
-        assert_eq!(got, want, "rep outs size {size} n {n} backwards {backwards}");
+        assert!(
+            got == want,
+            "rep outs size {size} n {n} backwards {backwards}: got {} bytes, first {:02x?}, want first {:02x?}",
+            got.len(),
+            &got[..got.len().min(8)],
+            &want[..8]
+        );
+        // Put the units back in the order the guest sent them, for the way back.
+        fifo.lock().unwrap().q.extend(want.iter().copied());
         // Reading back in the same direction restores the buffer order.
         let back = g
             .rep_ins(FIFO_PORT, size, n / usize::from(size), backwards)
             .unwrap();
-        assert_eq!(back, d, "rep ins size {size} n {n} backwards {backwards}");
+        // Backwards, the first unit read lands at the end of the buffer.
+        let mut expect: Vec<u8> = Vec::new();
+        let wu: Vec<&[u8]> = want.chunks(usize::from(size)).collect();
+        if backwards {
+            wu.iter().rev().for_each(|u| expect.extend_from_slice(u));
+        } else {
+            wu.iter().for_each(|u| expect.extend_from_slice(u));
+        }
+        assert_eq!(
+            back, expect,
+            "rep ins size {size} n {n} backwards {backwards}"
+        );
+        assert_eq!(back, d);
         assert!(fifo.lock().unwrap().q.is_empty());
     }
     // Plain in/out still answer through the same device.
@@ -207,7 +270,10 @@ fn server_pci_device_config_and_bar_through_our_server() {
     assert_eq!(g.pci_cfg_read(0, 0, 0, 0x0b, 1).unwrap(), 0x06);
     // BAR sizing, then place it and enable memory decoding.
     g.pci_cfg_write(b, d, f, 0x10, 0xffff_ffff, 4).unwrap();
-    assert_eq!(g.pci_cfg_read(b, d, f, 0x10, 4).unwrap(), !(pci::BAR_SIZE - 1));
+    assert_eq!(
+        g.pci_cfg_read(b, d, f, 0x10, 4).unwrap(),
+        !(pci::BAR_SIZE - 1)
+    );
     let bar = 0xf000_0000u32;
     g.pci_cfg_write(b, d, f, 0x10, bar, 4).unwrap();
     g.pci_cfg_write(b, d, f, 0x04, 0x2, 2).unwrap();
@@ -226,7 +292,10 @@ fn server_pci_device_config_and_bar_through_our_server() {
     g.rep_movs_to(base + 0x800, 4, &d4, true).unwrap();
     assert_eq!(g.rep_movs_from(base + 0x800, 4, 64, true).unwrap(), d4);
     let stats = finish(stop, h);
-    report!("pci test: {stats:?}, bar accesses {}", pci.lock().unwrap().bar_accesses);
+    report!(
+        "pci test: {stats:?}, bar accesses {}",
+        pci.lock().unwrap().bar_accesses
+    );
     assert!(stats.pci_config >= 8 && stats.mmio >= 5, "{stats:?}");
 }
 
@@ -278,7 +347,10 @@ fn server_eight_byte_vga_window_write_arrives_through_the_buffered_ring() {
             (0xb_fffc, 4, 0xdead_beef)
         ]
     );
-    assert_eq!(stats.buffered, 3, "the three writes came through the ring: {stats:?}");
+    assert_eq!(
+        stats.buffered, 3,
+        "the three writes came through the ring: {stats:?}"
+    );
 }
 
 /// Counts writes per port.
@@ -290,12 +362,12 @@ struct Counter {
 
 impl Device for Counter {
     fn port_write(&mut self, port: u16, _size: u8, value: u32) {
-        let i = usize::from(port & 1);
+        let i = usize::from((port >> 2) & 1);
         self.per_port[i] += 1;
         self.last[i] = value;
     }
     fn port_read(&mut self, port: u16, _size: u8) -> u32 {
-        self.last[usize::from(port & 1)]
+        self.last[usize::from((port >> 2) & 1)]
     }
 }
 
@@ -307,7 +379,7 @@ fn server_two_vcpus_are_served_concurrently() {
     let ctr = Arc::new(Mutex::new(Counter::default()));
     let server = ServerBuilder::new(DomId::new(g.domid()))
         .buffered(BufIoreqMode::Off)
-        .device(ctr.clone(), [Claim::Ports(0x520..=0x521)])
+        .device(ctr.clone(), [Claim::Ports(0x520..=0x527)])
         .build()
         .unwrap();
     assert_eq!(server.vcpus(), 2);
@@ -317,7 +389,7 @@ fn server_two_vcpus_are_served_concurrently() {
         for vcpu in 0..2usize {
             let g = &g;
             s.spawn(move || {
-                let port = 0x520 + vcpu as u64;
+                let port = 0x520 + 4 * vcpu as u64;
                 for i in 0..N {
                     g.command_on(vcpu, p::OP_PORT_OUT, [port, u64::from(i), 4, 0, 0, 0])
                         .unwrap();
@@ -325,7 +397,7 @@ fn server_two_vcpus_are_served_concurrently() {
                 let r = g
                     .command_on(vcpu, p::OP_PORT_IN, [port, 0, 4, 0, 0, 0])
                     .unwrap();
-                assert_eq!(r.result as u32, N - 1);
+                assert_eq!(r.result as u32, N - 1, "vCPU {vcpu}");
             });
         }
     });
@@ -352,7 +424,7 @@ fn server_stopping_the_loop_releases_the_guest() {
     let g = TestGuest::hvm().unwrap();
     let server = ServerBuilder::new(DomId::new(g.domid()))
         .buffered(BufIoreqMode::Off)
-        .device(Slow, [Claim::Ports(0x530..=0x530)])
+        .device(Slow, [Claim::Ports(0x530..=0x531)])
         .build()
         .unwrap();
     let (stop, h) = spawn(server);
@@ -368,7 +440,10 @@ fn server_stopping_the_loop_releases_the_guest() {
     stopper.join().unwrap();
     let t0 = Instant::now();
     let stats = finish(stop, h);
-    report!("stop: loop returned and server dropped in {:?}; {stats:?}", t0.elapsed());
+    report!(
+        "stop: loop returned and server dropped in {:?}; {stats:?}",
+        t0.elapsed()
+    );
     // The server is gone: the port is nobody's now and the guest goes on.
     assert_eq!(g.port_in(0x530, 2).unwrap(), 0xffff);
     g.ping().unwrap();
@@ -385,7 +460,7 @@ fn server_async_loop_serves_and_stops() {
     let fifo = Arc::new(Mutex::new(Fifo::default()));
     let mut server = ServerBuilder::new(DomId::new(g.domid()))
         .buffered(BufIoreqMode::Off)
-        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT)])
+        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
         .build()
         .unwrap();
     let stop = server.stop_handle();
@@ -415,7 +490,7 @@ fn server_requests_per_second() {
     let ctr = Arc::new(Mutex::new(Counter::default()));
     let server = ServerBuilder::new(DomId::new(g.domid()))
         .buffered(BufIoreqMode::Off)
-        .device(ctr.clone(), [Claim::Ports(0x520..=0x521)])
+        .device(ctr.clone(), [Claim::Ports(0x520..=0x527)])
         .build()
         .unwrap();
     let (stop, h) = spawn(server);

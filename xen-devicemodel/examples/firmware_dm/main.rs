@@ -1,6 +1,12 @@
 //! `firmware_dm`: a small device model, in Rust, for an HVM guest running Xen's hvmloader and
-//! SeaBIOS — a debug console (port 0x402), a 16550 UART (0x3f8), a PCI host bridge with one
-//! test device, and the empty TPM/VGA windows firmware probes.
+//! SeaBIOS — a debug console (port 0x402), a 16550 UART (0x3f8), a PCI host bridge, a display
+//! controller whose option ROM prints SeaBIOS's screen output to the UART, a test device
+//! with a BAR, and the empty TPM/VGA windows firmware probes.
+//!
+//! On Xen, SeaBIOS writes only its first log lines to port 0x402: once it has found Xen it
+//! moves its log to port 0xe9, which Xen itself handles (`xl dmesg`). Its screen output
+//! (banner, "Booting from ...", "No bootable device") comes through the option ROM and the
+//! UART.
 //!
 //! ```text
 //! firmware_dm <domid> [--until TEXT] [--timeout SECS] [--restrict] [--verbose]
@@ -51,7 +57,9 @@ struct Args {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: firmware_dm <domid> [--until TEXT] [--timeout SECS] [--restrict] [--verbose]");
+    eprintln!(
+        "usage: firmware_dm <domid> [--until TEXT] [--timeout SECS] [--restrict] [--verbose]"
+    );
     ExitCode::from(1)
 }
 
@@ -82,7 +90,12 @@ fn main() -> ExitCode {
     };
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: installs a handler that only stores to an atomic (async-signal-safe).
-        unsafe { libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
     }
 
     let (tx, rx) = mpsc::channel();
@@ -90,7 +103,10 @@ fn main() -> ExitCode {
     let pci = Arc::new(Mutex::new(pci::PciBus::new()));
     let built = ServerBuilder::new(DomId::new(args.domid))
         .buffered(BufIoreqMode::Atomic)
-        .device(debugcon::DebugCon::new(tx.clone()), debugcon::DebugCon::claims())
+        .device(
+            debugcon::DebugCon::new(tx.clone()),
+            debugcon::DebugCon::claims(),
+        )
         .device(serial::Serial::new(tx), serial::Serial::claims())
         .device(pci.clone(), pci::PciBus::claims())
         .device(windows.clone(), mmio::EmptyWindows::claims())
@@ -122,7 +138,11 @@ fn main() -> ExitCode {
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(line) => {
-                let tag = if line.source == "serial" { "guest/serial" } else { "guest" };
+                let tag = if line.source == "serial" {
+                    "guest/serial"
+                } else {
+                    "guest"
+                };
                 println!("{tag}| {}", line.text);
                 if let Some(t) = &args.until {
                     if line.text.contains(t.as_str()) {
@@ -160,16 +180,19 @@ fn main() -> ExitCode {
         for a in &w.first {
             eprintln!(
                 "firmware_dm: mmio {} {:#x} size {}",
-                a.write.map_or("read".into(), |v| format!("write {v:#x} to")),
+                a.write
+                    .map_or("read".into(), |v| format!("write {v:#x} to")),
                 a.addr,
                 a.size
             );
         }
         let p = pci.lock().unwrap_or_else(|p| p.into_inner());
         eprintln!(
-            "firmware_dm: pci config accesses {}, test device BAR0 {:x?}",
+            "firmware_dm: pci config accesses {}, test device BAR0 {:x?}, option ROM at {:x?} read {} times",
             p.config_accesses,
-            p.bar0()
+            p.bar0(),
+            p.rom(),
+            p.rom_reads
         );
     }
     println!(
