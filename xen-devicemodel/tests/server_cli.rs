@@ -76,10 +76,13 @@ fn run_dm(args: &[&str], term_after: Option<Duration>) -> Run {
     let mut ready_after = Duration::ZERO;
     let mut unpaused_at = None;
     let mut code = None;
-    while t0.elapsed() < Duration::from_secs(90) {
+    while t0.elapsed() < Duration::from_secs(45) {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(l) => {
-                if l.starts_with("firmware_dm: ") && l.ends_with("ready") && unpaused_at.is_none() {
+                if l.contains("firmware_dm: serving")
+                    && l.ends_with("ready")
+                    && unpaused_at.is_none()
+                {
                     ready_after = t0.elapsed();
                     g.unpause().unwrap();
                     unpaused_at = Some(Instant::now());

@@ -507,6 +507,9 @@ pub struct Server {
 // the Server owns and moves with it; nothing else in it is tied to a thread.
 unsafe impl Send for Server {}
 
+/// Bytes of guest memory copied at a time for `data_is_ptr` requests (on the stack).
+const COPY_CHUNK: usize = 512;
+
 /// How many ports one wake-up reads at most (on the stack).
 const PORTS_PER_READ: usize = 64;
 
@@ -826,26 +829,46 @@ impl Server {
             }
             return None;
         }
-        for i in 0..count {
-            let off = u64::from(i).wrapping_mul(step);
-            let gpa = if req.df {
-                req.data.wrapping_sub(off)
+        // Through guest memory, a chunk of elements per copy (on the stack): the chunk's
+        // bytes are contiguous in guest memory, lowest address first; with the direction
+        // flag set, element i0 is the highest of them.
+        let n = usize::from(size);
+        let per = (COPY_CHUNK / n) as u32;
+        let mut i0 = 0u32;
+        while i0 < count {
+            let k = (count - i0).min(per);
+            let len = k as usize * n;
+            let first = u64::from(i0).wrapping_mul(step);
+            let lo = if req.df {
+                req.data
+                    .wrapping_sub(first)
+                    .wrapping_sub(u64::from(k - 1).wrapping_mul(step))
             } else {
-                req.data.wrapping_add(off)
+                req.data.wrapping_add(first)
             };
-            let n = usize::from(size);
+            let pos = |j: u32| (if req.df { k - 1 - j } else { j }) as usize * n;
+            let mut buf = [0u8; COPY_CHUNK];
             if req.read {
-                let v = dev_read(self, at(i));
-                if self.mem.write(gpa, &v.to_le_bytes()[..n]).is_err() {
+                for j in 0..k {
+                    let v = dev_read(self, at(i0 + j));
+                    let p = pos(j);
+                    buf[p..p + n].copy_from_slice(&v.to_le_bytes()[..n]);
+                }
+                if self.mem.write(lo, &buf[..len]).is_err() {
                     self.stats.memory_errors += 1;
                 }
             } else {
-                let mut b = [0u8; 8];
-                if self.mem.read(gpa, &mut b[..n]).is_err() {
+                if self.mem.read(lo, &mut buf[..len]).is_err() {
                     self.stats.memory_errors += 1;
                 }
-                dev_write(self, at(i), u64::from_le_bytes(b));
+                for j in 0..k {
+                    let p = pos(j);
+                    let mut b = [0u8; 8];
+                    b[..n].copy_from_slice(&buf[p..p + n]);
+                    dev_write(self, at(i0 + j), u64::from_le_bytes(b));
+                }
             }
+            i0 += k;
         }
         None
     }
