@@ -517,3 +517,39 @@ fn server_requests_per_second() {
         50.0 * 4096.0 / rep_secs / 1e6
     );
 }
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn server_mapcache_invalidate_is_acknowledged() {
+    require_xen();
+    let g = TestGuest::hvm().unwrap();
+    let fifo = Arc::new(Mutex::new(Fifo::default()));
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(BufIoreqMode::Atomic)
+        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
+        .build()
+        .unwrap();
+    let (stop, h) = spawn(server);
+    // The guest gives a scratch frame back (XENMEM_decrease_reservation): Xen then asks every
+    // ioreq server to drop its guest-memory mappings (IOREQ_TYPE_INVALIDATE) before the vCPU
+    // goes on. If the loop did not answer it, the guest's hypercall would never return.
+    let base = p::data_gfn(0) << 12;
+    let mut arg = Vec::new();
+    arg.extend_from_slice(&0x11fu64.to_le_bytes()); // the extent list: one gfn
+    arg.extend_from_slice(&base.to_le_bytes()); // xen_memory_reservation.extent_start
+    arg.extend_from_slice(&1u64.to_le_bytes()); // nr_extents
+    arg.extend_from_slice(&0u32.to_le_bytes()); // extent_order
+    arg.extend_from_slice(&0u32.to_le_bytes()); // mem_flags
+    arg.extend_from_slice(&0x7ff0u16.to_le_bytes()); // domid: DOMID_SELF
+    arg.extend_from_slice(&[0u8; 6]);
+    assert_eq!(g.write_data(&arg).unwrap(), base);
+    let rc = g.hypercall(12, [1, base + 8, 0, 0, 0]).unwrap(); // memory_op(decrease_reservation)
+    assert_eq!(rc, 1, "one extent released");
+    // The next request still works (and data_is_ptr maps guest memory afresh).
+    let d = data(100, 5);
+    g.rep_outs(FIFO_PORT, 1, &d, false).unwrap();
+    assert_eq!(g.rep_ins(FIFO_PORT, 1, 100, false).unwrap(), d);
+    let stats = finish(stop, h);
+    report!("invalidate: {stats:?}");
+    assert!(stats.invalidate >= 1, "{stats:?}");
+}

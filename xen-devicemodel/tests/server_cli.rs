@@ -25,6 +25,13 @@ use std::time::{Duration, Instant};
 
 use xen_testkit::{require_xen, Guest, GuestConfig};
 
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "xen-devicemodel server_cli: {}", format!($($t)*));
+    }};
+}
+
 const ARGS_ENV: &str = "FIRMWARE_DM_ARGS";
 
 /// Runs as `firmware_dm` when the environment says so (the parent test sets it); otherwise
@@ -52,7 +59,7 @@ fn run_dm(args: &[&str], term_after: Option<Duration>) -> Run {
     let domid = g.domid().to_string();
     let mut all = vec![domid.as_str()];
     all.extend_from_slice(args);
-    eprintln!("firmware_dm {}", all.join(" "));
+    report!("command: firmware_dm {}", all.join(" "));
     let t0 = Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -87,7 +94,7 @@ fn run_dm(args: &[&str], term_after: Option<Duration>) -> Run {
                     g.unpause().unwrap();
                     unpaused_at = Some(Instant::now());
                 }
-                eprintln!("  {l}");
+                report!("  {l}");
                 lines.push(l);
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -131,9 +138,11 @@ fn server_firmware_dm_until_no_bootable_device_restricted() {
         ],
         None,
     );
-    eprintln!(
-        "xen-devicemodel server_cli: ready {:?} after spawn, exit {:?} after {:?}",
-        r.ready_after, r.code, r.total
+    report!(
+        "ready {:?} after spawn, exit {:?} after {:?}",
+        r.ready_after,
+        r.code,
+        r.total
     );
     assert_eq!(r.code, Some(0));
     let has = |p: &str| r.lines.iter().any(|l| l.starts_with(p));
@@ -144,7 +153,7 @@ fn server_firmware_dm_until_no_bootable_device_restricted() {
     assert!(has("guest/serial| SeaBIOS (version"));
     assert!(has("guest/serial| No bootable device"));
     let served = r.lines.iter().find(|l| l.starts_with("served: ")).unwrap();
-    eprintln!("xen-devicemodel server_cli: {served}");
+    report!("{served}");
     for kind in ["port=", "mmio=", "pci-config="] {
         let n: u64 = served
             .split(kind)
@@ -161,11 +170,11 @@ fn server_firmware_dm_until_no_bootable_device_restricted() {
 fn server_firmware_dm_stops_on_sigterm_and_times_out() {
     require_xen();
     let r = run_dm(&[], Some(Duration::from_secs(2)));
-    eprintln!("xen-devicemodel server_cli: SIGTERM run exit {:?}", r.code);
+    report!("SIGTERM run exit {:?}", r.code);
     assert_eq!(r.code, Some(0));
     assert!(r.lines.iter().any(|l| l.starts_with("served: ")));
     let r = run_dm(&["--until", "never printed", "--timeout", "3"], None);
-    eprintln!("xen-devicemodel server_cli: timeout run exit {:?}", r.code);
+    report!("timeout run exit {:?}", r.code);
     assert_eq!(r.code, Some(2));
     assert!(r.lines.iter().any(|l| l.starts_with("served: ")));
 }
