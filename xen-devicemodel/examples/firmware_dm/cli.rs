@@ -166,5 +166,13 @@ pub fn run(args: impl Iterator<Item = String>) -> u8 {
         "served: {stats} in {secs:.2} s ({:.0} req/s)",
         stats.total() as f64 / secs.max(1e-9)
     );
+    if args.verbose {
+        eprintln!(
+            "firmware_dm: {} wake-ups, {} notifies, loop's own time {:.1} us per request",
+            stats.wakeups,
+            stats.notifies,
+            stats.busy_ns as f64 / stats.total().max(1) as f64 / 1e3
+        );
+    }
     code
 }
