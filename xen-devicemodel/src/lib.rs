@@ -50,11 +50,21 @@
 //!   dom0 (`EPERM`).
 //! - `vram` (experimental, off by default): [`VramRegion`], a video-memory region built on
 //!   `relocate_memory`, `pin_memory_cacheattr` and `track_dirty_vram`.
-//! - `server` (off by default): the ioreq-server runtime in [`server`](crate::server) — a
+//! - `server` (off by default): the ioreq-server runtime in [`server`] — a
 //!   `Device` trait, a `Server` that sets up an ioreq server from a domain id and runs the
 //!   request loop (pulls in `xen-foreignmemory` and `xen-evtchn`). `examples/firmware_dm`
 //!   serves hvmloader + SeaBIOS with it.
 //! - `tokio` (implies `server`): `Server::run_async`.
+//!
+//! # Device models (feature `server`)
+//! [`server`] is the loop a device model needs: implement `server::Device` (port, MMIO and
+//! PCI-config reads and writes) for your device, register it for its ranges with
+//! `server::ServerBuilder`, and `Server::run` (or `run_async` with `tokio`) takes the guest's
+//! requests from Xen and answers them — synchronous slots, `rep`/`data_is_ptr` requests,
+//! the buffered ring, several vCPUs, an optional privilege drop, and a stop handle.
+//! `examples/firmware_dm` serves Xen's hvmloader and SeaBIOS with a debug console, a UART, a
+//! PCI host bridge and two PCI devices:
+//! `cargo build -p xen-devicemodel --features server --example firmware_dm`.
 //!
 //! # Restriction
 //! [`DeviceModel::restrict`] (or [`xen_hypercall::restrict_all`]) limits the handle to one
