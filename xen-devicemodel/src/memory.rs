@@ -284,8 +284,9 @@ impl DeviceModel {
     }
 
     /// Puts an HVM guest into ACPI S3 (suspend to RAM): `HVMOP_set_param` of
-    /// `HVM_PARAM_ACPI_S_STATE` = 3. Xen pauses the guest and resets its vCPUs and platform
-    /// timers; [`DeviceModel::s3_awaken`] resumes it at its firmware's reset vector.
+    /// `HVM_PARAM_ACPI_S_STATE` = 3: Xen puts the guest to sleep as real hardware would
+    /// (its vCPUs lose their state, as on a real S3 entry, so the guest's firmware must handle
+    /// the wake-up); [`DeviceModel::s3_awaken`] wakes it.
     ///
     /// **Not a dm_op**: fails with `EPERM` before any syscall on a restricted handle.
     pub fn s3_suspend(&self, dom: DomId) -> Result<()> {
