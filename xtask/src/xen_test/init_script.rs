@@ -16,7 +16,7 @@
 pub const INIT_MARKER: &str = "=== xen-test: dom0 init started";
 /// Printed before an executable runs, followed by its name.
 pub const BEGIN_MARKER: &str = "=== xen-test: begin ";
-/// Printed after an executable ran: `<name> exit <status>`.
+/// Printed after an executable ran: `<name> exit <status> after <seconds> s`.
 pub const END_MARKER: &str = "=== xen-test: end ";
 /// Printed after an executable that left guests behind, followed by its name.
 pub const LEFTOVER_MARKER: &str = "xen-test: warning: ";
@@ -144,7 +144,7 @@ pub fn run_tests(cfg: &InitConfig) -> String {
         cfg.exe_timeout_secs
     );
     s += "    fi\n";
-    s += &format!("    echo \"{END_MARKER}$1 exit $rc\"\n");
+    s += &format!("    echo \"{END_MARKER}$1 exit $rc after $(( $(date +%s) - start )) s\"\n");
     s += "    [ $rc -eq 0 ] || fail=1\n";
     s += "    cleanup \"$1\"\n";
     s += "}\n";

@@ -192,6 +192,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         };
     }
 
+    let slow = report::slowest(&outcome.transcript, 5);
+    if !slow.is_empty() {
+        eprintln!("xen-test: slowest executables: {}", slow.join(", "));
+    }
     let verdict = report::verdict(&outcome.transcript, &names, &outcome.problems);
     for r in &verdict.reasons {
         println!("xen-test: FAILED: {r}");

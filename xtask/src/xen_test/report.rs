@@ -67,6 +67,8 @@ pub struct ExeRun {
     pub summary: Option<Summary>,
     /// It printed libtest's `running N tests` header (it is a libtest harness).
     pub libtest: bool,
+    /// How long it ran (whole seconds, measured in dom0).
+    pub seconds: Option<u64>,
 }
 
 /// Signs of a machine-level failure on the console.
@@ -209,9 +211,14 @@ impl Transcript {
             return true;
         }
         if let Some(rest) = line.strip_prefix(END_MARKER) {
-            if let Some((name, code)) = rest.trim().rsplit_once(" exit ") {
+            if let Some((name, tail)) = rest.trim().rsplit_once(" exit ") {
                 if let Some(r) = self.runs.iter_mut().rev().find(|r| r.name == name) {
+                    let (code, secs) = match tail.split_once(" after ") {
+                        Some((c, t)) => (c, t.trim_end_matches(" s").trim().parse().ok()),
+                        None => (tail, None),
+                    };
                     r.exit = code.trim().parse().ok();
+                    r.seconds = secs;
                 }
             }
             self.current = None;
@@ -230,6 +237,20 @@ impl Transcript {
         }
         !(is_xen_chatter(line) || is_kernel(line)) || is_notable_kernel(line)
     }
+}
+
+/// The slowest executables, slowest first, as `name N s` (for keeping the run in its budget).
+pub fn slowest(t: &Transcript, n: usize) -> Vec<String> {
+    let mut v: Vec<(u64, &str)> = t
+        .runs
+        .iter()
+        .filter_map(|r| Some((r.seconds.filter(|&s| s > 0)?, r.name.as_str())))
+        .collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    v.into_iter()
+        .take(n)
+        .map(|(s, name)| format!("{name} {s} s"))
+        .collect()
 }
 
 /// The final counts.
@@ -390,10 +411,10 @@ running 2 tests\n\
 test x ... ok\n\
 [    9.5] xen:privcmd: something\n\
 test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; finished in 0.00s\n\
-=== xen-test: end a.lib.a exit 0\n\
+=== xen-test: end a.lib.a exit 0 after 3 s\n\
 === xen-test: begin b.test.b\n\
 test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
-=== xen-test: end b.test.b exit 101\n\
+=== xen-test: end b.test.b exit 101 after 12 s\n\
 === xen-test: begin c.test.c\n\
 running 1 test\n\
 === xen-test: end c.test.c exit 139\n\
@@ -410,6 +431,9 @@ bench: something 12 ns/call\n\
         assert!(t.runs[0].libtest && !t.runs[3].libtest);
         assert_eq!(t.runs[0].exit, Some(0));
         assert_eq!(t.runs[2].exit, Some(139));
+        assert_eq!(t.runs[1].seconds, Some(12));
+        assert_eq!(t.runs[2].seconds, None);
+        assert_eq!(slowest(&t, 1), ["b.test.b 12 s"]);
         let names: Vec<String> = ["a.lib.a", "b.test.b", "c.test.c", "d.bench.d"]
             .iter()
             .map(|s| s.to_string())
