@@ -331,6 +331,12 @@ fn server_eight_byte_vga_window_write_arrives_through_the_buffered_ring() {
     g.mem_write(0xa_0008, 0x0102_0304_0506_0708, 8).unwrap();
     g.mem_write(0xa_0010, 0x99, 1).unwrap();
     g.mem_write(0xb_fffc, 0xdead_beef, 4).unwrap();
+    // Setting the RTC's seconds (CMOS register 0, outside SET mode) changes the guest's time
+    // offset: Xen broadcasts an IOREQ_TYPE_TIMEOFFSET record through the ring.
+    for secs in [0x15u32, 0x45] {
+        g.port_out(0x70, 0, 1).unwrap();
+        g.port_out(0x71, secs, 1).unwrap();
+    }
     // A read afterwards is synchronous: the loop drains the ring before serving it.
     let _ = g.mem_read(0xa_0000, 4).unwrap();
     let t0 = Instant::now();
@@ -352,6 +358,7 @@ fn server_eight_byte_vga_window_write_arrives_through_the_buffered_ring() {
         stats.buffered, 3,
         "the three writes came through the ring: {stats:?}"
     );
+    assert!(stats.timeoffset >= 1, "RTC offset change: {stats:?}");
 }
 
 /// Counts writes per port.

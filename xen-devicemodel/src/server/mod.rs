@@ -180,11 +180,12 @@ pub struct Stats {
     pub mmio: u64,
     /// PCI configuration requests (`IOREQ_TYPE_PCI_CONFIG`).
     pub pci_config: u64,
-    /// Buffered records taken from the ring.
+    /// Buffered records taken from the ring, except time-offset ones (in `timeoffset`).
     pub buffered: u64,
     /// `IOREQ_TYPE_INVALIDATE` requests.
     pub invalidate: u64,
-    /// `IOREQ_TYPE_TIMEOFFSET` requests.
+    /// `IOREQ_TYPE_TIMEOFFSET` requests (Xen sends them through the buffered ring when the
+    /// guest sets its RTC).
     pub timeoffset: u64,
     /// Requests of any other type (acknowledged, not dispatched).
     pub other: u64,
@@ -724,12 +725,16 @@ pub(crate) struct Dispatch<M> {
 impl<M: GuestMemory> Dispatch<M> {
     fn drain_ring(&mut self, ring: Ring) {
         while let Some(r) = ring.peek() {
-            self.stats.buffered += 1;
+            if r.kind != slot::IOREQ_TYPE_TIMEOFFSET {
+                self.stats.buffered += 1;
+            }
             if !r.read {
                 match r.kind {
                     slot::IOREQ_TYPE_PIO => self.port_write(r.addr as u16, r.size, r.data),
                     slot::IOREQ_TYPE_COPY => self.mmio_write(r.addr, r.size, r.data),
-                    _ => {}
+                    // Xen broadcasts the guest's RTC offset changes through the ring.
+                    slot::IOREQ_TYPE_TIMEOFFSET => self.stats.timeoffset += 1,
+                    _ => self.stats.other += 1,
                 }
             }
             ring.consume(r.slots);
