@@ -538,7 +538,19 @@ fn server_mapcache_invalidate_is_acknowledged() {
         .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
         .build()
         .unwrap();
-    let (stop, h) = spawn(server);
+    // This one serves through run_once, the building block for loops of one's own.
+    let mut server = server;
+    let stop = server.stop_handle();
+    let h = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut r = Ok(());
+            while !stop.is_stopped() && r.is_ok() {
+                r = server.run_once(Duration::from_millis(200)).map(drop);
+            }
+            (r, server)
+        })
+    };
     // The guest gives a scratch frame back (XENMEM_decrease_reservation): Xen then asks every
     // ioreq server to drop its guest-memory mappings (IOREQ_TYPE_INVALIDATE) before the vCPU
     // goes on. If the loop did not answer it, the guest's hypercall would never return.

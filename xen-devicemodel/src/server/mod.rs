@@ -560,7 +560,7 @@ impl Server {
             }
             let n = self.ch.try_pending_many(&mut buf)?.len();
             if n == 0 {
-                self.wait()?;
+                self.wait(-1)?;
                 continue;
             }
             self.serve_ports(&buf[..n])?;
@@ -571,7 +571,12 @@ impl Server {
     /// how many ports were pending (0 on timeout or when stopped). For loops of your own.
     pub fn run_once(&mut self, timeout: std::time::Duration) -> Result<usize> {
         let mut buf = [Port::default(); PORTS_PER_READ];
-        let n = self.ch.pending_many_timeout(&mut buf, timeout)?.len();
+        let mut n = self.ch.try_pending_many(&mut buf)?.len();
+        if n == 0 && !self.stop.flag.load(Ordering::Acquire) {
+            let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+            self.wait(ms)?;
+            n = self.ch.try_pending_many(&mut buf)?.len();
+        }
         if n > 0 {
             self.serve_ports(&buf[..n])?;
         }
@@ -625,8 +630,9 @@ impl Server {
         }
     }
 
-    /// Waits until the event channels or the stop eventfd are readable.
-    fn wait(&self) -> Result<()> {
+    /// Waits until the event channels or the stop eventfd are readable, at most
+    /// `timeout_ms` (-1: no limit).
+    fn wait(&self, timeout_ms: i32) -> Result<()> {
         let mut fds = [
             libc::pollfd {
                 fd: self.ch.as_fd().as_raw_fd(),
@@ -640,7 +646,7 @@ impl Server {
             },
         ];
         // SAFETY: two valid pollfds on the stack, alive across the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
         if r < 0 && Errno::last() != Errno::EINTR {
             return Err(Error::last_os_error("ioreq server poll", Some(self.dom)));
         }
