@@ -48,9 +48,8 @@ pub fn build() -> Result<Vec<Payload>, String> {
         // The host's flags (e.g. from `cargo xtask ci`) are not for bare metal.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    util::run(&mut cargo).map_err(|e| {
-        format!("{e}\n(the test guest needs the {GUEST_TARGET} target: `rustup target add {GUEST_TARGET}`)")
-    })?;
+    util::ensure_rust_target(GUEST_TARGET)?;
+    util::run(&mut cargo)?;
     let elf64 = out_dir.join(GUEST_TARGET).join("release/xen-testkit-guest");
     // One build, three images: each loader gets only the notes it wants. The PVH and PV images stay
     // ELF64; libxc's HVM firmware loader wants ELF32 and refuses images with Xen notes (it takes

@@ -39,3 +39,26 @@ pub fn display(cmd: &Command) -> String {
     }
     s
 }
+
+/// Makes sure the Rust standard library for `target` is installed, adding it with `rustup` when it
+/// is missing (a fresh machine has only the host's). Without rustup, says what to install.
+pub fn ensure_rust_target(target: &str) -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out) if out.status.success() => {
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == target)
+            {
+                return Ok(());
+            }
+            run(Command::new("rustup").args(["target", "add", target]))
+        }
+        _ => Err(format!(
+            "cannot ask rustup whether the {target} target is installed; install it \
+             (`rustup target add {target}`) or a toolchain that has it"
+        )),
+    }
+}
