@@ -62,12 +62,14 @@ const ABSENT: DomId = DomId::new(0x7000);
 const BEYOND: u64 = 0x10_0000;
 
 fn guest() -> &'static TestGuest {
-    static GUEST: OnceLock<TestGuest> = OnceLock::new();
+    // Shared, not stored in the static itself: a static is never dropped, and a guest kept in
+    // one stayed running after the tests. `shared` destroys it when the process exits.
+    static GUEST: OnceLock<&'static TestGuest> = OnceLock::new();
     GUEST.get_or_init(|| {
         require_xen();
         let g = TestGuest::hvm().expect("start the HVM test guest");
         g.set_flags(p::FLAG_QUIET);
-        g
+        g.shared()
     })
 }
 

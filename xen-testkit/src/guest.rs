@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use crate::xl::{self, ListEntry};
@@ -287,6 +288,16 @@ impl Guest {
             .find(|e| e.domid == self.domid && e.name == self.name))
     }
 
+    /// Keeps this guest for the rest of the process and destroys it when the process exits
+    /// (normally or through `std::process::exit`, as the test harness does when a test failed).
+    ///
+    /// For one guest shared by all the tests of an executable, kept in a `static`: a static's
+    /// value is never dropped, so a guest stored in one directly would outlive the test run.
+    pub fn shared(self) -> &'static Guest {
+        destroy_at_exit(self.domid);
+        Box::leak(Box::new(self))
+    }
+
     /// `xl destroy`, reporting failure (dropping destroys too, ignoring errors).
     pub fn destroy(mut self) -> Result<()> {
         self.alive = false;
@@ -303,4 +314,31 @@ impl Drop for Guest {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Domains to destroy when the process exits (see [`Guest::shared`]).
+static AT_EXIT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// Registers `domid` to be destroyed with `xl destroy` when the process exits.
+pub(crate) fn destroy_at_exit(domid: u16) {
+    static HOOK: Once = Once::new();
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(domid);
+    HOOK.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn()` that never unwinds (it catches panics).
+        unsafe { libc::atexit(destroy_registered) };
+    });
+}
+
+extern "C" fn destroy_registered() {
+    let _ = std::panic::catch_unwind(|| {
+        let ids = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids {
+            // The process still maps some of the guest's pages (a test guest's mailbox): the
+            // domain stays dying until the exit that follows unmaps them.
+            let _ = xl::xl(&["destroy", &id.to_string()]);
+        }
+    });
 }

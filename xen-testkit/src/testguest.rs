@@ -117,6 +117,15 @@ impl TestGuest {
         guest
     }
 
+    /// Keeps this guest for the rest of the process and destroys it when the process exits;
+    /// for one test guest shared by all the tests of an executable, e.g.
+    /// `static G: OnceLock<&'static TestGuest>` (a static's value is never dropped, so a guest
+    /// stored in one directly would be left running after the tests).
+    pub fn shared(self) -> &'static TestGuest {
+        crate::guest::destroy_at_exit(self.domid());
+        Box::leak(Box::new(self))
+    }
+
     /// The guest domain.
     pub fn guest(&self) -> &Guest {
         &self.guest
