@@ -7,6 +7,7 @@
 
 mod bindgen;
 mod ci;
+mod demo;
 #[allow(dead_code)] // used by xen-test once it lands
 mod payloads;
 mod util;
@@ -22,7 +23,8 @@ fn usage() -> &'static str {
      \x20 bindgen [--check]   regenerate xen-sys bindings (or fail if the committed ones are stale)\n\
      \x20 xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS]\n\
      \x20                     run the workspace's Xen tests inside Xen 4.17 under QEMU\n\
-     \x20 demo                boot Xen and run the example device model against a SeaBIOS guest\n"
+     \x20 demo [-v] [--timeout SECS]\n\
+     \x20                     boot Xen and run the example device model against a SeaBIOS guest\n"
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "ci" => ci::run(&rest),
         "xen-test" => xen_test::run(&rest),
+        "demo" => demo::run(&rest),
         "bindgen" => bindgen::run(&rest),
         "-h" | "--help" | "help" => {
             print!("{}", usage());

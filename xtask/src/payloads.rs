@@ -76,20 +76,9 @@ pub fn build() -> Result<Vec<Payload>, String> {
         &hvm,
     )?;
 
-    // The fake device model: a binary of xen-testkit, built like the test executables.
-    let mut cargo = util::cargo();
-    cargo.args([
-        "build",
-        "-p",
-        "xen-testkit",
-        "--bin",
-        "xen-testkit-dm",
-        "--message-format=json-render-diagnostics",
-    ]);
-    let dm = build_binary(cargo, "xen-testkit-dm")?;
-
     let dir = "/opt/xen-rs";
     Ok(vec![
+        fake_dm()?,
         Payload {
             host: hvm,
             dom0: format!("{dir}/testguest-hvm.elf"),
@@ -102,15 +91,29 @@ pub fn build() -> Result<Vec<Payload>, String> {
             host: pv,
             dom0: format!("{dir}/testguest-pv.elf"),
         },
-        Payload {
-            host: dm,
-            dom0: format!("{dir}/xen-testkit-dm"),
-        },
     ])
 }
 
+/// Builds the fake device model alone (a binary of xen-testkit, built like the test
+/// executables): `/opt/xen-rs/xen-testkit-dm`.
+pub fn fake_dm() -> Result<Payload, String> {
+    let mut cargo = util::cargo();
+    cargo.args([
+        "build",
+        "-p",
+        "xen-testkit",
+        "--bin",
+        "xen-testkit-dm",
+        "--message-format=json-render-diagnostics",
+    ]);
+    Ok(Payload {
+        host: build_binary(cargo, "xen-testkit-dm")?,
+        dom0: "/opt/xen-rs/xen-testkit-dm".into(),
+    })
+}
+
 /// Runs a `cargo build --message-format=json...` and returns the executable named `name`.
-fn build_binary(mut cargo: Command, name: &str) -> Result<PathBuf, String> {
+pub fn build_binary(mut cargo: Command, name: &str) -> Result<PathBuf, String> {
     eprintln!("+ {}", util::display(&cargo));
     let out = cargo
         .stderr(std::process::Stdio::inherit())

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// The workspace root (the parent of the `xtask` package).
 pub fn workspace_root() -> PathBuf {
@@ -61,4 +62,20 @@ pub fn ensure_rust_target(target: &str) -> Result<(), String> {
              (`rustup target add {target}`) or a toolchain that has it"
         )),
     }
+}
+
+/// The value of a `--timeout SECS` option (`value`: the next argument), with `usage` in the
+/// error when it is missing.
+pub fn timeout_arg(value: Option<&String>, usage: &str) -> Result<Duration, String> {
+    let s = value.ok_or_else(|| format!("--timeout needs seconds\n\n{usage}"))?;
+    let secs: u64 = s
+        .parse()
+        .map_err(|_| format!("--timeout: `{s}` is not a number of seconds"))?;
+    Ok(Duration::from_secs(secs))
+}
+
+/// Owned command-line arguments, for tests.
+#[cfg(test)]
+pub fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
 }

@@ -100,6 +100,24 @@ impl Tree {
         Ok(())
     }
 
+    /// Adds the payloads at their dom0 paths, with the libraries they need that `base` lacks.
+    pub fn add_payloads(&mut self, payloads: &[Payload], base: &Tree) -> Result<(), String> {
+        for p in payloads {
+            if !p.dom0.starts_with('/') {
+                return Err(format!(
+                    "payload {}: dom0 path `{}` is not absolute",
+                    p.host.display(),
+                    p.dom0
+                ));
+            }
+            self.add(&p.dom0, Entry::Copy(p.host.clone()));
+        }
+        for p in payloads {
+            self.add_libs(&p.host, Some(base))?;
+        }
+        Ok(())
+    }
+
     /// The host files the tree is made from.
     pub fn sources(&self) -> impl Iterator<Item = &Path> {
         self.entries.values().filter_map(|e| match e {
@@ -414,21 +432,9 @@ pub fn run_tree(
             Entry::Strip(x.path.clone()),
         );
     }
-    for p in payloads {
-        if !p.dom0.starts_with('/') {
-            return Err(format!(
-                "payload {}: dom0 path `{}` is not absolute",
-                p.host.display(),
-                p.dom0
-            ));
-        }
-        t.add(&p.dom0, Entry::Copy(p.host.clone()));
-    }
+    t.add_payloads(payloads, base)?;
     for x in tests {
         t.add_libs(&x.path, Some(base))?;
-    }
-    for p in payloads {
-        t.add_libs(&p.host, Some(base))?;
     }
     Ok(t)
 }
@@ -522,13 +528,43 @@ fn remove(p: &Path) -> Result<(), String> {
     }
 }
 
-/// Builds (or reuses) the base, builds this run's part, and concatenates them.
-pub fn assemble(
-    sys: &System,
-    work: &Path,
+/// What a run's part of the initramfs is built from: the dom0 paths of the kernel modules to
+/// load (in order), Xen's tools directory in dom0, and the base tree (for libraries it has).
+pub struct RunInputs<'a> {
+    /// Kernel modules, dom0 paths in load order.
+    pub modules: &'a [String],
+    /// Xen's tools directory (`/usr/lib/xen-4.17/bin`).
+    pub xen_bin: &'a str,
+    /// The base tree.
+    pub base: &'a Tree,
+}
+
+/// The run's part for `cargo xtask xen-test`: `/init`, `run-tests`, the tests and the payloads.
+pub fn test_run_tree(
+    inputs: &RunInputs,
     tests: &[TestExe],
     payloads: &[Payload],
     opts: &Options,
+) -> Result<Tree, String> {
+    let names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
+    let cfg = InitConfig {
+        modules: inputs.modules,
+        xen_bin: inputs.xen_bin,
+        tests: &names,
+        filter: opts.filter.as_deref(),
+        shell: opts.shell,
+        exe_timeout_secs: (opts.timeout.unwrap_or(super::DEFAULT_TIMEOUT).as_secs() / 2).max(1),
+    };
+    run_tree(&cfg, tests, payloads, inputs.base)
+}
+
+/// Builds (or reuses) the base, builds this run's part with `run_part`, and concatenates them.
+/// This run's staging directory is removed unless `keep`.
+pub fn assemble(
+    sys: &System,
+    work: &Path,
+    keep: bool,
+    run_part: impl FnOnce(&RunInputs) -> Result<Tree, String>,
 ) -> Result<Image, String> {
     let (base, modules) = base_tree(sys)?;
     let base_dir = work.join("base");
@@ -546,23 +582,18 @@ pub fn assemble(
         fs::write(&key_file, &key).map_err(|e| format!("writing {}: {e}", key_file.display()))?;
     }
 
-    let names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
     let xen_bin = sys.xen_lib.join("bin").to_string_lossy().into_owned();
-    let cfg = InitConfig {
+    let run = run_part(&RunInputs {
         modules: &modules,
         xen_bin: &xen_bin,
-        tests: &names,
-        filter: opts.filter.as_deref(),
-        shell: opts.shell,
-        exe_timeout_secs: (opts.timeout.unwrap_or(super::DEFAULT_TIMEOUT).as_secs() / 2).max(1),
-    };
-    let run = run_tree(&cfg, tests, payloads, &base)?;
+        base: &base,
+    })?;
     let run_dir = work.join("run");
     let run_cpio = work.join("run.cpio.gz");
     remove(&run_dir)?;
     run.materialize(&run_dir)?;
     archive(&run_dir, &run_cpio)?;
-    if !opts.keep {
+    if !keep {
         remove(&run_dir)?;
     }
 

@@ -47,7 +47,15 @@ pub struct Config {
     pub shell: bool,
     /// Show everything.
     pub verbose: bool,
+    /// Who runs the machine (`xen-test`, `demo`): the prefix of the runner's own messages.
+    pub label: &'static str,
+    /// In quiet mode, what to show for a console line (`None`: hide it). Without it, the test
+    /// transcript decides (dom0's and the tests' own lines are shown).
+    pub screen: Option<Screen>,
 }
+
+/// A quiet-mode console filter: the text to show for a line, if any.
+pub type Screen = Box<dyn Fn(&str) -> Option<String>>;
 
 /// How the run went.
 pub struct Outcome {
@@ -126,24 +134,32 @@ pub fn exit_meaning(code: Option<i32>) -> Result<bool, String> {
     }
 }
 
-struct Console {
+struct Console<'a> {
     log: fs::File,
     partial: Vec<u8>,
     hidden: Vec<String>,
     verbose: bool,
+    screen: Option<&'a Screen>,
 }
 
-impl Console {
+impl Console<'_> {
     fn line(&mut self, t: &mut Transcript, raw: &[u8]) {
         let text = String::from_utf8_lossy(raw);
         let line = text.trim_end_matches(['\r', '\n']);
         // Strip other carriage returns and terminal noise that would confuse parsing.
         let line: String = line.chars().filter(|&c| c != '\r').collect();
         let shown = t.feed(&line);
-        if shown || self.verbose {
+        if self.verbose {
             println!("{line}");
-        } else {
-            self.hidden.push(line);
+            return;
+        }
+        match self.screen {
+            Some(screen) => match screen(&line) {
+                Some(text) => println!("{text}"),
+                None => self.hidden.push(line),
+            },
+            None if shown => println!("{line}"),
+            None => self.hidden.push(line),
         }
     }
 }
@@ -160,7 +176,8 @@ pub fn boot(cfg: &Config) -> Result<Outcome, String> {
         eprintln!("+ {}", util::display(&cmd));
     }
     eprintln!(
-        "xen-test: booting Xen + dom0 under QEMU{}",
+        "{}: booting Xen + dom0 under QEMU{}",
+        cfg.label,
         cfg.timeout
             .map(|t| format!(" (deadline {} s)", t.as_secs()))
             .unwrap_or_default()
@@ -212,6 +229,7 @@ fn watch(
         partial: Vec::new(),
         hidden: Vec::new(),
         verbose: cfg.verbose,
+        screen: cfg.screen.as_ref(),
     };
     let mut t = Transcript::default();
     let mut problems = Vec::new();
@@ -310,7 +328,8 @@ fn watch(
     if machine_failed && !con.verbose && !con.hidden.is_empty() {
         let from = con.hidden.len().saturating_sub(HIDDEN_TAIL);
         println!(
-            "---- xen-test: the machine failed; last {} lines of Xen's and dom0's log (all in {}):",
+            "---- {}: the machine failed; last {} lines of Xen's and dom0's log (all in {}):",
+            cfg.label,
             con.hidden.len() - from,
             cfg.log.display()
         );
@@ -352,6 +371,8 @@ mod tests {
             timeout: None,
             shell: false,
             verbose: false,
+            label: "xen-test",
+            screen: None,
         };
         let s = util::display(&qemu_command(&cfg));
         assert!(s.contains("-cpu max,-smap"), "{s}");

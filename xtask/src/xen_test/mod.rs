@@ -14,17 +14,19 @@
 //! dom0 layout (shared with the payloads): payloads under `/opt/xen-rs/` (the directory is
 //! exported to the tests as `XEN_RS_PAYLOAD_DIR`), test executables in `/opt/xen-rs/tests/`.
 
-mod build;
-mod init_script;
-mod initramfs;
-mod machine;
+pub(crate) mod build;
+pub(crate) mod init_script;
+pub(crate) mod initramfs;
+pub(crate) mod machine;
 mod packages;
-mod report;
-mod system;
+pub(crate) mod report;
+pub(crate) mod system;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::util;
 
 /// Where payloads live in dom0 (exported to the tests as `XEN_RS_PAYLOAD_DIR`).
 pub const PAYLOAD_DIR: &str = "/opt/xen-rs";
@@ -77,15 +79,7 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
                     .ok_or_else(|| format!("{a} needs a package name\n\n{USAGE}"))?;
                 o.packages.push(p.clone());
             }
-            "--timeout" => {
-                let s = it
-                    .next()
-                    .ok_or_else(|| format!("--timeout needs seconds\n\n{USAGE}"))?;
-                let secs: u64 = s
-                    .parse()
-                    .map_err(|_| format!("--timeout: `{s}` is not a number of seconds"))?;
-                o.timeout = Some(Duration::from_secs(secs));
-            }
+            "--timeout" => o.timeout = Some(util::timeout_arg(it.next(), USAGE)?),
             s if s.starts_with("--package=") => o.packages.push(s["--package=".len()..].into()),
             s if s.starts_with("-p") && s.len() > 2 => o.packages.push(s[2..].into()),
             s if s.starts_with('-') => return Err(format!("unknown option `{s}`\n\n{USAGE}")),
@@ -108,18 +102,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let started = Instant::now();
-    packages::ensure()?;
-    let sys = system::System::find()?;
-
-    eprintln!(
-        "xen-test: QEMU {}, Xen {}, dom0 kernel {}",
-        system::qemu_version(&sys.qemu),
-        sys.xen_gz.display(),
-        sys.release
-    );
-    let meta = build::Metadata::load()?;
-    let work = meta.target_directory.join("xen-test");
-    fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+    let Host { sys, meta, work } = Host::prepare("xen-test")?;
 
     let tests = build::test_executables(&meta, &opts.packages)?;
     let payloads = crate::payloads::build()?;
@@ -131,8 +114,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     // One machine at a time per target directory: runs share target/xen-test/, and two TCG
     // machines on a small host would only slow each other down.
-    let _lock = RunLock::acquire(&work)?;
-    let image = initramfs::assemble(&sys, &work, &tests, &payloads, &opts)?;
+    let _lock = RunLock::acquire(&work, "xen-test")?;
+    let image = initramfs::assemble(&sys, &work, opts.keep, |inputs| {
+        initramfs::test_run_tree(inputs, &tests, &payloads, &opts)
+    })?;
     let xen_elf = system::xen_elf(&sys, &work)?;
     let kernel = system::dom0_kernel(&sys, &work)?;
     eprintln!(
@@ -165,6 +150,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         },
         shell: opts.shell,
         verbose: opts.verbose,
+        label: "xen-test",
+        screen: None,
     };
     let outcome = machine::boot(&cfg)?;
 
@@ -208,12 +195,45 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// What every machine run starts from: the Debian packages installed, the host's QEMU, Xen and
+/// dom0 kernel found, and the work directory (`target/xen-test/`, shared by all runs: the cached
+/// initramfs base lives there).
+pub struct Host {
+    /// The host's files for the machine.
+    pub sys: system::System,
+    /// The workspace's metadata.
+    pub meta: build::Metadata,
+    /// `target/xen-test/`.
+    pub work: PathBuf,
+}
+
+impl Host {
+    /// Checks the packages, finds the system (naming it on stderr after `label:`), creates the
+    /// work directory.
+    pub fn prepare(label: &str) -> Result<Host, String> {
+        packages::ensure()?;
+        let sys = system::System::find()?;
+        eprintln!(
+            "{label}: QEMU {}, Xen {}, dom0 kernel {}",
+            system::qemu_version(&sys.qemu),
+            sys.xen_gz.display(),
+            sys.release
+        );
+        let meta = build::Metadata::load()?;
+        let work = meta.target_directory.join("xen-test");
+        fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+        Ok(Host { sys, meta, work })
+    }
+}
+
 /// A lock directory (`target/xen-test/lock`, holding the owner's pid), removed on drop; a lock
 /// whose owner is gone is taken over.
-struct RunLock(PathBuf);
+pub struct RunLock(PathBuf);
 
 impl RunLock {
-    fn acquire(work: &Path) -> Result<RunLock, String> {
+    /// Takes the lock in `work`, waiting while another live run holds it (saying so after
+    /// `label:`).
+    pub fn acquire(work: &Path, label: &str) -> Result<RunLock, String> {
         let dir = work.join("lock");
         let me = fs::read_to_string("/proc/self/comm").unwrap_or_default();
         let mut told = false;
@@ -237,7 +257,7 @@ impl RunLock {
             if alive {
                 if !told {
                     eprintln!(
-                        "xen-test: waiting for another xen-test run (pid {}) to finish",
+                        "{label}: waiting for another xen-test or demo run (pid {}) to finish",
                         holder.unwrap_or_default()
                     );
                     told = true;
@@ -260,17 +280,15 @@ impl Drop for RunLock {
     }
 }
 
-fn mib(bytes: u64) -> f64 {
+/// Bytes in MiB, for messages.
+pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::util::args;
 
     #[test]
     fn parses_options() {

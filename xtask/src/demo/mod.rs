@@ -1,0 +1,225 @@
+//! `cargo xtask demo [-v] [--timeout SECS]`: boots the Xen machine of `cargo xtask xen-test`
+//! (Xen 4.17 and a Debian dom0 under QEMU), creates an HVM guest there that runs Xen's
+//! hvmloader and Debian's SeaBIOS, serves it with our Rust device model (the `firmware_dm`
+//! example of xen-devicemodel), and shows what the firmware prints through our emulated debug
+//! console and serial port, through to "No bootable device". Then the guest is destroyed, the
+//! machine powered off, and the request counts and times printed.
+//!
+//! - [`script`]: dom0's `/init` and the demo script (guest config, device model, unpause);
+//! - [`output`]: the console read back: what quiet mode shows, and what happened.
+//!
+//! Everything else (packages, the system's files, the cached initramfs base, the machine and its
+//! console) is `xen_test`'s. The whole console goes to `target/xen-test/demo-console.log`.
+
+mod output;
+mod script;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::payloads::{self, Payload};
+use crate::util;
+use crate::xen_test::initramfs::{Entry, Tree};
+use crate::xen_test::{initramfs, machine, mib, system, Host, RunLock, PAYLOAD_DIR};
+
+/// Default deadline for the machine run (QEMU start to exit).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
+
+const USAGE: &str = "usage: cargo xtask demo [-v] [--timeout SECS]\n\
+\n\
+Boots Xen 4.17 + a Debian dom0 under QEMU, runs an HVM guest (Xen's hvmloader + SeaBIOS) there\n\
+with our Rust device model (xen-devicemodel's firmware_dm example), and shows what the firmware\n\
+prints through it.\n\
+\x20 -v, --verbose    show Xen's and dom0's whole console as it comes\n\
+\x20 --timeout SECS   deadline for the machine run (default 180)\n";
+
+/// Command-line options of `cargo xtask demo`.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    verbose: bool,
+    timeout: Option<Duration>,
+}
+
+/// Parses the arguments after `demo`. `Ok(None)` means help was asked for.
+fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "-v" | "--verbose" => o.verbose = true,
+            "--timeout" => o.timeout = Some(util::timeout_arg(it.next(), USAGE)?),
+            other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
+        }
+    }
+    Ok(Some(o))
+}
+
+/// Whether this host itself runs Xen with a toolstack (dom0): then firmware_dm runs here as it is.
+fn on_xen_host() -> bool {
+    Path::new("/dev/xen/privcmd").exists()
+        && std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("xl").is_file()))
+}
+
+/// Builds the `firmware_dm` example (release) and returns it as a payload.
+fn firmware_dm(verbose: bool) -> Result<Payload, String> {
+    let mut cargo = util::cargo();
+    cargo.args([
+        "build",
+        "-p",
+        "xen-devicemodel",
+        "--features",
+        "server",
+        "--example",
+        script::FIRMWARE_DM,
+        "--release",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if !verbose {
+        cargo.arg("-q");
+    }
+    Ok(Payload {
+        host: payloads::build_binary(cargo, script::FIRMWARE_DM)?,
+        dom0: format!("{PAYLOAD_DIR}/{}", script::FIRMWARE_DM),
+    })
+}
+
+/// Entry point of `cargo xtask demo`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let Some(opts) = parse_args(args)? else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    let started = Instant::now();
+    if on_xen_host() {
+        eprintln!(
+            "demo: this host runs Xen (/dev/xen/privcmd, xl): the example also runs here directly, as root:\n\
+             \x20     cargo build -p xen-devicemodel --features server --example firmware_dm --release\n\
+             \x20     xl create -p <hvm guest config>; target/release/examples/firmware_dm <domid>; xl unpause <domid>\n\
+             demo: the demo itself boots its own Xen under QEMU, as everywhere"
+        );
+    }
+    let Host { sys, work, .. } = Host::prepare("demo")?;
+    let dm = firmware_dm(opts.verbose)?;
+    let fake = payloads::fake_dm()?;
+    let built = started.elapsed();
+
+    let lock_start = Instant::now();
+    let _lock = RunLock::acquire(&work, "demo")?;
+    let waited = lock_start.elapsed();
+    let image = initramfs::assemble(&sys, &work, false, |inputs| {
+        let mut t = Tree::default();
+        t.add(
+            "/init",
+            Entry::Text(script::init(inputs.modules, inputs.xen_bin), 0o755),
+        );
+        t.add(
+            &format!("{PAYLOAD_DIR}/demo"),
+            Entry::Text(script::demo(), 0o755),
+        );
+        t.add_payloads(&[dm, fake], inputs.base)?;
+        Ok(t)
+    })?;
+    let xen = system::xen_elf(&sys, &work)?;
+    let kernel = system::dom0_kernel(&sys, &work)?;
+    eprintln!(
+        "demo: built in {:.1} s; initramfs {:.1} MiB{}",
+        built.as_secs_f64(),
+        mib(image.size),
+        if image.base_cached {
+            " (base cached)"
+        } else {
+            ""
+        },
+    );
+
+    let log = work.join("demo-console.log");
+    let boot_start = Instant::now();
+    let cfg = machine::Config {
+        qemu: sys.qemu.clone(),
+        xen,
+        kernel,
+        initrd: image.path.clone(),
+        log: log.clone(),
+        timeout: Some(opts.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+        shell: false,
+        verbose: opts.verbose,
+        label: "demo",
+        screen: Some(Box::new(move |line: &str| {
+            output::screen(line, boot_start.elapsed())
+        })),
+    };
+    let outcome = machine::boot(&cfg)?;
+
+    let console = fs::read(&log).map_err(|e| format!("reading {}: {e}", log.display()))?;
+    let run = output::Run::parse(&String::from_utf8_lossy(&console));
+    let mut failures = outcome.problems.clone();
+    failures.extend(outcome.transcript.alarms.iter().map(|a| a.to_string()));
+    failures.extend(run.failures());
+
+    if let Some(s) = &run.served {
+        println!(
+            "demo: served {} requests: {} port I/O, {} MMIO, {} PCI config, {} buffered, {} other, in {:.2} s ({:.0} req/s, SeaBIOS's boot-menu wait included)",
+            s.total(),
+            s.port,
+            s.mmio,
+            s.pci_config,
+            s.buffered,
+            s.other,
+            s.secs,
+            s.rate
+        );
+    }
+    let waited = if waited >= Duration::from_secs(1) {
+        format!(
+            " ({:.1} s of it waiting for another machine run)",
+            waited.as_secs_f64()
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "demo: {} firmware line(s) through our devices; machine {:.1} s (dom0 up after {}), whole demo {:.1} s{waited}; console log {}",
+        run.guest_lines.len(),
+        outcome.elapsed.as_secs_f64(),
+        outcome
+            .init_after
+            .map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "never".into()),
+        started.elapsed().as_secs_f64(),
+        log.display()
+    );
+    if failures.is_empty() {
+        println!(
+            "demo: OK. On a real Xen host the same example runs as a plain binary in dom0: firmware_dm <domid>"
+        );
+        Ok(())
+    } else {
+        for f in &failures {
+            println!("demo: FAILED: {f}");
+        }
+        Err(String::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::args;
+
+    #[test]
+    fn parses_options() {
+        assert_eq!(parse_args(&[]).unwrap(), Some(Options::default()));
+        let o = parse_args(&args(&["-v", "--timeout", "90"]))
+            .unwrap()
+            .unwrap();
+        assert!(o.verbose);
+        assert_eq!(o.timeout, Some(Duration::from_secs(90)));
+        assert!(parse_args(&args(&["--help"])).unwrap().is_none());
+        assert!(parse_args(&args(&["--timeout"])).is_err());
+        assert!(parse_args(&args(&["--timeout", "x"])).is_err());
+        assert!(parse_args(&args(&["extra"])).is_err());
+    }
+}
