@@ -164,6 +164,10 @@ impl GuestConfig {
                     "nographic = 1",
                     "serial = \"none\"",
                     "usb = 0",
+                    // No PV keyboard: its backend is the device model, and libxl waits 2 s
+                    // (LIBXL_QEMU_BODGE_TIMEOUT) for a dying domain's QEMU-backed device to go,
+                    // which made every HVM `xl destroy` take 2.3 s instead of 0.2 s.
+                    "vkb_device = 0",
                 ] {
                     line(l.into());
                 }

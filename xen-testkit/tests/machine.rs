@@ -418,3 +418,50 @@ fn hvmloader_guest_runs_with_the_fake_device_model() {
         "no hvmloader banner: {lines:?}"
     );
 }
+
+/// Where the time of a test guest's life goes (printed past the capture): guest creation is
+/// most of every machine test's time, so this shows what to shorten.
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn guest_lifecycle_timing() {
+    use std::io::Write;
+    require_xen();
+    let report = |s: String| {
+        let _ = writeln!(std::io::stdout().lock(), "xen-testkit timing: {s}");
+    };
+    let t = Instant::now();
+    xl::list().unwrap();
+    report(format!("xl list {:?}", t.elapsed()));
+    let t = Instant::now();
+    xl::xl(&["domid", "Domain-0"]).unwrap();
+    report(format!("xl domid {:?}", t.elapsed()));
+    for (name, config) in [("hvm", GuestConfig::hvm()), ("pvh", GuestConfig::pvh())] {
+        let t = Instant::now();
+        let g = Guest::create(&config).unwrap();
+        let created = t.elapsed();
+        let t = Instant::now();
+        g.unpause().unwrap();
+        let unpaused = t.elapsed();
+        let t = Instant::now();
+        g.destroy().unwrap();
+        report(format!(
+            "{name}: create -p {created:?}, unpause {unpaused:?}, destroy {:?}",
+            t.elapsed()
+        ));
+        let t = Instant::now();
+        let tg = TestGuest::start(config).unwrap();
+        let started = t.elapsed();
+        let boot = tg.boot_time();
+        let t = Instant::now();
+        for _ in 0..100 {
+            tg.ping().unwrap();
+        }
+        let pings = t.elapsed();
+        let t = Instant::now();
+        drop(tg);
+        report(format!(
+            "{name}: TestGuest::start {started:?} (boot report {boot:?}), 100 pings {pings:?}, drop {:?}",
+            t.elapsed()
+        ));
+    }
+}
