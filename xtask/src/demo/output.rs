@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::script::{
-    CREATED_MARKER, DESTROYED_MARKER, DM_EXIT_MARKER, PROBLEM_PREFIX, UNPAUSED_MARKER, UNTIL,
+    CREATED_MARKER, DESTROYED_MARKER, DM_EXIT_MARKER, DM_TIMEOUT_SECS, PROBLEM_PREFIX,
+    UNPAUSED_MARKER, UNTIL,
 };
 use crate::xen_test::init_script::INIT_MARKER;
 
@@ -61,6 +62,47 @@ pub fn parse_served(line: &str) -> Option<Served> {
     (seen >= 3).then_some(s)
 }
 
+/// The device model's `--verbose` timing line: `firmware_dm: W wake-ups, N notifies, loop's own
+/// time T us per request`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoopTime {
+    /// Times the loop woke up.
+    pub wakeups: u64,
+    /// Event-channel notifications sent.
+    pub notifies: u64,
+    /// The loop's own time per request, microseconds.
+    pub us_per_request: f64,
+}
+
+/// Parses a timing line.
+pub fn parse_loop_time(line: &str) -> Option<LoopTime> {
+    let rest = line.strip_prefix("firmware_dm: ")?;
+    let (wakeups, rest) = rest.split_once(" wake-ups, ")?;
+    let (notifies, rest) = rest.split_once(" notifies, loop's own time ")?;
+    let us = rest.strip_suffix(" us per request")?;
+    Some(LoopTime {
+        wakeups: wakeups.trim().parse().ok()?,
+        notifies: notifies.trim().parse().ok()?,
+        us_per_request: us.trim().parse().ok()?,
+    })
+}
+
+/// Whether a device-model diagnostic line is detail for `-v` only (its MMIO probes, PCI
+/// addresses, timing).
+fn is_dm_detail(line: &str) -> bool {
+    line.starts_with("firmware_dm: mmio ")
+        || line.starts_with("firmware_dm: pci config accesses")
+        || parse_loop_time(line).is_some()
+}
+
+/// Whether a device-model line reports a failure.
+fn is_dm_problem(line: &str) -> bool {
+    line.starts_with("firmware_dm: ")
+        && ["failed", "timed out", "signalled", "usage"]
+            .iter()
+            .any(|w| line.contains(w))
+}
+
 /// Whether a line is the firmware's output through our devices.
 fn is_guest_line(line: &str) -> bool {
     line.starts_with("guest| ") || line.starts_with("guest/serial| ") || line == "guest|"
@@ -81,6 +123,8 @@ pub struct Run {
     pub guest_lines: Vec<String>,
     /// The device model's counts.
     pub served: Option<Served>,
+    /// The device model's own time.
+    pub loop_time: Option<LoopTime>,
     /// The device model's exit status.
     pub dm_exit: Option<i32>,
     /// The guest was destroyed.
@@ -111,9 +155,11 @@ impl Run {
                 r.dm_exit = code.trim().parse().ok();
             } else if line.starts_with(DESTROYED_MARKER) {
                 r.destroyed = true;
+            } else if let Some(t) = parse_loop_time(line) {
+                r.loop_time = Some(t);
             } else if line.starts_with(PROBLEM_PREFIX)
                 || line.starts_with("xen-test: dom0: ")
-                || (line.starts_with("firmware_dm: ") && !line.ends_with("ready"))
+                || is_dm_problem(line)
             {
                 r.problems.push(line.to_string());
             }
@@ -179,7 +225,7 @@ pub fn screen(line: &str, elapsed: Duration) -> Option<String> {
     }
     if let Some(id) = line.strip_prefix(CREATED_MARKER) {
         return Some(format!(
-            "demo: guest domain {} created paused; starting our device model: firmware_dm {} --until \"{UNTIL}\" --restrict",
+            "demo: guest domain {} created paused; starting our device model: firmware_dm {} --until \"{UNTIL}\" --timeout {DM_TIMEOUT_SECS} --restrict --verbose",
             id.trim(),
             id.trim()
         ));
@@ -192,9 +238,6 @@ pub fn screen(line: &str, elapsed: Duration) -> Option<String> {
     if is_guest_line(line) {
         return Some(format!("  {line}"));
     }
-    if line.starts_with("served: ") {
-        return Some(format!("demo: firmware_dm {line}"));
-    }
     if let Some(code) = line.strip_prefix(DM_EXIT_MARKER) {
         return (code.trim() != "0").then(|| format!("demo: firmware_dm exited {}", code.trim()));
     }
@@ -203,7 +246,7 @@ pub fn screen(line: &str, elapsed: Duration) -> Option<String> {
             "demo: guest destroyed at {t:.1} s; powering the machine off"
         ));
     }
-    if line.starts_with("firmware_dm: ")
+    if (line.starts_with("firmware_dm: ") && !is_dm_detail(line))
         || line.starts_with(PROBLEM_PREFIX)
         || line.starts_with("xen-test: dom0: ")
     {
@@ -250,7 +293,10 @@ mod tests {
             "(XEN) [   9.0] (d1) Found 1 serial ports",
             "guest/serial| SeaBIOS (version 1.16.2-debian-1.16.2-1)",
             "guest/serial| No bootable device.  Retrying in 60 seconds.",
+            "firmware_dm: mmio read 0xfed40f00 size 2",
+            "firmware_dm: pci config accesses 149, test device BAR0 Some(f0002000), option ROM at Some(f0000000) read 135 times",
             SERVED,
+            "firmware_dm: 312 wake-ups, 598 notifies, loop's own time 4.2 us per request",
             "=== demo: firmware_dm exit 0",
             "=== demo: guest destroyed",
         ]
@@ -266,6 +312,14 @@ mod tests {
         assert_eq!(r.guest_lines.len(), 3);
         assert!(r.banner() && r.reached_end());
         assert_eq!(r.served.unwrap().port, 440);
+        assert_eq!(
+            r.loop_time,
+            Some(LoopTime {
+                wakeups: 312,
+                notifies: 598,
+                us_per_request: 4.2
+            })
+        );
         assert!(r.failures().is_empty(), "{:?}", r.failures());
     }
 
@@ -310,10 +364,17 @@ mod tests {
             screen("guest| SeaBIOS (version 1.16.2)", t).as_deref(),
             Some("  guest| SeaBIOS (version 1.16.2)")
         );
-        assert!(screen(SERVED, t).unwrap().contains("port=440"));
+        // Summed up at the end instead.
+        assert!(screen(SERVED, t).is_none());
         assert!(screen("=== demo: firmware_dm exit 0", t).is_none());
         assert!(screen("=== demo: firmware_dm exit 2", t).is_some());
         assert!(screen("firmware_dm: set-up failed: x", t).is_some());
+        assert!(screen("firmware_dm: mmio read 0xfed40f00 size 2", t).is_none());
+        assert!(screen(
+            "firmware_dm: 3 wake-ups, 3 notifies, loop's own time 4.2 us per request",
+            t
+        )
+        .is_none());
         assert!(screen("(XEN) [   9.0] (d1) Found 1 serial ports", t).is_none());
     }
 }

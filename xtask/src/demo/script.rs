@@ -62,9 +62,11 @@ pub fn xl_config() -> String {
 }
 
 /// The command line the script runs the device model with (`$domid` filled in by the shell).
+/// `--verbose` adds, on stderr, the firmware's MMIO probes, the BAR and option-ROM addresses and
+/// the loop's own time per request.
 pub fn dm_command() -> String {
     format!(
-        "{PAYLOAD_DIR}/{FIRMWARE_DM} \"$domid\" --until {} --timeout {DM_TIMEOUT_SECS} --restrict",
+        "{PAYLOAD_DIR}/{FIRMWARE_DM} \"$domid\" --until {} --timeout {DM_TIMEOUT_SECS} --restrict --verbose",
         sh_quote(UNTIL)
     )
 }
@@ -152,7 +154,7 @@ mod tests {
         assert!(pos("xl create -p /tmp/demo-guest.cfg") < pos(CREATED_MARKER));
         assert!(pos(CREATED_MARKER) < pos("/opt/xen-rs/firmware_dm \"$domid\""));
         assert!(s.contains(
-            "/opt/xen-rs/firmware_dm \"$domid\" --until 'No bootable device' --timeout 60 --restrict 2>&1"
+            "/opt/xen-rs/firmware_dm \"$domid\" --until 'No bootable device' --timeout 60 --restrict --verbose 2>&1"
         ));
         assert!(pos("firmware_dm \"$domid\"") < pos("xl unpause \"$domid\" </dev/null"));
         assert!(pos("xl unpause") < pos(DM_EXIT_MARKER));
