@@ -63,6 +63,24 @@ fn on_xen_host() -> bool {
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("xl").is_file()))
 }
 
+/// On a Xen host: writes the guest's config for this host and says how to run the example here.
+fn host_hint(work: &Path, dm: &Payload, fake: &Payload) -> Result<(), String> {
+    let cfg = work.join("demo-guest.cfg");
+    fs::write(&cfg, script::xl_config(&fake.host.to_string_lossy()))
+        .map_err(|e| format!("writing {}: {e}", cfg.display()))?;
+    eprintln!(
+        "demo: this host runs Xen (/dev/xen/privcmd, xl): the example runs here directly too, as root:\n\
+         \x20     xl create -p {cfg}; {dm} $(xl domid {name}) --until \"{until}\"\n\
+         \x20     and `xl unpause {name}` once it prints `ready`; then `xl destroy {name}`.\n\
+         demo: the demo itself boots its own Xen machine under QEMU, as everywhere.",
+        cfg = cfg.display(),
+        dm = dm.host.display(),
+        name = script::GUEST_NAME,
+        until = script::UNTIL,
+    );
+    Ok(())
+}
+
 /// Builds the `firmware_dm` example (release) and returns it as a payload.
 fn firmware_dm(verbose: bool) -> Result<Payload, String> {
     let mut cargo = util::cargo();
@@ -93,18 +111,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let started = Instant::now();
-    if on_xen_host() {
-        eprintln!(
-            "demo: this host runs Xen (/dev/xen/privcmd, xl): the example also runs here directly, as root:\n\
-             \x20     cargo build -p xen-devicemodel --features server --example firmware_dm --release\n\
-             \x20     xl create -p <hvm guest config>; target/release/examples/firmware_dm <domid>; xl unpause <domid>\n\
-             demo: the demo itself boots its own Xen under QEMU, as everywhere"
-        );
-    }
     let Host { sys, work, .. } = Host::prepare("demo")?;
     let dm = firmware_dm(opts.verbose)?;
     let fake = payloads::fake_dm()?;
     let built = started.elapsed();
+    if on_xen_host() {
+        host_hint(&work, &dm, &fake)?;
+    }
 
     let lock_start = Instant::now();
     let _lock = RunLock::acquire(&work, "demo")?;
@@ -227,5 +240,22 @@ mod tests {
         assert!(parse_args(&args(&["--timeout"])).is_err());
         assert!(parse_args(&args(&["--timeout", "x"])).is_err());
         assert!(parse_args(&args(&["extra"])).is_err());
+    }
+
+    #[test]
+    fn host_hint_writes_this_hosts_guest_config() {
+        let dir = std::env::temp_dir().join(format!("xtask-demo-hint-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = |h: &str| Payload {
+            host: h.into(),
+            dom0: String::new(),
+        };
+        host_hint(&dir, &p("/t/firmware_dm"), &p("/t/xen-testkit-dm")).unwrap();
+        let cfg = fs::read_to_string(dir.join("demo-guest.cfg")).unwrap();
+        assert!(
+            cfg.contains("device_model_override = \"/t/xen-testkit-dm\"\n"),
+            "{cfg}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

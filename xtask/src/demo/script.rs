@@ -34,8 +34,9 @@ pub const FIRMWARE_DM: &str = "firmware_dm";
 pub const FAKE_DM: &str = "xen-testkit-dm";
 
 /// The guest's xl config: xen-testkit's `GuestConfig::hvm_hvmloader().to_xl_config(..)`
-/// (hvmloader + SeaBIOS, 32 MiB, 1 vCPU, no emulated devices but ours).
-pub fn xl_config() -> String {
+/// (hvmloader + SeaBIOS, 32 MiB, 1 vCPU, no emulated devices but ours), with the fake device
+/// model at `fake_dm`.
+pub fn xl_config(fake_dm: &str) -> String {
     let mut s = String::new();
     for l in [
         format!("name = \"{GUEST_NAME}\""),
@@ -47,7 +48,7 @@ pub fn xl_config() -> String {
         "on_reboot = \"destroy\"".into(),
         "on_crash = \"preserve\"".into(),
         "device_model_version = \"qemu-xen\"".into(),
-        format!("device_model_override = \"{PAYLOAD_DIR}/{FAKE_DM}\""),
+        format!("device_model_override = \"{fake_dm}\""),
         "vga = \"none\"".into(),
         "vnc = 0".into(),
         "sdl = 0".into(),
@@ -79,7 +80,7 @@ pub fn demo() -> String {
     s += "# SeaBIOS, served by our Rust device model, firmware_dm.\n";
     s += &format!("problem() {{ echo \"{PROBLEM_PREFIX}$*\"; }}\n");
     s += "cat >/tmp/demo-guest.cfg <<'EOF'\n";
-    s += &xl_config();
+    s += &xl_config(&format!("{PAYLOAD_DIR}/{FAKE_DM}"));
     s += "EOF\n";
     s += "if ! xl create -p /tmp/demo-guest.cfg >/tmp/xl-create.log 2>&1; then\n";
     s += "    problem 'xl create failed:'; cat /tmp/xl-create.log; exit 1\n";
@@ -127,7 +128,7 @@ mod tests {
 
     #[test]
     fn xl_config_is_the_testkits_hvmloader_guest() {
-        let c = xl_config();
+        let c = xl_config("/opt/xen-rs/xen-testkit-dm");
         for l in [
             "type = \"hvm\"\n",
             "memory = 32\n",
@@ -161,7 +162,10 @@ mod tests {
         assert!(pos(DM_EXIT_MARKER) < pos("xl destroy \"$domid\""));
         assert!(s.ends_with("exit $rc\n"));
         // The heredoc holds the config verbatim and ends.
-        assert!(s.contains(&format!("<<'EOF'\n{}EOF\n", xl_config())));
+        assert!(s.contains(&format!(
+            "<<'EOF'\n{}EOF\n",
+            xl_config("/opt/xen-rs/xen-testkit-dm")
+        )));
     }
 
     #[test]
