@@ -55,6 +55,9 @@ pub fn xl_config(fake_dm: &str) -> String {
         "nographic = 1".into(),
         "serial = \"none\"".into(),
         "usb = 0".into(),
+        // No PV keyboard: its backend would be the device model, and libxl then waits 2 s for it
+        // when the guest is destroyed (as the testkit measured).
+        "vkb_device = 0".into(),
     ] {
         s += &l;
         s += "\n";
@@ -137,6 +140,7 @@ mod tests {
             "device_model_override = \"/opt/xen-rs/xen-testkit-dm\"\n",
             "serial = \"none\"\n",
             "vga = \"none\"\n",
+            "vkb_device = 0\n",
         ] {
             assert!(c.contains(l), "no {l:?} in:\n{c}");
         }
