@@ -8,7 +8,6 @@
 mod bindgen;
 mod ci;
 mod demo;
-#[allow(dead_code)] // used by xen-test once it lands
 mod payloads;
 mod util;
 mod xen_test;
