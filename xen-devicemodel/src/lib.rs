@@ -212,40 +212,11 @@ impl DeviceModel {
 /// A counting global allocator for the unit tests: per-thread allocation counts.
 #[cfg(test)]
 pub(crate) mod test_alloc {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    struct Counting;
-
-    // SAFETY: forwards to the system allocator; the counter touches no allocated memory.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-            // SAFETY: same contract as ours.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as ours.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-            // SAFETY: same contract as ours.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
     #[global_allocator]
-    static GLOBAL: Counting = Counting;
+    static ALLOC: xen_testkit::alloc::CountingAllocator = xen_testkit::alloc::CountingAllocator;
 
-    /// Allocations (and reallocations) made by this thread so far.
-    pub(crate) fn allocations() -> u64 {
-        ALLOCS.with(|c| c.get())
-    }
+    #[cfg_attr(miri, allow(unused_imports))]
+    pub(crate) use xen_testkit::alloc::allocations;
 }
 
 #[cfg(all(test, not(miri)))]

@@ -19,41 +19,11 @@ use xen_testkit::protocol::{self as p, fnv1a64, pattern_byte};
 use xen_testkit::{require_xen, TestGuest};
 
 /// Counts this thread's heap allocations, to show what a map call allocates.
+#[global_allocator]
+static ALLOC: xen_testkit::alloc::CountingAllocator = xen_testkit::alloc::CountingAllocator;
+
 mod alloc_count {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    struct Counting;
-
-    // SAFETY: forwards to the system allocator; the counter touches no allocated memory.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-            // SAFETY: same contract as ours.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as ours.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-            // SAFETY: same contract as ours.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: Counting = Counting;
-
-    /// Allocations made by this thread so far.
-    pub fn allocations() -> u64 {
-        ALLOCS.with(|c| c.get())
-    }
+    pub use xen_testkit::alloc::allocations;
 }
 
 /// A domain id no domain has.

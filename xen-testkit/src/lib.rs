@@ -8,6 +8,7 @@
 //!   `xen-testkit/guest`) and typed methods that make it do port I/O, MMIO, PCI config accesses,
 //!   memory fills and hypercalls at run time, through a mailbox page ([`protocol`]).
 //! - [`privcmd`]: minimal, test-only raw hypercalls and foreign mappings.
+//! - [`alloc`]: a counting global allocator, for "this hot path allocates nothing" tests.
 //! - The `xen-testkit-dm` binary: a fake device model for HVM guests (libxl's QMP handshake and the
 //!   xenstore state node), so HVM guests run without QEMU in dom0.
 //!
@@ -24,6 +25,7 @@
 //!     (0..4096).map(|i| xen_testkit::protocol::pattern_byte(7, i))));
 //! ```
 
+pub mod alloc;
 pub mod guest;
 pub mod privcmd;
 pub mod protocol;
