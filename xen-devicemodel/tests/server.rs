@@ -20,6 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use xen_devicemodel::server::{Claim, Device, Server, ServerBuilder, Stats};
+
+#[path = "support/running.rs"]
+mod running;
+use running::{spawn, Running};
 use xen_devicemodel::{BufIoreqMode, DomId};
 use xen_testkit::protocol as p;
 use xen_testkit::{require_xen, Guest, GuestConfig, TestGuest};
@@ -31,27 +35,10 @@ macro_rules! report {
     }};
 }
 
-/// Runs `server` on a thread; returns its stop handle and the join handle giving it back.
-fn spawn(
-    mut server: Server,
-) -> (
-    xen_devicemodel::server::StopHandle,
-    std::thread::JoinHandle<(xen_devicemodel::Result<()>, Server)>,
-) {
-    let stop = server.stop_handle();
-    let h = std::thread::spawn(move || {
-        let r = server.run();
-        (r, server)
-    });
-    (stop, h)
-}
-
-fn finish(
-    stop: xen_devicemodel::server::StopHandle,
-    h: std::thread::JoinHandle<(xen_devicemodel::Result<()>, Server)>,
-) -> Stats {
-    stop.stop();
-    let (r, server) = h.join().unwrap();
+/// Stops the loop, checks it ended well, drops the server (unmapping its pages, destroying the
+/// ioreq server) and returns its counters.
+fn finish(running: Running<(xen_devicemodel::Result<()>, Server)>) -> Stats {
+    let (r, server) = running.join();
     r.unwrap();
     let s = server.stats();
     drop(server);
@@ -79,7 +66,7 @@ fn server_seabios_prints_through_our_devices() {
         .device(windows.clone(), mmio::EmptyWindows::claims())
         .build()
         .unwrap();
-    let (stop, h) = spawn(server);
+    let running = spawn(server);
     let t0 = Instant::now();
     g.unpause().unwrap();
     let mut lines = Vec::new();
@@ -91,7 +78,7 @@ fn server_seabios_prints_through_our_devices() {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let stats = finish(stop, h);
+    let stats = finish(running);
     for l in &lines {
         report!("{}| {}", l.source, l.text);
     }
@@ -195,7 +182,7 @@ fn server_rep_outs_and_ins_are_byte_exact_both_ways() {
         .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
         .build()
         .unwrap();
-    let (stop, h) = spawn(server);
+    let running = spawn(server);
     for (size, n, backwards) in [
         (1u8, 4096usize, false),
         (2, 2000, true),
@@ -244,7 +231,7 @@ fn server_rep_outs_and_ins_are_byte_exact_both_ways() {
     // Plain in/out still answer through the same device.
     g.port_out(FIFO_PORT, 0x5a, 1).unwrap();
     assert_eq!(g.port_in(FIFO_PORT, 1).unwrap(), 0x5a);
-    let stats = finish(stop, h);
+    let stats = finish(running);
     report!("rep test: {stats:?}");
     assert!(stats.port >= 8, "{stats:?}");
 }
@@ -260,7 +247,7 @@ fn server_pci_device_config_and_bar_through_our_server() {
         .device(pci.clone(), pci::PciBus::claims())
         .build()
         .unwrap();
-    let (stop, h) = spawn(server);
+    let running = spawn(server);
     let (b, d, f) = pci::TEST_DEVICE;
     let ids = g.pci_cfg_read(b, d, f, 0, 4).unwrap();
     assert_eq!(
@@ -292,7 +279,7 @@ fn server_pci_device_config_and_bar_through_our_server() {
     let d4 = data(256, 9);
     g.rep_movs_to(base + 0x800, 4, &d4, true).unwrap();
     assert_eq!(g.rep_movs_from(base + 0x800, 4, 64, true).unwrap(), d4);
-    let stats = finish(stop, h);
+    let stats = finish(running);
     report!(
         "pci test: {stats:?}, bar accesses {}",
         pci.lock().unwrap().bar_accesses
@@ -326,7 +313,7 @@ fn server_eight_byte_vga_window_write_arrives_through_the_buffered_ring() {
         .device(log.clone(), [Claim::Mmio(mmio::VGA_WINDOW)])
         .build()
         .unwrap();
-    let (stop, h) = spawn(server);
+    let running = spawn(server);
     // Xen 4.17's stdvga intercept sends single writes to 0xa0000-0xbffff as buffered ioreqs.
     g.mem_write(0xa_0008, 0x0102_0304_0506_0708, 8).unwrap();
     g.mem_write(0xa_0010, 0x99, 1).unwrap();
@@ -343,7 +330,7 @@ fn server_eight_byte_vga_window_write_arrives_through_the_buffered_ring() {
     while log.lock().unwrap().writes.len() < 3 && t0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let stats = finish(stop, h);
+    let stats = finish(running);
     let w = log.lock().unwrap().writes.clone();
     report!("buffered test: writes {w:x?}, {stats:?}");
     assert_eq!(
@@ -391,7 +378,7 @@ fn server_two_vcpus_are_served_concurrently() {
         .build()
         .unwrap();
     assert_eq!(server.vcpus(), 2);
-    let (stop, h) = spawn(server);
+    let running = spawn(server);
     const N: u32 = 200;
     std::thread::scope(|s| {
         for vcpu in 0..2usize {
@@ -409,7 +396,7 @@ fn server_two_vcpus_are_served_concurrently() {
             });
         }
     });
-    let stats = finish(stop, h);
+    let stats = finish(running);
     let c = ctr.lock().unwrap();
     report!("two vCPUs: per port {:?}, {stats:?}", c.per_port);
     assert_eq!(c.per_port, [u64::from(N), u64::from(N)]);
@@ -435,9 +422,9 @@ fn server_stopping_the_loop_releases_the_guest() {
         .device(Slow, [Claim::Ports(0x530..=0x531)])
         .build()
         .unwrap();
-    let (stop, h) = spawn(server);
+    let running = spawn(server);
     let stopper = {
-        let stop = stop.clone();
+        let stop = running.stop_handle();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             stop.stop();
@@ -447,7 +434,7 @@ fn server_stopping_the_loop_releases_the_guest() {
     assert_eq!(g.port_in(0x530, 2).unwrap(), 0x1234);
     stopper.join().unwrap();
     let t0 = Instant::now();
-    let stats = finish(stop, h);
+    let stats = finish(running);
     report!(
         "stop: loop returned and server dropped in {:?}; {stats:?}",
         t0.elapsed()
@@ -471,20 +458,21 @@ fn server_async_loop_serves_and_stops() {
         .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
         .build()
         .unwrap();
-    let stop = server.stop_handle();
-    let h = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
-        let r = rt.block_on(server.run_async());
-        (r, server.stats())
-    });
+    let running = Running::new(
+        server.stop_handle(),
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap();
+            let r = rt.block_on(server.run_async());
+            (r, server.stats())
+        }),
+    );
     let d = data(1000, 3);
     g.rep_outs(FIFO_PORT, 1, &d, false).unwrap();
     assert_eq!(g.rep_ins(FIFO_PORT, 1, 1000, false).unwrap(), d);
-    stop.stop();
-    let (r, stats) = h.join().unwrap();
+    let (r, stats) = running.join();
     r.unwrap();
     report!("async: {stats:?}");
     assert!(stats.port >= 2);
@@ -501,7 +489,7 @@ fn server_requests_per_second() {
         .device(ctr.clone(), [Claim::Ports(0x520..=0x527)])
         .build()
         .unwrap();
-    let (stop, h) = spawn(server);
+    let running = spawn(server);
     g.set_flags(p::FLAG_SPIN);
     // Each mailbox command does one `out`: the rate includes the mailbox round trip.
     const N: u32 = 2000;
@@ -518,7 +506,7 @@ fn server_requests_per_second() {
     }
     let rep_secs = t0.elapsed().as_secs_f64();
     g.set_flags(0);
-    let stats = finish(stop, h);
+    let stats = finish(running);
     report!(
         "rate: {out_rate:.0} out requests/s (one per mailbox command, guest spinning); \
          rep outsb 4 KiB: {:.1} MB/s; loop's own time per request {:.1} us; {stats:?}",
@@ -541,15 +529,18 @@ fn server_mapcache_invalidate_is_acknowledged() {
     // This one serves through run_once, the building block for loops of one's own.
     let mut server = server;
     let stop = server.stop_handle();
-    let h = {
+    let running = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut r = Ok(());
-            while !stop.is_stopped() && r.is_ok() {
-                r = server.run_once(Duration::from_millis(200)).map(drop);
-            }
-            (r, server)
-        })
+        Running::new(
+            stop.clone(),
+            std::thread::spawn(move || {
+                let mut r = Ok(());
+                while !stop.is_stopped() && r.is_ok() {
+                    r = server.run_once(Duration::from_millis(200)).map(drop);
+                }
+                (r, server)
+            }),
+        )
     };
     // The guest gives a scratch frame back (XENMEM_decrease_reservation): Xen then asks every
     // ioreq server to drop its guest-memory mappings (IOREQ_TYPE_INVALIDATE) before the vCPU
@@ -570,7 +561,7 @@ fn server_mapcache_invalidate_is_acknowledged() {
     let d = data(100, 5);
     g.rep_outs(FIFO_PORT, 1, &d, false).unwrap();
     assert_eq!(g.rep_ins(FIFO_PORT, 1, 100, false).unwrap(), d);
-    let stats = finish(stop, h);
+    let stats = finish(running);
     report!("invalidate: {stats:?}");
     assert!(stats.invalidate >= 1, "{stats:?}");
 }

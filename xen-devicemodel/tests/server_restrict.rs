@@ -8,6 +8,10 @@ use xen_devicemodel::server::{Claim, Device, ServerBuilder};
 use xen_devicemodel::{BufIoreqMode, DeviceModel, DomId};
 use xen_testkit::{require_xen, TestGuest};
 
+#[path = "support/running.rs"]
+mod running;
+use running::Running;
+
 #[derive(Default)]
 struct Echo(u32);
 
@@ -39,11 +43,13 @@ fn server_loop_serves_after_restrict_all() {
     eprintln!("xen-devicemodel server: restricted handle on d0: {e}");
     // A fresh handle is not restricted; the server's is.
     let _ = DeviceModel::open().unwrap();
-    let stop = server.stop_handle();
-    let h = std::thread::spawn(move || {
-        let r = server.run();
-        (r, server.stats())
-    });
+    let running = Running::new(
+        server.stop_handle(),
+        std::thread::spawn(move || {
+            let r = server.run();
+            (r, server.stats())
+        }),
+    );
     for v in [0x1111u32, 0x2222, 0x3333] {
         g.port_out(0x540, v, 2).unwrap();
         assert_eq!(g.port_in(0x540, 2).unwrap(), v ^ 0xffff);
@@ -51,8 +57,7 @@ fn server_loop_serves_after_restrict_all() {
     let d: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
     g.rep_outs(0x541, 1, &d, false).unwrap(); // data_is_ptr: guest memory mapped after restrict
     assert_eq!(echo.lock().unwrap().0, 299 & 0xff);
-    stop.stop();
-    let (r, stats) = h.join().unwrap();
+    let (r, stats) = running.join();
     r.unwrap();
     eprintln!("xen-devicemodel server: after restrict_all: {stats:?}");
     assert!(stats.port >= 7, "{stats:?}");
