@@ -80,6 +80,10 @@ pub enum Alarm {
     Dom0Dead(String),
     /// dom0's kernel oopsed or hit a BUG; the machine may go on, but the run fails.
     Dom0Oops(String),
+    /// A dom0 process crashed (a segfault or trap the kernel logged, or the dynamic loader found
+    /// its own data corrupt): a sign of a bug here or of dom0 memory being overwritten. The
+    /// machine goes on, but the run fails, even if every test passed.
+    Dom0ProcessCrash(String),
 }
 
 impl std::fmt::Display for Alarm {
@@ -88,6 +92,7 @@ impl std::fmt::Display for Alarm {
             Alarm::XenPanic(l) => write!(f, "Xen panicked: {l}"),
             Alarm::Dom0Dead(l) => write!(f, "dom0 died: {l}"),
             Alarm::Dom0Oops(l) => write!(f, "dom0 kernel oops: {l}"),
+            Alarm::Dom0ProcessCrash(l) => write!(f, "a dom0 process crashed: {l}"),
         }
     }
 }
@@ -95,7 +100,7 @@ impl std::fmt::Display for Alarm {
 impl Alarm {
     /// Whether the machine can no longer make progress.
     pub fn fatal(&self) -> bool {
-        !matches!(self, Alarm::Dom0Oops(_))
+        !matches!(self, Alarm::Dom0Oops(_) | Alarm::Dom0ProcessCrash(_))
     }
 }
 
@@ -117,6 +122,11 @@ pub fn alarm(line: &str) -> Option<Alarm> {
             || (line.contains("BUG: ") && !line.contains("soft lockup")))
     {
         return Some(Alarm::Dom0Oops(l));
+    }
+    if (is_kernel(line) && (line.contains("segfault at") || line.contains("traps: ")))
+        || line.contains("Inconsistency detected by ld.so")
+    {
+        return Some(Alarm::Dom0ProcessCrash(l));
     }
     None
 }
@@ -391,6 +401,20 @@ mod tests {
             alarm("[   20.1] BUG: kernel NULL pointer dereference, address: 0"),
             Some(Alarm::Dom0Oops(_))
         ));
+        assert!(matches!(
+            alarm("[  207.3] xl[568]: segfault at 30 ip 00007f sp 00007ffd error 4 in ld-linux-x86-64.so.2"),
+            Some(Alarm::Dom0ProcessCrash(_))
+        ));
+        assert!(matches!(
+            alarm("[   90.2] traps: xl[612] general protection fault ip:7f0 sp:7ffd error:0 in libc.so.6"),
+            Some(Alarm::Dom0ProcessCrash(_))
+        ));
+        assert!(matches!(
+            alarm("Inconsistency detected by ld.so: dl-version.c: 204: _dl_check_map_versions: Assertion failed!"),
+            Some(Alarm::Dom0ProcessCrash(_))
+        ));
+        assert!(!alarm("[ 1.0] x: segfault at 0").is_some_and(|a| a.fatal()));
+        assert!(alarm("test handles_segfault_at_boundary ... ok").is_none());
         assert!(alarm("[   20.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!").is_none());
         assert!(alarm("test oops_handling ... ok").is_none());
     }
