@@ -1,0 +1,422 @@
+//! Mapping guest frames by number: [`ForeignMemory::map`], [`ForeignMemory::map_partial`],
+//! [`ForeignMemory::map_with`], with the retry of paged-out frames and the fallback to the
+//! old `MMAPBATCH` ioctl.
+
+use core::ffi::{c_int, c_void};
+use core::ptr::NonNull;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use xen_hypercall::{DomId, Errno};
+
+use super::{
+    check_domain, sizes, BatchIoctl, FailurePolicy, ForeignMemory, MapOptions, RetryPolicy,
+};
+use crate::sys;
+use crate::{Access, Error, FrameError, Mapping, Result, PAGE_SIZE};
+
+const MAP_OP: &str = "foreignmemory map";
+
+/// The per-frame error array: on the stack for small batches, on the heap beyond.
+// Deliberately large: it lives on the stack for one call, to spare small batches an allocation.
+#[allow(clippy::large_enum_variant)]
+enum ErrBuf {
+    Inline([c_int; ErrBuf::INLINE], usize),
+    Heap(Vec<c_int>),
+}
+
+impl ErrBuf {
+    const INLINE: usize = 64;
+
+    fn new(n: usize) -> ErrBuf {
+        if n <= Self::INLINE {
+            ErrBuf::Inline([0; Self::INLINE], n)
+        } else {
+            ErrBuf::Heap(vec![0; n])
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut [c_int] {
+        match self {
+            ErrBuf::Inline(a, n) => &mut a[..*n],
+            ErrBuf::Heap(v) => v,
+        }
+    }
+}
+
+const ENOENT: c_int = -(Errno::ENOENT as c_int);
+
+impl ForeignMemory {
+    /// Maps the frames `gfns` of `domid`, in order, all or nothing: if any frame fails, the
+    /// call fails with [`Error::Frame`] naming the first one and why, and nothing stays
+    /// mapped. Frames paged out by Xen are retried ([`RetryPolicy::default`]).
+    ///
+    /// `access` is [`ReadOnly`](crate::ReadOnly) or [`ReadWrite`](crate::ReadWrite) and
+    /// becomes the mapping's type. One `mmap` and one ioctl, whatever the number of frames
+    /// (plus retries of paged-out frames only); no allocation up to 64 frames, one array of
+    /// error codes beyond.
+    ///
+    /// Refused before any syscall: an empty list, a byte size that overflows, reserved
+    /// domain ids such as `DOMID_SELF`. A domain that does not exist gives `ESRCH`
+    /// ([`Error::is_no_such_domain`]); a frame the guest does not have, `EINVAL`.
+    ///
+    /// ```no_run
+    /// use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
+    ///
+    /// let fm = ForeignMemory::open()?;
+    /// match fm.map(DomId::new(1), &[0x100, 0x1_0000_0000], ReadWrite) {
+    ///     Ok(m) => println!("mapped {} bytes", m.len()),
+    ///     Err(e) => println!("{e}"), // ... frame 1 (gfn 0x100000000): Invalid argument ...
+    /// }
+    /// # Ok::<(), xen_foreignmemory::Error>(())
+    /// ```
+    pub fn map<A: Access>(&self, domid: DomId, gfns: &[u64], access: A) -> Result<Mapping<A>> {
+        self.map_with(domid, gfns, access, &MapOptions::new())
+    }
+
+    /// Like [`map`](ForeignMemory::map), but frames that fail leave holes instead of failing
+    /// the call ([`FailurePolicy::PerFrame`]): inspect [`Mapping::frame_errors`]. Fails
+    /// only when no frame at all mapped.
+    ///
+    /// ```no_run
+    /// use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
+    ///
+    /// let fm = ForeignMemory::open()?;
+    /// let m = fm.map_partial(DomId::new(1), &[0x100, 0x1_0000_0000], ReadOnly)?;
+    /// for e in m.frame_errors() {
+    ///     println!("{e}"); // frame 1 (gfn 0x100000000): Invalid argument
+    /// }
+    /// assert!(m.read::<u8>(4096).unwrap_err().frame().is_some()); // the hole refuses access
+    /// # Ok::<(), xen_foreignmemory::Error>(())
+    /// ```
+    pub fn map_partial<A: Access>(
+        &self,
+        domid: DomId,
+        gfns: &[u64],
+        access: A,
+    ) -> Result<Mapping<A>> {
+        let opts = MapOptions::new().failure(FailurePolicy::PerFrame);
+        self.map_with(domid, gfns, access, &opts)
+    }
+
+    /// Maps the frames `gfns` of `domid` with `opts`: placement (libxenforeignmemory's
+    /// `map2`), failure policy, retries. See [`map`](ForeignMemory::map).
+    ///
+    /// ```no_run
+    /// use xen_foreignmemory::{DomId, ForeignMemory, MapOptions, ReadOnly, RetryPolicy};
+    ///
+    /// let fm = ForeignMemory::open()?;
+    /// let opts = MapOptions::new().retry(RetryPolicy::NEVER);
+    /// let m = fm.map_with(DomId::new(1), &[0x100], ReadOnly, &opts)?;
+    /// # let _ = m;
+    /// # Ok::<(), xen_foreignmemory::Error>(())
+    /// ```
+    pub fn map_with<A: Access>(
+        &self,
+        domid: DomId,
+        gfns: &[u64],
+        _access: A,
+        opts: &MapOptions,
+    ) -> Result<Mapping<A>> {
+        check_domain(MAP_OP, domid)?;
+        let (len, vma_len) = sizes(MAP_OP, domid, gfns.len() as u64)?;
+        let at = opts.placement(MAP_OP, domid)?;
+        let mapping = self.mmap::<A>(MAP_OP, domid, at, len, vma_len)?;
+        let mut errs = ErrBuf::new(gfns.len());
+        let errs = errs.as_mut();
+        self.batch(domid, mapping.base(), gfns, errs, opts.retry_policy())?;
+        finish(mapping, domid, gfns, errs, opts.failure)
+    }
+
+    /// Maps `gfns` at `base` (a fresh privcmd mapping), then retries the paged-out frames.
+    fn batch(
+        &self,
+        domid: DomId,
+        base: NonNull<u8>,
+        gfns: &[u64],
+        errs: &mut [c_int],
+        retry: RetryPolicy,
+    ) -> Result<()> {
+        // SAFETY: `base` is a whole, empty privcmd mapping of exactly gfns.len() pages,
+        // referenced by nothing yet.
+        unsafe { self.batch_once(domid, base.as_ptr(), gfns, errs)? };
+        if sys::page_size() != PAGE_SIZE {
+            // With kernel pages larger than Xen's, a run of frames may start inside a kernel
+            // page whose other frames mapped, which the kernel cannot refill: no retries.
+            return Ok(());
+        }
+        retry_paged(
+            gfns,
+            errs,
+            retry,
+            std::thread::sleep,
+            |start, gfns, errs| {
+                // SAFETY: frames start..start+len failed with ENOENT, so the kernel left their
+                // pages unmapped: a hole of the mapping at `base`, which the kernel lets us fill.
+                // `start < gfns.len()`, so the offset stays inside the mapping.
+                unsafe {
+                    let addr = base.as_ptr().add(start * PAGE_SIZE);
+                    self.batch_once(domid, addr, gfns, errs)
+                }
+            },
+        )
+    }
+
+    /// One map ioctl; per-frame outcomes land in `errs` (0 or a negative errno). Fails only
+    /// when the call as a whole failed.
+    ///
+    /// # Safety
+    /// `addr` is a whole, empty privcmd mapping of this handle exactly `gfns.len()` pages
+    /// long, or a hole of one left by an earlier call; nothing references it.
+    unsafe fn batch_once(
+        &self,
+        domid: DomId,
+        addr: *mut u8,
+        gfns: &[u64],
+        errs: &mut [c_int],
+    ) -> Result<()> {
+        let which = self.batch_ioctl();
+        if which != BatchIoctl::V1 {
+            // SAFETY: forwarded from our caller.
+            let r = unsafe {
+                self.privcmd
+                    .mmapbatch_v2(domid, addr.cast::<c_void>(), gfns, errs)
+            };
+            match r {
+                // ENOENT as a whole means "some frames are paged out": they are marked.
+                Err(e) if e.errno() == Errno::ENOENT => {}
+                Err(e) if e.errno() == Errno::ENOTTY && which == BatchIoctl::Probe => {
+                    self.set_batch_ioctl(BatchIoctl::V1);
+                    // SAFETY: ENOTTY: the kernel did nothing; same range.
+                    return unsafe { self.batch_v1(domid, addr, gfns, errs) };
+                }
+                Err(e) => return Err(e.with_op(MAP_OP).into()),
+                Ok(()) => {}
+            }
+            if which == BatchIoctl::Probe {
+                self.set_batch_ioctl(BatchIoctl::V2);
+            }
+            Ok(())
+        } else {
+            // SAFETY: forwarded from our caller.
+            unsafe { self.batch_v1(domid, addr, gfns, errs) }
+        }
+    }
+
+    /// [`batch_once`](Self::batch_once) with the old ioctl.
+    ///
+    /// # Safety
+    /// As for `batch_once`.
+    unsafe fn batch_v1(
+        &self,
+        domid: DomId,
+        addr: *mut u8,
+        gfns: &[u64],
+        errs: &mut [c_int],
+    ) -> Result<()> {
+        let mut arr = gfns.to_vec();
+        // SAFETY: forwarded from our caller.
+        match unsafe { sys::mmapbatch_v1(self.privcmd.as_fd(), domid.get(), addr, &mut arr) } {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(Error::os(MAP_OP, Some(domid), e)),
+        }
+        for ((err, &now), &asked) in errs.iter_mut().zip(&arr).zip(gfns) {
+            *err = v1_outcome(asked, now);
+        }
+        Ok(())
+    }
+}
+
+/// Retries the frames marked paged out (`ENOENT`) in `errs`: after each `sleep` (growing as
+/// `policy` says), one `remap(start, gfns, errs)` per run of consecutive such frames, which
+/// updates their outcomes. Stops when none is left or the attempts are spent.
+fn retry_paged(
+    gfns: &[u64],
+    errs: &mut [c_int],
+    policy: RetryPolicy,
+    mut sleep: impl FnMut(Duration),
+    mut remap: impl FnMut(usize, &[u64], &mut [c_int]) -> Result<()>,
+) -> Result<()> {
+    let mut delay = policy.first_delay;
+    for _ in 0..policy.attempts {
+        if !errs.contains(&ENOENT) {
+            break;
+        }
+        sleep(delay.min(policy.max_delay));
+        delay = delay.saturating_mul(2);
+        let mut i = 0;
+        while i < gfns.len() {
+            if errs[i] != ENOENT {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < gfns.len() && errs[i] == ENOENT {
+                i += 1;
+            }
+            remap(start, &gfns[start..i], &mut errs[start..i])?;
+        }
+    }
+    Ok(())
+}
+
+/// A frame's outcome under the old ioctl, which flags failures in the frame number itself:
+/// `PRIVCMD_MMAPBATCH_PAGED_ERROR` (bit 31) for paged out, `PRIVCMD_MMAPBATCH_MFN_ERROR`
+/// (bits 28 to 31) for any other failure.
+fn v1_outcome(asked: u64, now: u64) -> c_int {
+    use xen_sys::privcmd::{PRIVCMD_MMAPBATCH_MFN_ERROR, PRIVCMD_MMAPBATCH_PAGED_ERROR};
+    let other = u64::from(PRIVCMD_MMAPBATCH_MFN_ERROR & !PRIVCMD_MMAPBATCH_PAGED_ERROR);
+    let added = now & !asked;
+    if added == 0 {
+        0
+    } else if added & other != 0 {
+        -(Errno::EINVAL as c_int)
+    } else {
+        ENOENT
+    }
+}
+
+/// Turns the per-frame outcomes into the result the policy asks for.
+fn finish<A: Access>(
+    mut mapping: Mapping<A>,
+    domid: DomId,
+    gfns: &[u64],
+    errs: &[c_int],
+    policy: FailurePolicy,
+) -> Result<Mapping<A>> {
+    let failed = errs.iter().filter(|&&e| e != 0).count();
+    if failed == 0 {
+        return Ok(mapping);
+    }
+    let frame = |index: usize| FrameError {
+        index,
+        gfn: gfns[index],
+        errno: xen_hypercall::errno_from_xen(i64::from(errs[index])),
+    };
+    if policy == FailurePolicy::AllOrNothing || failed == gfns.len() {
+        let first = errs.iter().position(|&e| e != 0).unwrap_or(0);
+        return Err(Error::Frame {
+            op: MAP_OP,
+            domain: domid,
+            frame: frame(first),
+            failed,
+            count: gfns.len(),
+        });
+    }
+    let holes: Box<[FrameError]> = errs
+        .iter()
+        .enumerate()
+        .filter(|(_, &e)| e != 0)
+        .map(|(i, _)| frame(i))
+        .collect();
+    mapping.set_holes(holes);
+    Ok(mapping)
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::super::tests::old_kernel;
+    use super::*;
+
+    #[test]
+    fn missing_v2_falls_back_to_the_old_ioctl_and_unmaps_on_failure() {
+        let fm = old_kernel();
+        let d = DomId::new(4);
+        let s0 = sys::syscalls();
+        let e = fm.map(d, &[1, 2, 3], crate::ReadWrite).unwrap_err();
+        // mmap, (V2 through xen-hypercall: not counted here), V1, munmap.
+        assert_eq!(sys::syscalls() - s0, 3);
+        assert_eq!((e.op(), e.errno()), ("foreignmemory map", Errno::ENOTTY));
+        assert_eq!(fm.batch_ioctl(), BatchIoctl::V1, "remembered");
+        // Next time straight to V1.
+        let s0 = sys::syscalls();
+        assert!(fm.map(d, &[1], crate::ReadOnly).is_err());
+        assert_eq!(sys::syscalls() - s0, 3);
+    }
+
+    #[test]
+    fn only_paged_out_frames_are_retried_with_backoff() {
+        // Frames 1, 2 and 5 are paged out; frame 2 comes back on the second retry, frame 5
+        // never; frame 3 failed for another reason and is left alone.
+        let gfns: Vec<u64> = (100..107).collect();
+        let einval = -(Errno::EINVAL as c_int);
+        let mut errs = [0, ENOENT, ENOENT, einval, 0, ENOENT, 0];
+        let mut tries = [0u32; 7];
+        let mut calls = Vec::new();
+        let mut sleeps = Vec::new();
+        let policy = RetryPolicy {
+            attempts: 4,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(3),
+        };
+        retry_paged(
+            &gfns,
+            &mut errs,
+            policy,
+            |d| sleeps.push(d),
+            |start, g, e| {
+                calls.push((start, g.to_vec()));
+                for (k, err) in e.iter_mut().enumerate() {
+                    let i = start + k;
+                    tries[i] += 1;
+                    *err = match i {
+                        1 => 0,
+                        2 if tries[i] >= 2 => 0,
+                        _ => ENOENT,
+                    };
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(errs, [0, 0, 0, einval, 0, ENOENT, 0]);
+        assert_eq!(
+            calls,
+            [
+                (1, vec![101, 102]),
+                (5, vec![105]),
+                (2, vec![102]),
+                (5, vec![105]),
+                (5, vec![105]),
+                (5, vec![105]),
+            ]
+        );
+        let ms = Duration::from_millis;
+        assert_eq!(sleeps, [ms(1), ms(2), ms(3), ms(3)]);
+        // Nothing paged out: no sleep, no call.
+        let mut errs = [0, einval];
+        retry_paged(
+            &gfns[..2],
+            &mut errs,
+            policy,
+            |_| panic!("slept"),
+            |_, _, _| panic!("called"),
+        )
+        .unwrap();
+        // A whole-call failure during a retry ends it.
+        let mut errs = [ENOENT];
+        let e = Error::os("t", None, Errno::EPERM);
+        assert_eq!(
+            retry_paged(&gfns[..1], &mut errs, policy, |_| {}, |_, _, _| Err(e)),
+            Err(e)
+        );
+    }
+
+    #[test]
+    fn old_ioctl_outcomes() {
+        assert_eq!(v1_outcome(0x100, 0x100), 0);
+        assert_eq!(v1_outcome(0x100, 0x100 | 0x8000_0000), ENOENT);
+        assert_eq!(
+            v1_outcome(0x100, 0x100 | 0xf000_0000),
+            -(Errno::EINVAL as c_int)
+        );
+    }
+
+    #[test]
+    fn error_buffer_is_inline_for_small_batches() {
+        assert!(matches!(ErrBuf::new(64), ErrBuf::Inline(..)));
+        assert_eq!(ErrBuf::new(64).as_mut().len(), 64);
+        assert!(matches!(ErrBuf::new(65), ErrBuf::Heap(_)));
+        assert_eq!(ErrBuf::new(1000).as_mut().len(), 1000);
+    }
+}

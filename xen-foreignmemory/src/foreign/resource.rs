@@ -1,0 +1,161 @@
+//! Mapping resources: [`ForeignMemory::resource_size`], [`ForeignMemory::map_resource`],
+//! [`ForeignMemory::map_resource_with`].
+
+use xen_hypercall::DomId;
+
+use super::{check_domain, sizes, ForeignMemory, MapOptions};
+use crate::{Access, Error, Mapping, Resource, Result};
+
+impl ForeignMemory {
+    /// The size in frames of `resource` of `domid` (`IOCTL_PRIVCMD_MMAP_RESOURCE` with no
+    /// address): e.g. 2 for an ioreq server with buffered ioreqs (the buffered page and one
+    /// ioreq page), the grant table's frame count.
+    ///
+    /// A resource the domain does not have, or a Xen or kernel without resource mapping,
+    /// gives an error with [`Error::is_not_supported`]; resources of dom0 are refused by Xen
+    /// ([`Error::is_permission_denied`]).
+    ///
+    /// ```no_run
+    /// use xen_foreignmemory::{DomId, ForeignMemory, GrantTable, Resource};
+    ///
+    /// let fm = ForeignMemory::open()?;
+    /// let frames = fm.resource_size(DomId::new(1), Resource::GrantTable(GrantTable::Shared))?;
+    /// println!("grant table: {frames} frames");
+    /// # Ok::<(), xen_foreignmemory::Error>(())
+    /// ```
+    pub fn resource_size(&self, domid: DomId, resource: Resource) -> Result<u64> {
+        let op = resource.size_op();
+        check_domain(op, domid)?;
+        let frames = self
+            .privcmd
+            .resource_size(domid, resource.kind(), resource.id())
+            .map_err(|e| e.with_op(op))?;
+        resource_size_result(op, domid, frames)
+    }
+
+    /// Maps `count` frames of `resource` of `domid`, starting at frame `frame`
+    /// (`IOCTL_PRIVCMD_MMAP_RESOURCE`): all or nothing.
+    ///
+    /// "Not supported" (the Xen or kernel cannot map resources, or not this one) is an error
+    /// with [`Error::is_not_supported`]: device models then fall back to mapping the frames
+    /// by number with [`map`](ForeignMemory::map).
+    ///
+    /// ```no_run
+    /// use xen_foreignmemory::{field, DomId, ForeignMemory, ReadWrite, Resource};
+    /// # #[derive(Clone, Copy)]
+    /// # #[repr(C)]
+    /// # struct Ioreq { addr: u64, data: u64, count: u32, size: u32, vp_eport: u32, pad: u16, state: u8, kind: u8 }
+    /// # // SAFETY: integers only.
+    /// # unsafe impl xen_foreignmemory::Plain for Ioreq {}
+    ///
+    /// let fm = ForeignMemory::open()?;
+    /// let server = Resource::IoreqServer { id: 0 };
+    /// let ioreq_page = Resource::ioreq_server_ioreq_frame(0);
+    /// let page = fm.map_resource(DomId::new(1), server, ioreq_page, 1, ReadWrite)?;
+    /// let vcpu0 = page.view::<Ioreq>(0)?;
+    /// println!("vCPU 0 ioreq at {:#x}", field!(vcpu0, addr)?.read());
+    /// # Ok::<(), xen_foreignmemory::Error>(())
+    /// ```
+    pub fn map_resource<A: Access>(
+        &self,
+        domid: DomId,
+        resource: Resource,
+        frame: u32,
+        count: usize,
+        access: A,
+    ) -> Result<Mapping<A>> {
+        self.map_resource_with(domid, resource, frame, count, access, &MapOptions::new())
+    }
+
+    /// [`map_resource`](ForeignMemory::map_resource) with a placement from `opts` (its
+    /// failure and retry policies do not apply: resources map whole or not at all).
+    ///
+    /// ```no_run
+    /// use xen_foreignmemory::{DomId, ForeignMemory, GrantTable, MapOptions, ReadOnly, Resource};
+    ///
+    /// let fm = ForeignMemory::open()?;
+    /// let opts = MapOptions::new().near(0x7e00_0000_0000);
+    /// let gt = Resource::GrantTable(GrantTable::Shared);
+    /// let m = fm.map_resource_with(DomId::new(1), gt, 0, 1, ReadOnly, &opts)?;
+    /// # let _ = m;
+    /// # Ok::<(), xen_foreignmemory::Error>(())
+    /// ```
+    pub fn map_resource_with<A: Access>(
+        &self,
+        domid: DomId,
+        resource: Resource,
+        frame: u32,
+        count: usize,
+        _access: A,
+        opts: &MapOptions,
+    ) -> Result<Mapping<A>> {
+        let op = resource.map_op();
+        check_domain(op, domid)?;
+        let (len, vma_len) = sizes(op, domid, count as u64)?;
+        if u32::try_from(count).is_err() || frame.checked_add(count as u32).is_none() {
+            return Err(Error::invalid(op, Some(domid), "the frame range overflows"));
+        }
+        let at = opts.placement(op, domid)?;
+        let mapping = self.mmap::<A>(op, domid, at, len, vma_len)?;
+        // SAFETY: a whole, fresh privcmd mapping of this handle, `count` pages long,
+        // referenced by nothing; on failure it is unmapped when `mapping` drops.
+        unsafe {
+            self.privcmd.mmap_resource(
+                domid,
+                resource.kind(),
+                resource.id(),
+                frame,
+                count as u64,
+                mapping.base().as_ptr().cast(),
+            )
+        }
+        .map_err(|e| e.with_op(op))?;
+        Ok(mapping)
+    }
+}
+
+/// Reads the frame count of a size query. Xen (4.17 at least) answers a query for a resource
+/// type it does not know with success and a frame count of `(uint32_t)-EOPNOTSUPP`: such
+/// counts (a negative error code in 32 bits) are turned back into that error.
+fn resource_size_result(op: &'static str, domid: DomId, frames: u64) -> Result<u64> {
+    match u32::try_from(frames) {
+        Ok(n) if n > u32::MAX - 4095 => Err(Error::os(
+            op,
+            Some(domid),
+            xen_hypercall::errno_from_xen(i64::from(n as i32)),
+        )),
+        _ => Ok(frames),
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::super::tests::old_kernel;
+    use super::*;
+    use xen_hypercall::Errno;
+
+    #[test]
+    fn kernels_without_resource_mapping_say_not_supported() {
+        let fm = old_kernel();
+        let d = DomId::new(4);
+        let r = Resource::IoreqServer { id: 1 };
+        let e = fm.map_resource(d, r, 0, 2, crate::ReadWrite).unwrap_err();
+        assert!(e.is_not_supported(), "{e}");
+        assert_eq!(e.op(), "foreignmemory map_resource ioreq_server");
+        assert_eq!(e.domain(), Some(d));
+        let e = fm.resource_size(d, r).unwrap_err();
+        assert!(e.is_not_supported(), "{e}");
+        assert_eq!(e.op(), "foreignmemory resource_size ioreq_server");
+    }
+
+    #[test]
+    fn resource_sizes_that_are_errors() {
+        let d = DomId::new(2);
+        assert_eq!(resource_size_result("t", d, 64).unwrap(), 64);
+        assert_eq!(resource_size_result("t", d, 0).unwrap(), 0);
+        let e = resource_size_result("t", d, 0xffff_ffa1).unwrap_err();
+        assert!(e.is_not_supported(), "{e}");
+        assert_eq!(e.errno(), Errno::EOPNOTSUPP);
+        assert_eq!(resource_size_result("t", d, 1 << 33).unwrap(), 1 << 33);
+    }
+}
