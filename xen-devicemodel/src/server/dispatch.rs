@@ -1,0 +1,252 @@
+//! The request logic, apart from Xen's handles: routing accesses to the device whose claim
+//! holds them, the synchronous ioreq types (`rep` counts, `data_is_ptr` copies through
+//! guest memory), and the buffered ring's records.
+
+use super::device::{Device, Key};
+use super::guestmem::GuestMem;
+use super::slot::{self, Ioreq, Ring};
+use super::Stats;
+use crate::{Result, Sbdf};
+
+#[cfg(test)]
+mod tests;
+
+/// Guest memory for `data_is_ptr` requests (a trait so the dispatch logic can be tested
+/// without Xen).
+pub(crate) trait GuestMemory {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<()>;
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<()>;
+    fn invalidate(&mut self);
+}
+
+impl GuestMemory for GuestMem {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<()> {
+        GuestMem::read(self, gpa, buf)
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<()> {
+        GuestMem::write(self, gpa, data)
+    }
+    fn invalidate(&mut self) {
+        GuestMem::invalidate(self)
+    }
+}
+
+/// The devices and the request logic, apart from Xen's handles.
+pub(crate) struct Dispatch<M> {
+    pub(crate) devices: Vec<Box<dyn Device>>,
+    pub(super) keys: Vec<(Key, usize)>,
+    pub(crate) stats: Stats,
+    pub(crate) mem: M,
+}
+
+/// Bytes of guest memory copied at a time for `data_is_ptr` requests (on the stack).
+const COPY_CHUNK: usize = 512;
+
+impl<M: GuestMemory> Dispatch<M> {
+    pub(super) fn drain_ring(&mut self, ring: Ring) {
+        while let Some(r) = ring.peek() {
+            if r.kind != slot::IOREQ_TYPE_TIMEOFFSET {
+                self.stats.buffered += 1;
+            }
+            if !r.read {
+                match r.kind {
+                    slot::IOREQ_TYPE_PIO => self.port_write(r.addr as u16, r.size, r.data),
+                    slot::IOREQ_TYPE_COPY => self.mmio_write(r.addr, r.size, r.data),
+                    // Xen broadcasts the guest's RTC offset changes through the ring.
+                    slot::IOREQ_TYPE_TIMEOFFSET => self.stats.timeoffset += 1,
+                    _ => self.stats.other += 1,
+                }
+            }
+            ring.consume(r.slots);
+        }
+    }
+
+    fn find(&self, want: impl Fn(&Key) -> bool) -> Option<usize> {
+        self.keys.iter().find(|(k, _)| want(k)).map(|&(_, i)| i)
+    }
+
+    fn port_read(&mut self, port: u16, size: u8) -> u64 {
+        let p = u64::from(port);
+        match self.find(|k| matches!(*k, Key::Port(a, b) if a <= p && p <= b)) {
+            Some(i) => u64::from(self.devices[i].port_read(port, size)) & mask(size),
+            None => {
+                self.stats.unclaimed += 1;
+                mask(size)
+            }
+        }
+    }
+
+    fn port_write(&mut self, port: u16, size: u8, value: u64) {
+        let p = u64::from(port);
+        match self.find(|k| matches!(*k, Key::Port(a, b) if a <= p && p <= b)) {
+            Some(i) => self.devices[i].port_write(port, size, (value & mask(size)) as u32),
+            None => self.stats.unclaimed += 1,
+        }
+    }
+
+    fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+        match self.find(|k| matches!(*k, Key::Mmio(a, b) if a <= addr && addr <= b)) {
+            Some(i) => self.devices[i].mmio_read(addr, size) & mask(size),
+            None => {
+                self.stats.unclaimed += 1;
+                mask(size)
+            }
+        }
+    }
+
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+        match self.find(|k| matches!(*k, Key::Mmio(a, b) if a <= addr && addr <= b)) {
+            Some(i) => self.devices[i].mmio_write(addr, size, value & mask(size)),
+            None => self.stats.unclaimed += 1,
+        }
+    }
+
+    /// Handles one synchronous request; returns the value to put in `data`, if any.
+    pub(super) fn handle(&mut self, req: &Ioreq) -> Option<u64> {
+        match req.kind {
+            slot::IOREQ_TYPE_PIO => {
+                self.stats.port += 1;
+                self.io(req, true)
+            }
+            slot::IOREQ_TYPE_COPY => {
+                self.stats.mmio += 1;
+                self.io(req, false)
+            }
+            slot::IOREQ_TYPE_PCI_CONFIG => {
+                self.stats.pci_config += 1;
+                let raw = (req.addr >> 32) as u32;
+                let reg = (req.addr & 0xfff) as u16;
+                let size = req.size.min(4) as u8;
+                let i = self.find(|k| matches!(*k, Key::Pci(s) if s == raw));
+                let Some(i) = i else {
+                    self.stats.unclaimed += 1;
+                    return req.read.then_some(mask(size));
+                };
+                let dev = Sbdf::from_raw(raw);
+                if req.read {
+                    let v = self.devices[i].pci_config_read(dev, reg, size);
+                    Some(u64::from(v) & mask(size))
+                } else {
+                    let v = (req.data & mask(size)) as u32;
+                    self.devices[i].pci_config_write(dev, reg, size, v);
+                    None
+                }
+            }
+            slot::IOREQ_TYPE_INVALIDATE => {
+                self.stats.invalidate += 1;
+                self.mem.invalidate();
+                None
+            }
+            slot::IOREQ_TYPE_TIMEOFFSET => {
+                self.stats.timeoffset += 1;
+                None
+            }
+            _ => {
+                self.stats.other += 1;
+                None
+            }
+        }
+    }
+
+    /// Port I/O (`pio`) or MMIO, with `rep` counts and `data_is_ptr`.
+    fn io(&mut self, req: &Ioreq, pio: bool) -> Option<u64> {
+        let size = req.size;
+        if !matches!(size, 1 | 2 | 4 | 8) || (pio && size == 8) {
+            self.stats.unclaimed += 1;
+            return (req.read && !req.data_is_ptr).then_some(u64::MAX);
+        }
+        let size = size as u8;
+        let step = u64::from(size);
+        let count = req.count.max(1);
+        // Element i's device address: a port stays put, MMIO moves with the direction flag.
+        let at = |i: u32| {
+            let off = u64::from(i).wrapping_mul(step);
+            if pio {
+                req.addr
+            } else if req.df {
+                req.addr.wrapping_sub(off)
+            } else {
+                req.addr.wrapping_add(off)
+            }
+        };
+        let dev_read = |s: &mut Self, a: u64| {
+            if pio {
+                s.port_read(a as u16, size)
+            } else {
+                s.mmio_read(a, size)
+            }
+        };
+        let dev_write = |s: &mut Self, a: u64, v: u64| {
+            if pio {
+                s.port_write(a as u16, size, v)
+            } else {
+                s.mmio_write(a, size, v)
+            }
+        };
+        if !req.data_is_ptr {
+            if req.read {
+                let mut v = 0;
+                for i in 0..count {
+                    v = dev_read(self, at(i));
+                }
+                return Some(v);
+            }
+            for i in 0..count {
+                dev_write(self, at(i), req.data);
+            }
+            return None;
+        }
+        // Through guest memory, a chunk of elements per copy (on the stack): the chunk's
+        // bytes are contiguous in guest memory, lowest address first; with the direction
+        // flag set, element i0 is the highest of them.
+        let n = usize::from(size);
+        let per = (COPY_CHUNK / n) as u32;
+        let mut i0 = 0u32;
+        while i0 < count {
+            let k = (count - i0).min(per);
+            let len = k as usize * n;
+            let first = u64::from(i0).wrapping_mul(step);
+            let lo = if req.df {
+                req.data
+                    .wrapping_sub(first)
+                    .wrapping_sub(u64::from(k - 1).wrapping_mul(step))
+            } else {
+                req.data.wrapping_add(first)
+            };
+            let pos = |j: u32| (if req.df { k - 1 - j } else { j }) as usize * n;
+            let mut buf = [0u8; COPY_CHUNK];
+            if req.read {
+                for j in 0..k {
+                    let v = dev_read(self, at(i0 + j));
+                    let p = pos(j);
+                    buf[p..p + n].copy_from_slice(&v.to_le_bytes()[..n]);
+                }
+                if self.mem.write(lo, &buf[..len]).is_err() {
+                    self.stats.memory_errors += 1;
+                }
+            } else {
+                if self.mem.read(lo, &mut buf[..len]).is_err() {
+                    self.stats.memory_errors += 1;
+                }
+                for j in 0..k {
+                    let p = pos(j);
+                    let mut b = [0u8; 8];
+                    b[..n].copy_from_slice(&buf[p..p + n]);
+                    dev_write(self, at(i0 + j), u64::from_le_bytes(b));
+                }
+            }
+            i0 += k;
+        }
+        None
+    }
+}
+
+/// All-ones in the low `size` bytes.
+fn mask(size: u8) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}

@@ -1,0 +1,115 @@
+//! The blocking loop: [`Server::run`], [`Server::run_once`], and the serving of the
+//! pending ports and vCPU slots that `run_async` shares.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::Ordering;
+
+use xen_evtchn::Port;
+
+use super::{Server, PORTS_PER_READ};
+use crate::{Errno, Error, Result};
+
+impl Server {
+    /// Serves requests on this thread until [`StopHandle::stop`](super::StopHandle::stop) is
+    /// called or an event-channel operation fails.
+    pub fn run(&mut self) -> Result<()> {
+        let mut buf = [Port::default(); PORTS_PER_READ];
+        loop {
+            if self.stop.flag.load(Ordering::Acquire) {
+                self.serve_all_slots()?;
+                return Ok(());
+            }
+            let n = self.ch.try_pending_many(&mut buf)?.len();
+            if n == 0 {
+                self.wait(-1)?;
+                continue;
+            }
+            self.serve_ports(&buf[..n])?;
+        }
+    }
+
+    /// Serves one batch: waits up to `timeout` for pending ports and serves them; returns
+    /// how many ports were pending (0 on timeout or when stopped). For loops of your own.
+    pub fn run_once(&mut self, timeout: std::time::Duration) -> Result<usize> {
+        let mut buf = [Port::default(); PORTS_PER_READ];
+        let mut n = self.ch.try_pending_many(&mut buf)?.len();
+        if n == 0 && !self.stop.flag.load(Ordering::Acquire) {
+            let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+            self.wait(ms)?;
+            n = self.ch.try_pending_many(&mut buf)?.len();
+        }
+        if n > 0 {
+            self.serve_ports(&buf[..n])?;
+        }
+        Ok(n)
+    }
+
+    /// Waits until the event channels or the stop eventfd are readable, at most
+    /// `timeout_ms` (-1: no limit).
+    fn wait(&self, timeout_ms: i32) -> Result<()> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.ch.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.stop.efd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds on the stack, alive across the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        if r < 0 && Errno::last() != Errno::EINTR {
+            return Err(Error::last_os_error("ioreq server poll", Some(self.dom)));
+        }
+        Ok(())
+    }
+
+    pub(super) fn serve_ports(&mut self, ports: &[Port]) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        let r = self.serve_ports_inner(ports);
+        self.d.stats.busy_ns += t0.elapsed().as_nanos() as u64;
+        r
+    }
+
+    fn serve_ports_inner(&mut self, ports: &[Port]) -> Result<()> {
+        self.d.stats.wakeups += 1;
+        // Unmask first: an event that comes while we serve is queued again, not lost.
+        self.ch.unmask_many(ports)?;
+        // Buffered writes were issued before any synchronous request now pending: serve
+        // them first, whichever port woke us.
+        if let Some(r) = self.ring {
+            self.d.drain_ring(r);
+        }
+        for &p in ports {
+            if let Some(v) = self.vcpu_ports.iter().position(|&q| q == p) {
+                self.serve_slot(v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves every slot that holds a request (used when stopping).
+    pub(super) fn serve_all_slots(&mut self) -> Result<()> {
+        if let Some(r) = self.ring {
+            self.d.drain_ring(r);
+        }
+        for v in 0..self.slots.len() {
+            self.serve_slot(v)?;
+        }
+        Ok(())
+    }
+
+    fn serve_slot(&mut self, v: usize) -> Result<()> {
+        let s = self.slots[v];
+        if let Some(req) = s.take() {
+            let answer = self.d.handle(&req);
+            s.complete(answer);
+            self.ch.notify(self.vcpu_ports[v])?;
+            self.d.stats.notifies += 1;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! The tokio loop: `Server::run_async` (feature `tokio`).
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+
+use xen_evtchn::Port;
+
+use super::{Server, PORTS_PER_READ};
+use crate::{Errno, Error, Result};
+
+impl Server {
+    /// Serves requests in a tokio task until stopped (feature `tokio`). The event-channel fd
+    /// is registered with tokio's reactor; everything else is as in [`Server::run`].
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub async fn run_async(&mut self) -> Result<()> {
+        use tokio::io::{unix::AsyncFd, Interest};
+        struct Fd(std::os::fd::RawFd);
+        impl AsRawFd for Fd {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.0
+            }
+        }
+        // SAFETY: the fd is the channel handle's, which `self` owns and keeps open (and the
+        // same) for longer than `afd`, a local of this call that holds `&mut self`'s borrow.
+        let afd =
+            unsafe { AsyncFd::register_with_interest(Fd(self.ch.as_raw_fd()), Interest::READABLE) }
+                .map_err(|e| {
+                    let e: std::io::Error = e.into();
+                    Error::os(
+                        "ioreq server tokio registration",
+                        Some(self.dom),
+                        Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    )
+                })?;
+        let stop = self.stop.clone();
+        let mut buf = [Port::default(); PORTS_PER_READ];
+        loop {
+            if stop.flag.load(Ordering::Acquire) {
+                self.serve_all_slots()?;
+                return Ok(());
+            }
+            let n = self.ch.try_pending_many(&mut buf)?.len();
+            if n == 0 {
+                tokio::select! {
+                    g = afd.readable() => {
+                        if let Ok(mut g) = g {
+                            g.clear_ready();
+                        }
+                    }
+                    _ = stop.notify.notified() => {}
+                }
+                continue;
+            }
+            self.serve_ports(&buf[..n])?;
+        }
+    }
+}

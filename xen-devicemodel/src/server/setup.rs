@@ -1,0 +1,245 @@
+//! Set-up and teardown: [`ServerBuilder`] (creating the ioreq server, mapping its pages,
+//! claiming the ranges, binding the event channels) and [`Server`]'s `Drop`.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use xen_evtchn::EventChannels;
+use xen_foreignmemory::{ForeignMemory, Mapping, ReadWrite, Resource};
+
+use super::device::{Claim, Device, Key};
+use super::dispatch::Dispatch;
+use super::guestmem::GuestMem;
+use super::slot::{self, Ring, Slot};
+use super::stop::StopInner;
+use super::{Server, Stats};
+use crate::{BufIoreqMode, DeviceModel, DomId, Errno, Error, IoreqServer, Result};
+
+/// Builds a [`Server`]: the guest, the buffered mode, the devices and their claims.
+pub struct ServerBuilder {
+    dom: DomId,
+    mode: BufIoreqMode,
+    restrict: bool,
+    dm: Option<DeviceModel>,
+    pub(super) devices: Vec<Box<dyn Device>>,
+    pub(super) keys: Vec<(Key, usize)>,
+    claims: Vec<Claim>,
+}
+
+impl ServerBuilder {
+    /// A server for guest `dom`, with a buffered ring in [`BufIoreqMode::Atomic`] mode (as
+    /// QEMU uses), no devices, and no privilege drop.
+    pub fn new(dom: DomId) -> ServerBuilder {
+        ServerBuilder {
+            dom,
+            mode: BufIoreqMode::Atomic,
+            restrict: false,
+            dm: None,
+            devices: Vec::new(),
+            keys: Vec::new(),
+            claims: Vec::new(),
+        }
+    }
+
+    /// The buffered-ioreq mode ([`BufIoreqMode::Off`]: no ring, every request synchronous).
+    pub fn buffered(mut self, mode: BufIoreqMode) -> ServerBuilder {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether to [`restrict_all`](xen_hypercall::restrict_all) the process's Xen handles to
+    /// the guest once set up.
+    pub fn restrict(mut self, restrict: bool) -> ServerBuilder {
+        self.restrict = restrict;
+        self
+    }
+
+    /// Uses `dm` for the dm_ops (default: a new [`DeviceModel::open`]).
+    pub fn device_model(mut self, dm: DeviceModel) -> ServerBuilder {
+        self.dm = Some(dm);
+        self
+    }
+
+    /// Registers `device` for `claims`. A request goes to the first device registered whose
+    /// claim contains it.
+    pub fn device(
+        mut self,
+        device: impl Device + 'static,
+        claims: impl IntoIterator<Item = Claim>,
+    ) -> ServerBuilder {
+        let index = self.devices.len();
+        self.devices.push(Box::new(device));
+        for c in claims {
+            let key = match &c {
+                Claim::Ports(r) => Key::Port((*r.start()).into(), (*r.end()).into()),
+                Claim::Mmio(r) => Key::Mmio(*r.start(), *r.end()),
+                Claim::Pci(s) => Key::Pci(s.to_raw()),
+            };
+            self.keys.push((key, index));
+            self.claims.push(c);
+        }
+        self
+    }
+
+    /// Sets the server up (see the module docs for the steps); on failure, whatever was set
+    /// up is torn down.
+    pub fn build(self) -> Result<Server> {
+        const OP: &str = "ioreq server set-up";
+        let dom = self.dom.require_domain(OP)?;
+        let dm = match self.dm {
+            Some(dm) => dm,
+            None => DeviceModel::open()?,
+        };
+        let nr_vcpus = dm.nr_vcpus(dom)? as usize;
+        if nr_vcpus == 0 || nr_vcpus * slot::SLOT_SIZE > xen_foreignmemory::PAGE_SIZE {
+            return Err(Error::os(OP, Some(dom), Errno::E2BIG));
+        }
+        let server = dm.create_ioreq_server(dom, self.mode)?;
+        let fm = ForeignMemory::open().map_err(|e| fm_err(OP, dom, e))?;
+        let buffered = self.mode != BufIoreqMode::Off;
+        let (ioreq_page, buf_page) = map_pages(&fm, &server, buffered)?;
+        for c in &self.claims {
+            match c {
+                Claim::Ports(r) => server.map_port_range(r.clone())?,
+                Claim::Mmio(r) => server.map_mmio_range(r.clone())?,
+                Claim::Pci(s) => server.map_pci(*s)?,
+            }
+        }
+        server.enable()?;
+        let ch = EventChannels::open_nonblocking()?;
+        let mut srv = Server {
+            vcpu_ports: Vec::with_capacity(nr_vcpus),
+            buf_port: None,
+            slots: Vec::with_capacity(nr_vcpus),
+            ring: None,
+            buf_page,
+            ioreq_page,
+            d: Dispatch {
+                devices: self.devices,
+                keys: self.keys,
+                stats: Stats::default(),
+                mem: GuestMem::new(fm, dom),
+            },
+            stop: Arc::new(StopInner {
+                flag: AtomicBool::new(false),
+                efd: eventfd()?,
+                #[cfg(feature = "tokio")]
+                notify: tokio::sync::Notify::new(),
+            }),
+            server,
+            ch,
+            dm,
+            dom,
+        };
+        let base = srv.ioreq_page.as_mut_ptr();
+        for v in 0..nr_vcpus {
+            // SAFETY: slot v lies in the one-page mapping (checked nr_vcpus above), which the
+            // Server owns and keeps until it drops; slots are 32-byte aligned.
+            let s = unsafe { Slot::new(base.add(v * slot::SLOT_SIZE)) };
+            srv.slots.push(s);
+            let remote = s.vp_eport();
+            let p = srv.ch.bind_interdomain(dom, remote)?.release();
+            srv.vcpu_ports.push(p);
+        }
+        if let Some(page) = &srv.buf_page {
+            // SAFETY: the buffered page is mapped for as long as the Server lives.
+            srv.ring = Some(unsafe { Ring::new(page.as_mut_ptr()) });
+            if let Some(remote) = srv.server.info()?.bufioreq_port {
+                srv.buf_port = Some(srv.ch.bind_interdomain(dom, remote)?.release());
+            }
+        }
+        if self.restrict {
+            xen_hypercall::restrict_all(dom)?;
+        }
+        Ok(srv)
+    }
+}
+
+fn fm_err(op: &'static str, dom: DomId, e: xen_foreignmemory::Error) -> Error {
+    match e {
+        xen_foreignmemory::Error::Xen(x) => x,
+        other => Error::os(op, Some(dom), other.errno()),
+    }
+}
+
+fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: plain syscall; on success we own the new fd.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(Error::last_os_error("ioreq server eventfd", None));
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Maps the synchronous page and (if any) the buffered page of `server`.
+fn map_pages(
+    fm: &ForeignMemory,
+    server: &IoreqServer,
+    buffered: bool,
+) -> Result<(Mapping<ReadWrite>, Option<Mapping<ReadWrite>>)> {
+    const OP: &str = "ioreq server map pages";
+    let dom = server.domid();
+    let res = Resource::IoreqServer {
+        id: server.id().get(),
+    };
+    match fm.map_resource(
+        dom,
+        res,
+        Resource::ioreq_server_ioreq_frame(0),
+        1,
+        ReadWrite,
+    ) {
+        Ok(page) => {
+            let buf = if buffered {
+                Some(
+                    fm.map_resource(
+                        dom,
+                        res,
+                        Resource::IOREQ_SERVER_BUFIOREQ_FRAME,
+                        1,
+                        ReadWrite,
+                    )
+                    .map_err(|e| fm_err(OP, dom, e))?,
+                )
+            } else {
+                None
+            };
+            Ok((page, buf))
+        }
+        Err(e) if e.is_not_supported() => {
+            // Legacy: the frames Xen put into the guest's physical map (while disabled).
+            let info = server.info_with_frames()?;
+            let gfn = info
+                .ioreq_gfn
+                .ok_or(Error::os(OP, Some(dom), Errno::ENOENT))?;
+            let page = fm
+                .map(dom, &[gfn], ReadWrite)
+                .map_err(|e| fm_err(OP, dom, e))?;
+            let buf = match info.bufioreq_gfn {
+                Some(g) if buffered => Some(
+                    fm.map(dom, &[g], ReadWrite)
+                        .map_err(|e| fm_err(OP, dom, e))?,
+                ),
+                _ => None,
+            };
+            Ok((page, buf))
+        }
+        Err(e) => Err(fm_err(OP, dom, e)),
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Stop Xen sending requests, then release the channels; the pages are unmapped and
+        // the server destroyed as the fields drop.
+        let _ = self.server.disable();
+        for &p in &self.vcpu_ports {
+            let _ = self.ch.unbind(p);
+        }
+        if let Some(p) = self.buf_port {
+            let _ = self.ch.unbind(p);
+        }
+    }
+}
