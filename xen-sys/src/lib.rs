@@ -236,7 +236,8 @@ pub mod evtchn {
     pub const IOCTL_EVTCHN_UNBIND: u32 = _IOC(_IOC_NONE, E, 3, size_of::<ioctl_evtchn_unbind>());
     /// `IOCTL_EVTCHN_NOTIFY`: send an event on a port ([`ioctl_evtchn_notify`]).
     pub const IOCTL_EVTCHN_NOTIFY: u32 = _IOC(_IOC_NONE, E, 4, size_of::<ioctl_evtchn_notify>());
-    /// `IOCTL_EVTCHN_RESET`: unbind every port bound through this file (no argument).
+    /// `IOCTL_EVTCHN_RESET`: empty this file's queue of pending ports and clear its overflow error
+    /// (no argument). Bound ports stay bound.
     pub const IOCTL_EVTCHN_RESET: u32 = _IOC(_IOC_NONE, E, 5, 0);
     /// `IOCTL_EVTCHN_RESTRICT_DOMID`: restrict this file to one domain
     /// ([`ioctl_evtchn_restrict_domid`]).
