@@ -2,7 +2,7 @@
 
 use core::fmt;
 use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use xen_hypercall::{DomId, Errno, Error, RegisteredFd, RestrictRegistry};
@@ -123,23 +123,8 @@ impl EventChannels {
     }
 
     fn open_flags(nonblocking: bool) -> Result<EventChannels, Error> {
-        let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
-        if nonblocking {
-            flags |= libc::O_NONBLOCK;
-        }
-        let raw = loop {
-            // SAFETY: a NUL-terminated path and plain flags.
-            let raw = unsafe { libc::open(EVTCHN_DEVICE_C.as_ptr(), flags) };
-            if raw >= 0 {
-                break raw;
-            }
-            match Errno::last() {
-                Errno::EINTR => continue,
-                e => return Err(Error::os("evtchn open", None, e)),
-            }
-        };
-        // SAFETY: `open` just returned this fd; nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = sys::open_rdwr_cloexec(EVTCHN_DEVICE_C, nonblocking)
+            .map_err(|e| Error::os("evtchn open", None, e))?;
         Ok(EventChannels {
             fd: RestrictRegistry::global().register(KIND, fd, restrict_evtchn_fd),
             nonblocking,
@@ -661,6 +646,7 @@ impl fmt::Debug for EventChannels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
 
     fn null() -> EventChannels {
         EventChannels::from(OwnedFd::from(

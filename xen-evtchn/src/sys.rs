@@ -1,6 +1,7 @@
 //! The few raw syscalls on `/dev/xen/evtchn`, each retried on `EINTR`.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use xen_hypercall::Errno;
@@ -9,6 +10,33 @@ use crate::Port;
 
 /// Most ports one `read`/`write` moves: the kernel handles at most a page per call.
 pub(crate) const MAX_PORTS_PER_CALL: usize = 4096 / core::mem::size_of::<Port>();
+
+/// Runs `call` (a raw syscall returning a negative value on failure) again while it fails
+/// with `EINTR`; returns its non-negative result or its `errno`.
+fn retry_eintr<T: Default + PartialOrd>(mut call: impl FnMut() -> T) -> Result<T, Errno> {
+    loop {
+        let r = call();
+        if r >= T::default() {
+            return Ok(r);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Opens the device at `path` read-write and close-on-exec, non-blocking if asked.
+pub(crate) fn open_rdwr_cloexec(path: &CStr, nonblocking: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
+    if nonblocking {
+        flags |= libc::O_NONBLOCK;
+    }
+    // SAFETY: a NUL-terminated path and plain flags.
+    let raw = retry_eintr(|| unsafe { libc::open(path.as_ptr(), flags) })?;
+    // SAFETY: `open` just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
 
 /// Issues ioctl `request` with argument `arg`; returns its non-negative result.
 ///
@@ -20,65 +48,40 @@ pub(crate) unsafe fn ioctl<T>(
     request: u32,
     arg: *const T,
 ) -> Result<libc::c_int, Errno> {
-    loop {
-        // SAFETY: the fd is open (borrowed); `arg` is valid for `request` (our contract).
-        let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) };
-        if r >= 0 {
-            return Ok(r);
-        }
-        match Errno::last() {
-            Errno::EINTR => continue,
-            e => return Err(e),
-        }
-    }
+    // SAFETY: the fd is open (borrowed); `arg` is valid for `request` (our contract).
+    retry_eintr(|| unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) })
 }
 
 /// One `read` of at most `buf.len()` (and at most a page of) ports; returns how many came.
 /// `EAGAIN` (non-blocking, nothing pending) is returned as an error.
 pub(crate) fn read_ports(fd: BorrowedFd<'_>, buf: &mut [Port]) -> Result<usize, Errno> {
     let n = buf.len().min(MAX_PORTS_PER_CALL);
-    loop {
-        // SAFETY: `buf` is valid for writes of `n * 4` bytes and `Port` is a transparent
-        // `u32`, for which every bit pattern is valid. The kernel copies whole ports only.
-        let r = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                n * core::mem::size_of::<Port>(),
-            )
-        };
-        if r >= 0 {
-            // The driver rounds every read down to whole ports, so there is no remainder to
-            // lose; divide rather than trust it blindly.
-            return Ok(r as usize / core::mem::size_of::<Port>());
-        }
-        match Errno::last() {
-            Errno::EINTR => continue,
-            e => return Err(e),
-        }
-    }
+    // SAFETY: `buf` is valid for writes of `n * 4` bytes and `Port` is a transparent `u32`,
+    // for which every bit pattern is valid. The kernel copies whole ports only.
+    let r = retry_eintr(|| unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            n * core::mem::size_of::<Port>(),
+        )
+    })?;
+    // The driver rounds every read down to whole ports, so there is no remainder to lose;
+    // divide rather than trust it blindly.
+    Ok(r as usize / core::mem::size_of::<Port>())
 }
 
 /// One `write` of at most a page of ports (unmask); returns how many the kernel took.
 pub(crate) fn write_ports(fd: BorrowedFd<'_>, ports: &[Port]) -> Result<usize, Errno> {
     let n = ports.len().min(MAX_PORTS_PER_CALL);
-    loop {
-        // SAFETY: `ports` is valid for reads of `n * 4` bytes.
-        let r = unsafe {
-            libc::write(
-                fd.as_raw_fd(),
-                ports.as_ptr().cast(),
-                n * core::mem::size_of::<Port>(),
-            )
-        };
-        if r >= 0 {
-            return Ok(r as usize / core::mem::size_of::<Port>());
-        }
-        match Errno::last() {
-            Errno::EINTR => continue,
-            e => return Err(e),
-        }
-    }
+    // SAFETY: `ports` is valid for reads of `n * 4` bytes.
+    let r = retry_eintr(|| unsafe {
+        libc::write(
+            fd.as_raw_fd(),
+            ports.as_ptr().cast(),
+            n * core::mem::size_of::<Port>(),
+        )
+    })?;
+    Ok(r as usize / core::mem::size_of::<Port>())
 }
 
 /// Waits until the fd is readable (or in error), or until `deadline`; `None` waits forever.
