@@ -644,7 +644,7 @@ impl fmt::Debug for EventChannels {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::fd::FromRawFd;
 
@@ -700,18 +700,24 @@ mod tests {
         assert_eq!(fd.as_raw_fd(), raw);
     }
 
-    /// A pipe stands in for the device's read side: its read end as a handle, and the write
-    /// end to "fire" ports.
-    fn pipe_handle() -> (EventChannels, OwnedFd) {
+    /// A close-on-exec pipe: (read end, write end).
+    fn pipe() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills two fds.
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // SAFETY: both fds are fresh and owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    /// A pipe stands in for the device's read side: its read end as a handle, and the write
+    /// end to "fire" ports (with [`fire`]). Also used by the tokio tests.
+    pub(crate) fn pipe_handle() -> (EventChannels, OwnedFd) {
+        let (r, w) = pipe();
         (EventChannels::from(r), w)
     }
 
-    fn fire(w: &OwnedFd, ports: &[u32]) {
+    /// Writes `ports` into the stand-in's write end, as the driver would hand them out.
+    pub(crate) fn fire(w: &OwnedFd, ports: &[u32]) {
         let bytes: Vec<u8> = ports.iter().flat_map(|p| p.to_ne_bytes()).collect();
         // SAFETY: writes from a live buffer.
         let n = unsafe { libc::write(w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
@@ -764,11 +770,7 @@ mod tests {
     #[test]
     fn unmask_writes_whole_ports() {
         // Unmask's write side, on a pipe: one write of all the ports, as u32s.
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two fds.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: fresh fds owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (r, w) = pipe();
         let ch = EventChannels::from(w);
         ch.unmask_many(&[Port::new(3), Port::new(4)]).unwrap();
         ch.unmask(6u32).unwrap();

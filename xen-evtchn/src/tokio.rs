@@ -217,25 +217,8 @@ impl fmt::Debug for AsyncEventChannels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use crate::handle::tests::{fire, pipe_handle};
     use std::time::Duration;
-
-    /// A pipe's read end as a handle (the device's read side), and its write end.
-    fn pipe_handle() -> (EventChannels, OwnedFd) {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two fds.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: both fds are fresh and owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        (EventChannels::from(r), w)
-    }
-
-    fn fire(w: &OwnedFd, ports: &[u32]) {
-        let bytes: Vec<u8> = ports.iter().flat_map(|p| p.to_ne_bytes()).collect();
-        // SAFETY: writes from a live buffer.
-        let n = unsafe { libc::write(w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
-        assert_eq!(n as usize, bytes.len());
-    }
 
     #[test]
     fn outside_a_runtime_is_an_error_not_a_panic() {
