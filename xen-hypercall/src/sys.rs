@@ -86,36 +86,32 @@ pub(crate) fn page_size() -> usize {
 ///
 /// Safe: a new mapping at a fresh address aliases nothing the program already uses.
 pub(crate) fn mmap_shared(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>, Errno> {
-    count();
-    // SAFETY: no MAP_FIXED, so the kernel picks an unused range; nothing is dereferenced here.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
-    NonNull::new(p.cast()).ok_or(Errno::ENOMEM)
+    mmap_rw(len, libc::MAP_SHARED, fd.as_raw_fd())
 }
 
 /// Maps `len` bytes of private anonymous read-write memory, locked in RAM, at an address the
 /// kernel picks.
 pub(crate) fn mmap_anon_locked(len: usize) -> Result<NonNull<u8>, Errno> {
+    mmap_rw(
+        len,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED,
+        -1,
+    )
+}
+
+/// `mmap(NULL, len, PROT_READ | PROT_WRITE, flags, fd, 0)`: a fresh read-write mapping at an
+/// address the kernel picks.
+fn mmap_rw(len: usize, flags: libc::c_int, fd: libc::c_int) -> Result<NonNull<u8>, Errno> {
     count();
-    // SAFETY: as in `mmap_shared`: a fresh, kernel-chosen range aliasing nothing.
+    // SAFETY: no MAP_FIXED, so the kernel picks an unused range that aliases nothing the
+    // program uses; nothing is dereferenced here.
     let p = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED,
-            -1,
+            flags,
+            fd,
             0,
         )
     };
