@@ -1,16 +1,18 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 
-use std::process::Command;
-
 use crate::util::{self, cargo};
+use crate::xen_test::packages;
 
 /// Runs the whole suite. `args` may hold `--no-xen` to skip the Xen machine (for quick local runs;
 /// CI never passes it).
 pub fn run(args: &[String]) -> Result<(), String> {
     let no_xen = args.iter().any(|a| a == "--no-xen");
-    // What a fresh Debian machine lacks: Debian packages (the script, so CI and people share one
-    // list) and the Rust targets of the aarch64 check and of the bare-metal test guest.
-    util::run(Command::new("bash").arg(util::workspace_root().join(".ci/install-deps")))?;
+    // What a fresh Debian machine lacks: Debian packages (one list, shared with xen-test and the
+    // demo) and the Rust targets of the aarch64 check and of the bare-metal test guest.
+    packages::ensure(
+        "ci",
+        &[packages::BINDGEN, packages::MACHINE, packages::GUEST],
+    )?;
     util::ensure_rust_target("aarch64-unknown-linux-gnu")?;
     util::ensure_rust_target("x86_64-unknown-none")?;
     util::run(cargo().args(["fmt", "--all", "--check"]))?;

@@ -18,7 +18,7 @@ pub(crate) mod build;
 pub(crate) mod init_script;
 pub(crate) mod initramfs;
 pub(crate) mod machine;
-mod packages;
+pub(crate) mod packages;
 pub(crate) mod report;
 pub(crate) mod system;
 
@@ -211,7 +211,7 @@ impl Host {
     /// Checks the packages, finds the system (naming it on stderr after `label:`), creates the
     /// work directory.
     pub fn prepare(label: &str) -> Result<Host, String> {
-        packages::ensure()?;
+        packages::ensure(label, &[packages::MACHINE])?;
         let sys = system::System::find()?;
         eprintln!(
             "{label}: QEMU {}, Xen {}, dom0 kernel {}",

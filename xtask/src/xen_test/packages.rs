@@ -1,12 +1,23 @@
-//! The Debian packages the Xen test machine needs: checked with `dpkg-query`, installed with apt
-//! when we run as root, otherwise named in the exact `apt-get install` line to run.
+//! The Debian packages xtask's tasks need, in one place: checked with `dpkg-query`, installed
+//! with apt when we run as root, otherwise named in the exact `apt-get install` line to run.
 
 use std::process::Command;
 
 use crate::util;
 
-/// Every package the machine uses, and why.
-pub const PACKAGES: &[&str] = &[
+/// xen-sys's generation and its ABI proof (`ci`'s `bindgen --check`).
+pub const BINDGEN: &[&str] = &[
+    "libclang-dev",               // bindgen's libclang
+    "clang",                      // its builtin headers
+    "libxen-dev",                 // the Xen public headers
+    "linux-libc-dev",             // Linux's uapi headers (x86_64)
+    "linux-libc-dev-arm64-cross", // ... and aarch64
+    "gcc",                        // computes every size/offset/ioctl number a second time
+    "gcc-aarch64-linux-gnu",      // ... for aarch64
+];
+
+/// The Xen test machine (`xen-test`, `demo`, and `ci`).
+pub const MACHINE: &[&str] = &[
     "qemu-system-x86",           // the machine (TCG)
     "xen-hypervisor-4.17-amd64", // /boot/xen-4.17-amd64.gz
     "xen-utils-4.17",            // xl, xenstored, xenconsoled, xen-init-dom0, hvmloader
@@ -17,6 +28,9 @@ pub const PACKAGES: &[&str] = &[
     "cpio",                      // the initramfs archive
     "xz-utils",                  // unpacks the dom0 bzImage's payload (a faster dom0 build)
 ];
+
+/// xen-testkit's test guest (`ci`): objcopy makes its ELF32 HVM-firmware image.
+pub const GUEST: &[&str] = &["binutils"];
 
 /// Whether dpkg knows `pkg` as installed. `None` when dpkg-query itself cannot run.
 fn installed(pkg: &str) -> Option<bool> {
@@ -46,19 +60,19 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Makes sure every package in [`PACKAGES`] is installed.
-pub fn ensure() -> Result<(), String> {
+/// Makes sure every package in `sets` is installed; `task` names the xtask task in messages.
+pub fn ensure(task: &str, sets: &[&[&'static str]]) -> Result<(), String> {
+    let all = sets.concat();
     let mut missing = Vec::new();
-    for p in PACKAGES {
+    for p in &all {
         match installed(p) {
             Some(true) => {}
             Some(false) => missing.push(*p),
             None => {
-                return Err(
-                    "xen-test needs a Debian 12 machine (dpkg-query did not run); packages: "
-                        .to_string()
-                        + &PACKAGES.join(" "),
-                )
+                return Err(format!(
+                    "{task} needs a Debian 12 machine (dpkg-query did not run); packages: {}",
+                    all.join(" ")
+                ))
             }
         }
     }
@@ -67,11 +81,11 @@ pub fn ensure() -> Result<(), String> {
     }
     if !is_root() {
         return Err(format!(
-            "missing Debian packages for the Xen test machine; install them with:\n    sudo {}",
+            "missing Debian packages for `cargo xtask {task}`; install them with:\n    sudo {}",
             install_line(&missing)
         ));
     }
-    eprintln!("xen-test: installing {}", missing.join(" "));
+    eprintln!("{task}: installing {}", missing.join(" "));
     util::run(
         Command::new("apt-get")
             .args(["update", "-q"])
