@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util;
+use crate::xen_test::build;
 
 /// A file to place in dom0: where it is on the host, and its path inside dom0.
 pub struct Payload {
@@ -126,30 +127,15 @@ pub fn build_binary(mut cargo: Command, name: &str) -> Result<PathBuf, String> {
             out.status
         ));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // A compiler-artifact line names the executable in `"executable":"<path>"`; the binary's
-    // name is its file name. (No JSON parser in xtask for one field.)
-    for line in stdout
+    String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains("\"compiler-artifact\""))
-    {
-        if let Some(exe) = json_string_field(line, "executable") {
-            if Path::new(&exe).file_name().is_some_and(|f| f == name) {
-                return Ok(PathBuf::from(exe));
-            }
-        }
-    }
-    Err(format!(
-        "`{}` built no executable named {name}",
-        util::display(&cargo)
-    ))
-}
-
-/// The string value of `"field":"..."` in one line of cargo's JSON (paths have no escapes but
-/// backslashes on Windows, which we do not run on).
-fn json_string_field(line: &str, field: &str) -> Option<String> {
-    let key = format!("\"{field}\":\"");
-    let start = line.find(&key)? + key.len();
-    let end = line[start..].find('"')? + start;
-    Some(line[start..end].to_string())
+        .filter_map(build::executable_artifact)
+        .map(|(_, exe)| exe)
+        .find(|exe| exe.file_name().is_some_and(|f| f == name))
+        .ok_or_else(|| {
+            format!(
+                "`{}` built no executable named {name}",
+                util::display(&cargo)
+            )
+        })
 }

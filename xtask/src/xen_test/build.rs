@@ -64,13 +64,23 @@ pub struct TestExe {
     pub path: PathBuf,
 }
 
-/// The test executables in one line of cargo's JSON output, if it is such an artifact.
-pub fn parse_artifact(line: &str, packages: &BTreeMap<PathBuf, String>) -> Option<TestExe> {
+/// One line of cargo's JSON output, if it reports a built executable: the whole message and the
+/// executable's path.
+pub fn executable_artifact(line: &str) -> Option<(Value, PathBuf)> {
     let v: Value = serde_json::from_str(line).ok()?;
-    if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+    if v["reason"] != "compiler-artifact" {
         return None;
     }
     let path = PathBuf::from(v["executable"].as_str()?);
+    Some((v, path))
+}
+
+/// The test executables in one line of cargo's JSON output, if it is such an artifact.
+pub fn parse_artifact(line: &str, packages: &BTreeMap<PathBuf, String>) -> Option<TestExe> {
+    let (v, path) = executable_artifact(line)?;
+    if v["profile"]["test"] != true {
+        return None;
+    }
     let target = v["target"]["name"].as_str()?;
     let kind = v["target"]["kind"][0].as_str().unwrap_or("test");
     let manifest = PathBuf::from(v["manifest_path"].as_str()?);
