@@ -981,14 +981,7 @@ fn parse_asm_objects(asm: &str, arch: Arch, n: usize) -> Result<Vec<Vec<u8>>, St
             d if d.starts_with('.') => continue,
             _ => continue,
         };
-        let v = if let Some(h) = arg.strip_prefix("0x") {
-            u64::from_str_radix(h, 16).ok()
-        } else if let Some(neg) = arg.strip_prefix('-') {
-            neg.parse::<u64>().ok().map(|v| v.wrapping_neg())
-        } else {
-            arg.parse().ok()
-        }
-        .ok_or_else(|| format!("bad `{t}` in the bitfield probe"))?;
+        let v = parse_asm_int(arg).ok_or_else(|| format!("bad `{t}` in the bitfield probe"))?;
         bytes.extend_from_slice(&v.to_le_bytes()[..size]);
     }
     if let Some((i, bytes)) = current {
@@ -999,6 +992,18 @@ fn parse_asm_objects(asm: &str, arch: Arch, n: usize) -> Result<Vec<Vec<u8>>, St
         .enumerate()
         .map(|(i, o)| o.ok_or_else(|| format!("object xsbf_{i} not found in the assembly")))
         .collect()
+}
+
+/// An integer operand of a data directive, as clang and gcc spell it: decimal, `0x` hex, or
+/// negative decimal (two's complement in 64 bits).
+fn parse_asm_int(arg: &str) -> Option<u64> {
+    if let Some(h) = arg.strip_prefix("0x") {
+        u64::from_str_radix(h, 16).ok()
+    } else if let Some(neg) = arg.strip_prefix('-') {
+        neg.parse::<u64>().ok().map(|v| v.wrapping_neg())
+    } else {
+        arg.parse().ok()
+    }
 }
 
 /// The set bits of an object whose one bitfield was set to all ones: (first bit, width).
@@ -1038,16 +1043,8 @@ fn parse_asm(asm: &str, n: usize) -> Result<Vec<u64>, String> {
                     }
                     pending = None;
                 } else if matches!(dir, ".quad" | ".xword" | ".8byte") {
-                    let val = val.trim_end_matches(',');
-                    let v = if let Some(h) = val.strip_prefix("0x") {
-                        u64::from_str_radix(h, 16).ok()
-                    } else if let Some(neg) = val.strip_prefix('-') {
-                        neg.parse::<u64>().ok().map(|v| v.wrapping_neg())
-                    } else {
-                        val.parse().ok()
-                    };
                     if i < n {
-                        values[i] = v;
+                        values[i] = parse_asm_int(val.trim_end_matches(','));
                     }
                     pending = None;
                 }
