@@ -12,10 +12,7 @@ use xen_testkit::alloc::allocations;
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn notify_pending_unmask_do_not_allocate() {
-    assert!(
-        std::path::Path::new("/dev/xen/privcmd").exists(),
-        "/dev/xen/privcmd is missing: this test needs a Xen dom0 (needs Xen: cargo xtask xen-test)"
-    );
+    xen_testkit::require_xen();
     let a = EventChannels::open().unwrap();
     let b = EventChannels::open().unwrap();
     let pa = a.bind_unbound_port(DomId::SELF).unwrap();

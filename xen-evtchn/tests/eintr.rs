@@ -61,10 +61,7 @@ fn interrupted_wait(a: &EventChannels, b: &EventChannels, use_timeout: bool) {
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn waits_survive_signals() {
-    assert!(
-        std::path::Path::new("/dev/xen/privcmd").exists(),
-        "/dev/xen/privcmd is missing: this test needs a Xen dom0 (needs Xen: cargo xtask xen-test)"
-    );
+    xen_testkit::require_xen();
     install_handler_without_restart();
     let b = EventChannels::open().unwrap();
     // Blocking read.

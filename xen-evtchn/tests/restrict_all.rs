@@ -6,10 +6,7 @@ use xen_evtchn::{DomId, EventChannels, Virq};
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn restrict_all_reaches_evtchn_handles() {
-    assert!(
-        std::path::Path::new("/dev/xen/privcmd").exists(),
-        "/dev/xen/privcmd is missing: this test needs a Xen dom0 (needs Xen: cargo xtask xen-test)"
-    );
+    xen_testkit::require_xen();
     let a = EventChannels::open().unwrap();
     let b = EventChannels::open_nonblocking().unwrap();
     // Before: unrestricted.

@@ -16,13 +16,6 @@ macro_rules! report {
 }
 const WAIT: Duration = Duration::from_secs(10);
 
-fn require_xen() {
-    assert!(
-        std::path::Path::new("/dev/xen/privcmd").exists(),
-        "/dev/xen/privcmd is missing: this test needs a Xen dom0 (needs Xen: cargo xtask xen-test)"
-    );
-}
-
 /// User + system CPU time of the whole process.
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct we pass.
@@ -43,7 +36,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn thousand_notifications_no_loss_no_busy_loop() {
-    require_xen();
+    xen_testkit::require_xen();
     runtime().block_on(async {
         let a = AsyncEventChannels::open().expect("open async handle");
         let pa = a.channels().bind_unbound_port(DomId::SELF).unwrap();
@@ -110,7 +103,7 @@ fn thousand_notifications_no_loss_no_busy_loop() {
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn many_ports_on_one_async_handle() {
-    require_xen();
+    xen_testkit::require_xen();
     runtime().block_on(async {
         let a = std::sync::Arc::new(AsyncEventChannels::open().unwrap());
         let b = EventChannels::open().unwrap();

@@ -17,17 +17,13 @@ macro_rules! report {
         let _ = writeln!(std::io::stderr(), $($t)*);
     }};
 }
-const NEEDS_XEN: &str = "needs Xen: cargo xtask xen-test";
 /// Long enough for QEMU/TCG on a busy host.
 const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing arrives" is watched.
 const QUIET: Duration = Duration::from_millis(300);
 
 fn require_xen() {
-    assert!(
-        std::path::Path::new("/dev/xen/privcmd").exists(),
-        "/dev/xen/privcmd is missing: this test needs a Xen dom0 ({NEEDS_XEN})"
-    );
+    xen_testkit::require_xen();
     assert!(
         std::path::Path::new(xen_evtchn::EVTCHN_DEVICE).exists(),
         "{} is missing in dom0 (xen-evtchn module not loaded?)",

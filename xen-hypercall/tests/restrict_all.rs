@@ -8,10 +8,7 @@ use xen_sys::dm_op::{xen_dm_op, XEN_DMOP_nr_vcpus};
 const ABSENT: DomId = DomId::new(0x7000);
 
 fn privcmd() -> Privcmd {
-    assert!(
-        std::path::Path::new("/dev/xen/privcmd").exists(),
-        "/dev/xen/privcmd is missing: this test needs a Xen dom0 (cargo xtask xen-test)"
-    );
+    xen_testkit::require_xen();
     Privcmd::open().expect("open /dev/xen/privcmd")
 }
 

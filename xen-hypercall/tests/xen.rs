@@ -6,14 +6,9 @@ use std::sync::Arc;
 use xen_hypercall::{BufferSource, DmOpBuf, DmOpPath, DomId, Errno, Plain, Privcmd};
 use xen_sys::dm_op::{xen_dm_op, XEN_DMOP_nr_vcpus};
 
-const NEEDS_XEN: &str = "needs Xen: cargo xtask xen-test";
-
 /// Opens privcmd, failing loudly when this is not a Xen dom0.
 fn privcmd() -> Privcmd {
-    assert!(
-        std::path::Path::new("/dev/xen/privcmd").exists(),
-        "/dev/xen/privcmd is missing: this test needs a Xen dom0 ({NEEDS_XEN})"
-    );
+    xen_testkit::require_xen();
     Privcmd::open().expect("open /dev/xen/privcmd")
 }
 

@@ -13,10 +13,7 @@ use xen_testkit::alloc::allocations;
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn dm_op_to_xen_allocates_nothing() {
-    assert!(
-        std::path::Path::new("/dev/xen/privcmd").exists(),
-        "/dev/xen/privcmd is missing: this test needs a Xen dom0 (cargo xtask xen-test)"
-    );
+    xen_testkit::require_xen();
     let xen = Privcmd::open().unwrap();
     let call = |domid: DomId| {
         let mut op = xen_dm_op::zeroed();
