@@ -12,7 +12,10 @@ pub(crate) use xen_sys::privcmd::{
     privcmd_dm_op, privcmd_dm_op_buf, privcmd_hypercall, privcmd_mmap_resource,
     privcmd_mmapbatch_v2,
 };
-pub(crate) use xen_sys::sched::sched_remote_shutdown;
+pub(crate) use xen_sys::sched::{
+    sched_remote_shutdown, SHUTDOWN_crash, SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_soft_reset,
+    SHUTDOWN_suspend, SHUTDOWN_watchdog,
+};
 pub(crate) use xen_sys::version::{
     xen_capabilities_info_t, xen_changeset_info_t, xen_extraversion_t,
 };

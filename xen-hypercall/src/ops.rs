@@ -34,29 +34,29 @@ impl XenVersion {
 #[repr(u32)]
 pub enum ShutdownReason {
     /// `SHUTDOWN_poweroff`: the domain is halted.
-    Poweroff = 0,
+    Poweroff = abi::SHUTDOWN_poweroff,
     /// `SHUTDOWN_reboot`: the toolstack should restart it.
-    Reboot = 1,
+    Reboot = abi::SHUTDOWN_reboot,
     /// `SHUTDOWN_suspend`: it is suspended (for save/migration).
-    Suspend = 2,
+    Suspend = abi::SHUTDOWN_suspend,
     /// `SHUTDOWN_crash`: it crashed.
-    Crash = 3,
+    Crash = abi::SHUTDOWN_crash,
     /// `SHUTDOWN_watchdog`: its watchdog fired.
-    Watchdog = 4,
+    Watchdog = abi::SHUTDOWN_watchdog,
     /// `SHUTDOWN_soft_reset`: soft reset (kexec-style restart in place).
-    SoftReset = 5,
+    SoftReset = abi::SHUTDOWN_soft_reset,
 }
 
 impl ShutdownReason {
     /// The reason for a raw `SHUTDOWN_*` number, if known.
     pub const fn from_raw(raw: u32) -> Option<ShutdownReason> {
         Some(match raw {
-            0 => ShutdownReason::Poweroff,
-            1 => ShutdownReason::Reboot,
-            2 => ShutdownReason::Suspend,
-            3 => ShutdownReason::Crash,
-            4 => ShutdownReason::Watchdog,
-            5 => ShutdownReason::SoftReset,
+            abi::SHUTDOWN_poweroff => ShutdownReason::Poweroff,
+            abi::SHUTDOWN_reboot => ShutdownReason::Reboot,
+            abi::SHUTDOWN_suspend => ShutdownReason::Suspend,
+            abi::SHUTDOWN_crash => ShutdownReason::Crash,
+            abi::SHUTDOWN_watchdog => ShutdownReason::Watchdog,
+            abi::SHUTDOWN_soft_reset => ShutdownReason::SoftReset,
             _ => return None,
         })
     }
