@@ -2,6 +2,7 @@
 
 use xen_foreignmemory::{ForeignMemory, Mapping, ReadWrite, PAGE_SIZE};
 
+use super::setup::fm_err;
 use crate::{DomId, Error, Result};
 
 /// How many frames stay mapped. A `rep` request touches at most a few frames; the cache
@@ -17,13 +18,6 @@ pub(crate) struct GuestMem {
     dom: DomId,
     ways: [Option<(u64, Mapping<ReadWrite>)>; WAYS],
     next: usize,
-}
-
-fn fm_err(dom: DomId, e: xen_foreignmemory::Error) -> Error {
-    match e {
-        xen_foreignmemory::Error::Xen(x) => x,
-        other => Error::os(OP, Some(dom), other.errno()),
-    }
 }
 
 impl GuestMem {
@@ -52,7 +46,7 @@ impl GuestMem {
                 let m = self
                     .fm
                     .map(self.dom, &[gfn], ReadWrite)
-                    .map_err(|e| fm_err(self.dom, e))?;
+                    .map_err(|e| fm_err(OP, self.dom, e))?;
                 let i = self.next;
                 self.next = (self.next + 1) % WAYS;
                 self.ways[i] = Some((gfn, m));
@@ -74,7 +68,7 @@ impl GuestMem {
             let dom = self.dom;
             self.frame(gpa / PAGE_SIZE as u64)?
                 .read_bytes(off, &mut buf[done..done + n])
-                .map_err(|e| fm_err(dom, e))?;
+                .map_err(|e| fm_err(OP, dom, e))?;
             done += n;
             gpa = gpa.wrapping_add(n as u64);
         }
@@ -90,7 +84,7 @@ impl GuestMem {
             let dom = self.dom;
             self.frame(gpa / PAGE_SIZE as u64)?
                 .write_bytes(off, &data[done..done + n])
-                .map_err(|e| fm_err(dom, e))?;
+                .map_err(|e| fm_err(OP, dom, e))?;
             done += n;
             gpa = gpa.wrapping_add(n as u64);
         }

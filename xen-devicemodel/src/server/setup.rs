@@ -156,7 +156,9 @@ impl ServerBuilder {
     }
 }
 
-fn fm_err(op: &'static str, dom: DomId, e: xen_foreignmemory::Error) -> Error {
+/// A foreign-memory error as this crate's: Xen's errors as they are, the others (bounds,
+/// alignment) as their errno, naming `op`.
+pub(super) fn fm_err(op: &'static str, dom: DomId, e: xen_foreignmemory::Error) -> Error {
     match e {
         xen_foreignmemory::Error::Xen(x) => x,
         other => Error::os(op, Some(dom), other.errno()),
