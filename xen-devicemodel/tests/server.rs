@@ -7,6 +7,8 @@
 mod console;
 #[path = "../examples/firmware_dm/debugcon.rs"]
 mod debugcon;
+#[path = "../examples/firmware_dm/devices.rs"]
+mod devices;
 #[path = "../examples/firmware_dm/mmio.rs"]
 mod mmio;
 #[path = "../examples/firmware_dm/pci.rs"]
@@ -53,19 +55,11 @@ fn server_seabios_prints_through_our_devices() {
     require_xen();
     let g = Guest::create(&GuestConfig::hvm_hvmloader().paused(true)).unwrap();
     let (tx, rx) = mpsc::channel();
-    let windows = Arc::new(Mutex::new(mmio::EmptyWindows::default()));
-    let pci = Arc::new(Mutex::new(pci::PciBus::new()));
-    let server = ServerBuilder::new(DomId::new(g.domid()))
-        .buffered(BufIoreqMode::Atomic)
-        .device(
-            debugcon::DebugCon::new(tx.clone()),
-            debugcon::DebugCon::claims(),
-        )
-        .device(serial::Serial::new(tx), serial::Serial::claims())
-        .device(pci.clone(), pci::PciBus::claims())
-        .device(windows.clone(), mmio::EmptyWindows::claims())
-        .build()
-        .unwrap();
+    let (builder, pci, windows) = devices::register(
+        ServerBuilder::new(DomId::new(g.domid())).buffered(BufIoreqMode::Atomic),
+        tx,
+    );
+    let server = builder.build().unwrap();
     let running = spawn(server);
     let t0 = Instant::now();
     g.unpause().unwrap();

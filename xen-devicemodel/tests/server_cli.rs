@@ -11,6 +11,8 @@ mod cli;
 mod console;
 #[path = "../examples/firmware_dm/debugcon.rs"]
 mod debugcon;
+#[path = "../examples/firmware_dm/devices.rs"]
+mod devices;
 #[path = "../examples/firmware_dm/mmio.rs"]
 mod mmio;
 #[path = "../examples/firmware_dm/pci.rs"]

@@ -1,8 +1,8 @@
 //! The command line of `firmware_dm` (see `main.rs`), as a function so that tests can run it.
 
-use crate::{debugcon, mmio, pci, serial};
+use crate::devices;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use xen_devicemodel::server::ServerBuilder;
@@ -66,19 +66,11 @@ pub fn run(args: impl Iterator<Item = String>) -> u8 {
     }
 
     let (tx, rx) = mpsc::channel();
-    let windows = Arc::new(Mutex::new(mmio::EmptyWindows::default()));
-    let pci = Arc::new(Mutex::new(pci::PciBus::new()));
-    let built = ServerBuilder::new(DomId::new(args.domid))
-        .buffered(BufIoreqMode::Atomic)
-        .device(
-            debugcon::DebugCon::new(tx.clone()),
-            debugcon::DebugCon::claims(),
-        )
-        .device(serial::Serial::new(tx), serial::Serial::claims())
-        .device(pci.clone(), pci::PciBus::claims())
-        .device(windows.clone(), mmio::EmptyWindows::claims())
-        .restrict(args.restrict)
-        .build();
+    let (builder, pci, windows) = devices::register(
+        ServerBuilder::new(DomId::new(args.domid)).buffered(BufIoreqMode::Atomic),
+        tx,
+    );
+    let built = builder.restrict(args.restrict).build();
     let mut server = match built {
         Ok(s) => s,
         Err(e) => {

@@ -31,6 +31,7 @@
 mod cli;
 mod console;
 mod debugcon;
+mod devices;
 mod mmio;
 mod pci;
 mod serial;
