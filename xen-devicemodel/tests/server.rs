@@ -159,6 +159,17 @@ impl Device for Fifo {
 
 const FIFO_PORT: u16 = 0x510;
 
+/// A server for `g` whose only device is a [`Fifo`] at [`FIFO_PORT`], and the FIFO.
+fn fifo_server(g: &TestGuest, mode: BufIoreqMode) -> (Server, Arc<Mutex<Fifo>>) {
+    let fifo = Arc::new(Mutex::new(Fifo::default()));
+    let server = ServerBuilder::new(DomId::new(g.domid()))
+        .buffered(mode)
+        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
+        .build()
+        .unwrap();
+    (server, fifo)
+}
+
 fn data(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
@@ -170,12 +181,7 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
 fn server_rep_outs_and_ins_are_byte_exact_both_ways() {
     require_xen();
     let g = TestGuest::hvm().unwrap();
-    let fifo = Arc::new(Mutex::new(Fifo::default()));
-    let server = ServerBuilder::new(DomId::new(g.domid()))
-        .buffered(BufIoreqMode::Off)
-        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
-        .build()
-        .unwrap();
+    let (server, fifo) = fifo_server(&g, BufIoreqMode::Off);
     let running = spawn(server);
     for (size, n, backwards) in [
         (1u8, 4096usize, false),
@@ -446,12 +452,7 @@ fn server_stopping_the_loop_releases_the_guest() {
 fn server_async_loop_serves_and_stops() {
     require_xen();
     let g = TestGuest::hvm().unwrap();
-    let fifo = Arc::new(Mutex::new(Fifo::default()));
-    let mut server = ServerBuilder::new(DomId::new(g.domid()))
-        .buffered(BufIoreqMode::Off)
-        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
-        .build()
-        .unwrap();
+    let (mut server, _) = fifo_server(&g, BufIoreqMode::Off);
     let running = Running::new(
         server.stop_handle(),
         std::thread::spawn(move || {
@@ -514,14 +515,8 @@ fn server_requests_per_second() {
 fn server_mapcache_invalidate_is_acknowledged() {
     require_xen();
     let g = TestGuest::hvm().unwrap();
-    let fifo = Arc::new(Mutex::new(Fifo::default()));
-    let server = ServerBuilder::new(DomId::new(g.domid()))
-        .buffered(BufIoreqMode::Atomic)
-        .device(fifo.clone(), [Claim::Ports(FIFO_PORT..=FIFO_PORT + 3)])
-        .build()
-        .unwrap();
     // This one serves through run_once, the building block for loops of one's own.
-    let mut server = server;
+    let (mut server, _) = fifo_server(&g, BufIoreqMode::Atomic);
     let stop = server.stop_handle();
     let running = {
         let stop = stop.clone();
