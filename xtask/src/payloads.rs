@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util;
-use crate::xen_test::build;
+use crate::xen_test::{build, packages};
 
 /// A file to place in dom0: where it is on the host, and its path inside dom0.
 pub struct Payload {
@@ -50,6 +50,7 @@ pub fn build() -> Result<Vec<Payload>, String> {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
     util::ensure_rust_target(GUEST_TARGET)?;
+    packages::ensure("xen-test", &[packages::GUEST])?; // objcopy, for the guest images below
     util::run(&mut cargo)?;
     let elf64 = out_dir.join(GUEST_TARGET).join("release/xen-testkit-guest");
     // One build, three images: each loader gets only the notes it wants. The PVH and PV images stay
@@ -61,7 +62,6 @@ pub fn build() -> Result<Vec<Payload>, String> {
     let hvm = out_dir.join("testguest-hvm.elf");
     let objcopy = |args: &[&str], out: &Path| -> Result<(), String> {
         util::run(Command::new("objcopy").args(args).arg(&elf64).arg(out))
-            .map_err(|e| format!("{e}\n(objcopy comes with binutils: `apt-get install binutils`)"))
     };
     objcopy(&["--remove-section", ".note.XenPV"], &pvh)?;
     objcopy(&["--remove-section", ".note.Xen"], &pv)?;
