@@ -3,7 +3,7 @@
 //!
 //! The ioreq-page and event-channel plumbing here is deliberately raw (an `mmap` of the
 //! privcmd fd filled by `Privcmd::mmap_resource`, `/dev/xen/evtchn` ioctls): it is test
-//! scaffolding, not API; `xen-foreignmemory` / `xen-evtchn` and issue 8's runtime own that.
+//! scaffolding, not API; `xen-foreignmemory` / `xen-evtchn` and the `server` runtime own that.
 #![allow(missing_docs)]
 
 use std::fs::{File, OpenOptions};

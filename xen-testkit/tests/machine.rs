@@ -353,7 +353,7 @@ fn test_guest_rep_ins_outs_reach_unclaimed_ports() {
     require_xen();
     let g = TestGuest::hvm().unwrap();
     // Nobody claims the port: outs are dropped and ins read all-ones, but the data_is_ptr path
-    // through guest memory runs end to end (issue 8's tests claim the port and check the bytes).
+    // through guest memory runs end to end (xen-devicemodel's server tests claim the port and check the bytes).
     let data: Vec<u8> = (0..64u8).collect();
     g.rep_outs(0x5f0, 1, &data, false).unwrap();
     g.rep_outs(0x5f0, 2, &data, true).unwrap();
