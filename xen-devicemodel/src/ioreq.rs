@@ -49,6 +49,10 @@ pub struct IoreqServer {
     dom: DomId,
     id: IoreqServerId,
     mode: BufIoreqMode,
+    /// Whether dropping it destroys the server: cleared by [`IoreqServer::destroy`] and
+    /// [`IoreqServer::into_id`], which still let the fields drop (the `DeviceModel`, and so
+    /// the privcmd fd it shares, is released as usual).
+    owned: bool,
 }
 
 impl DeviceModel {
@@ -65,6 +69,7 @@ impl DeviceModel {
             dom,
             id,
             mode,
+            owned: true,
         })
     }
 }
@@ -79,6 +84,7 @@ impl IoreqServer {
             dom,
             id,
             mode,
+            owned: true,
         }
     }
 
@@ -102,11 +108,11 @@ impl IoreqServer {
         &self.dm
     }
 
-    /// Gives up ownership without destroying the server; returns its id.
-    pub fn into_id(self) -> IoreqServerId {
-        let id = self.id;
-        core::mem::forget(self);
-        id
+    /// Gives up ownership without destroying the server; returns its id. The handle it held
+    /// is released (its clone of the [`DeviceModel`] drops).
+    pub fn into_id(mut self) -> IoreqServerId {
+        self.owned = false;
+        self.id
     }
 
     fn get_info(&self, flags: u32) -> Result<IoreqServerInfo> {
@@ -268,16 +274,17 @@ impl IoreqServer {
 
     /// Destroys the server now (`XEN_DMOP_destroy_ioreq_server`), reporting failure (dropping
     /// it does the same and ignores errors: the guest may already be gone).
-    pub fn destroy(self) -> Result<()> {
-        let r = self.destroy_now();
-        core::mem::forget(self);
-        r
+    pub fn destroy(mut self) -> Result<()> {
+        self.owned = false;
+        self.destroy_now()
     }
 }
 
 impl Drop for IoreqServer {
     fn drop(&mut self) {
-        let _ = self.destroy_now();
+        if self.owned {
+            let _ = self.destroy_now();
+        }
     }
 }
 
@@ -288,5 +295,29 @@ impl fmt::Debug for IoreqServer {
             .field("id", &self.id)
             .field("mode", &self.mode)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// `destroy` and `into_id` release the handle they hold: the privcmd handle is shared by
+    /// the caller's `DeviceModel` alone afterwards, however many servers came and went.
+    #[test]
+    fn destroy_and_into_id_release_the_handle() {
+        let dm = crate::tests::stand_in();
+        let d = DomId::new(7);
+        for i in 0..100u16 {
+            let s = IoreqServer::from_id(&dm, d, IoreqServerId::new(i), BufIoreqMode::Off);
+            assert_eq!(Arc::strong_count(dm.privcmd()), 2);
+            if i % 2 == 0 {
+                assert!(s.destroy().is_err()); // the stand-in answers ENOTTY
+            } else {
+                assert_eq!(s.into_id(), IoreqServerId::new(i));
+            }
+            assert_eq!(Arc::strong_count(dm.privcmd()), 1, "round {i}");
+        }
     }
 }

@@ -45,6 +45,9 @@ pub struct VramRegion {
     vram_start_gfn: u64,
     backing_start_gfn: u64,
     nr: u32,
+    /// Whether dropping it undoes the region: cleared by [`VramRegion::destroy`], which still
+    /// lets the fields drop (the `DeviceModel`'s handle is released as usual).
+    live: bool,
 }
 
 impl VramRegion {
@@ -62,7 +65,10 @@ impl VramRegion {
         let dom = dom.require_domain(OP)?;
         crate::types::check_frames(OP, dom, vram_start_gfn, nr.into())?;
         crate::types::check_frames(OP, dom, backing_start_gfn, nr.into())?;
-        let (n, v, b) = (u64::from(nr), vram_start_gfn, backing_start_gfn);
+        let (v, b) = (vram_start_gfn, backing_start_gfn);
+        // Inclusive last frames: check_frames proved that these sums do not overflow, and
+        // working with them keeps every later sum (here and in `undo`) inside u64.
+        let (v_last, b_last) = (last_frame(OP, dom, v, nr)?, last_frame(OP, dom, b, nr)?);
         if nr > MAX_FRAMES {
             return Err(Error::InvalidArgument {
                 op: OP,
@@ -70,7 +76,7 @@ impl VramRegion {
                 reason: "a VRAM region holds at most 32768 frames",
             });
         }
-        if v < b + n && b < v + n {
+        if v <= b_last && b <= v_last {
             return Err(Error::InvalidArgument {
                 op: OP,
                 domain: Some(dom),
@@ -89,7 +95,7 @@ impl VramRegion {
             release();
             return Err(e);
         }
-        if let Err(e) = dm.pin_memory_cacheattr(dom, v..=v + n - 1, CacheAttr::WriteCombining) {
+        if let Err(e) = dm.pin_memory_cacheattr(dom, v..=v_last, CacheAttr::WriteCombining) {
             let _ = dm.relocate_memory(dom, v, b, nr);
             release();
             return Err(e);
@@ -100,6 +106,7 @@ impl VramRegion {
             vram_start_gfn,
             backing_start_gfn,
             nr,
+            live: true,
         })
     }
 
@@ -161,14 +168,15 @@ impl VramRegion {
     }
 
     fn undo(&mut self) -> Result<()> {
-        let n = u64::from(self.nr);
         let v = self.vram_start_gfn;
+        // Checked when the region was made; the error cannot happen, but is no panic either.
+        let v_last = last_frame("vram destroy", self.dom, v, self.nr);
         // Stop tracking, unpin, move back; report the first failure but try every step.
         let mut unused = [0u64; 1];
         let a = self
             .dm
             .track_dirty_vram_unchecked(self.dom, 0, 0, &mut unused);
-        let b = self.dm.unpin_memory_cacheattr(self.dom, v..=v + n - 1);
+        let b = v_last.and_then(|l| self.dm.unpin_memory_cacheattr(self.dom, v..=l));
         let c = self
             .dm
             .relocate_memory(self.dom, v, self.backing_start_gfn, self.nr);
@@ -179,14 +187,86 @@ impl VramRegion {
 
     /// Undoes the region now (see [`VramRegion`]) and reports the first failure.
     pub fn destroy(mut self) -> Result<()> {
-        let r = self.undo();
-        core::mem::forget(self);
-        r
+        self.live = false;
+        self.undo()
     }
 }
 
 impl Drop for VramRegion {
     fn drop(&mut self) {
-        let _ = self.undo();
+        if self.live {
+            let _ = self.undo();
+        }
+    }
+}
+
+/// The last frame of `nr` frames from `first`, or [`Error::InvalidArgument`] when that is
+/// past `u64::MAX` (or `nr` is 0).
+fn last_frame(op: &'static str, dom: DomId, first: u64, nr: u32) -> Result<u64> {
+    u64::from(nr)
+        .checked_sub(1)
+        .and_then(|k| first.checked_add(k))
+        .ok_or(Error::InvalidArgument {
+            op,
+            domain: Some(dom),
+            reason: "frame range overflows",
+        })
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Ranges at the top of the frame space: the valid ones reach the call (the stand-in
+    /// answers `ENOTTY`), the others are refused with a typed error before any call. None
+    /// panics (the overlap test used to overflow: a panic in debug builds).
+    #[test]
+    fn ranges_at_the_end_of_the_frame_space() {
+        let dm = crate::tests::stand_in();
+        let d = DomId::new(7);
+        let m = u64::MAX;
+        for (v, b, n, valid) in [
+            (0, m, 1, true),
+            (m, 0, 1, true),
+            (m, m - 1, 1, true),
+            (0, m - 1, 2, true),
+            (m - 4, m - 9, 5, true),
+            (0, m, 2, false),
+            (m, 0, 2, false),
+            (m - 3, m - 4, 4, false),
+            (m, m, 1, false),
+        ] {
+            let e = VramRegion::create(&dm, d, v, b, n).unwrap_err();
+            if valid {
+                assert_eq!(e.errno(), Errno::ENOTTY, "{v:#x} {b:#x} {n}: {e}");
+            } else {
+                assert!(e.is_invalid_argument(), "{v:#x} {b:#x} {n}: {e}");
+            }
+            // A failed creation leaves the domain unclaimed.
+            assert!(!claimed().contains(&d));
+        }
+        assert_eq!(Arc::strong_count(dm.privcmd()), 1);
+    }
+
+    /// `destroy` releases the handle it holds; `Drop` after it does nothing more.
+    #[test]
+    fn destroy_releases_the_handle() {
+        let dm = crate::tests::stand_in();
+        let d = DomId::new(8);
+        for _ in 0..100 {
+            let r = VramRegion {
+                dm: dm.clone(),
+                dom: d,
+                vram_start_gfn: u64::MAX - 3,
+                backing_start_gfn: 0,
+                nr: 4,
+                live: true,
+            };
+            claimed().push(d);
+            assert!(r.destroy().is_err()); // the stand-in answers ENOTTY
+            assert!(!claimed().contains(&d));
+            assert_eq!(Arc::strong_count(dm.privcmd()), 1);
+        }
     }
 }
