@@ -1,7 +1,7 @@
 //! Atomic access to integers in guest memory, for the protocols shared with a guest or with
 //! Xen (an ioreq's state, a buffered-ioreq ring's pointers, a ring's producer index).
 
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use xen_hypercall::Plain;
 
@@ -21,8 +21,9 @@ mod sealed {
 /// f::<u32>();
 /// ```
 pub trait AtomicInt: Plain + sealed::Sealed {
+    /// A `Relaxed` atomic load that is sound on read-only memory (see [`load_shared`]).
     #[doc(hidden)]
-    unsafe fn load(p: *mut Self, order: Ordering) -> Self;
+    unsafe fn load_relaxed(p: *const Self) -> Self;
     #[doc(hidden)]
     unsafe fn store(p: *mut Self, v: Self, order: Ordering);
     #[doc(hidden)]
@@ -37,10 +38,14 @@ macro_rules! atomic_int {
     ($($t:ty => $a:ty),*) => {$(
         impl sealed::Sealed for $t {}
         impl AtomicInt for $t {
-            unsafe fn load(p: *mut Self, order: Ordering) -> Self {
-                // SAFETY: the caller passes an aligned pointer into a live mapping; guest
-                // memory may be accessed atomically while others (the guest) access it.
-                unsafe { <$a>::from_ptr(p) }.load(order)
+            unsafe fn load_relaxed(p: *const Self) -> Self {
+                // SAFETY: the caller passes an aligned pointer into a live, readable mapping.
+                // The atomic type has the size, alignment and bit validity of the integer.
+                // The reference is a shared one made by a cast, not `from_ptr` (whose
+                // contract asks for writable memory): it is only used for one `Relaxed`
+                // load, which std documents as sound on read-only memory for the sizes
+                // `load_shared` sends here.
+                unsafe { &*p.cast::<$a>() }.load(Ordering::Relaxed)
             }
             unsafe fn store(p: *mut Self, v: Self, order: Ordering) {
                 // SAFETY: as in `load`, and the mapping is writable.
@@ -69,6 +74,41 @@ macro_rules! atomic_int {
 
 atomic_int!(u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64);
 
+/// An atomic load of the `T` at `p`, sound on read-only memory (a [`ReadOnly`](crate::ReadOnly)
+/// mapping is `PROT_READ`).
+///
+/// std's rule ("Atomic accesses to read-only memory" in `core::sync::atomic`): atomic
+/// operations on read-only memory are undefined behaviour in general (a load may be built
+/// from a compare-exchange, which faults), except `Relaxed` loads no wider than the target's
+/// limit: 8 bytes on x86_64 and aarch64 (and the other 64-bit targets listed there), 4 bytes
+/// on the 32-bit ones. So the value is read with a `Relaxed` load, and `Acquire` comes from an
+/// acquire fence after it, which gives the same guarantee (a relaxed load that reads a
+/// release store, followed by an acquire fence, synchronises with that store). Where the
+/// size is over the limit (a `u64` on a 32-bit target), the value is read with one volatile
+/// read and the fence: the read is not atomic, but the guest's protocols never rely on a
+/// torn-free `u64` there (no such target is supported yet).
+///
+/// # Safety
+/// `p` is aligned for `T` and points into a live, readable mapping.
+unsafe fn load_shared<T: AtomicInt>(p: *const T, order: Ordering) -> T {
+    let limit = if cfg!(target_pointer_width = "64") {
+        8
+    } else {
+        4
+    };
+    let v = if core::mem::size_of::<T>() <= limit {
+        // SAFETY: forwarded from our caller; within std's size limit for read-only memory.
+        unsafe { T::load_relaxed(p) }
+    } else {
+        // SAFETY: forwarded from our caller: aligned and readable; any bits are a valid T.
+        unsafe { p.read_volatile() }
+    };
+    if order != Ordering::Relaxed {
+        fence(Ordering::Acquire);
+    }
+    v
+}
+
 impl<T: AtomicInt, A: Access> View<'_, T, A> {
     /// Loads the value atomically with `Acquire` ordering: later reads see at least what was
     /// written before the matching release (e.g. the guest's or Xen's request data once its
@@ -82,9 +122,14 @@ impl<T: AtomicInt, A: Access> View<'_, T, A> {
     /// # let _ = write_pointer;
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
+    ///
+    /// Sound on [`ReadOnly`](crate::ReadOnly) mappings (`PROT_READ` pages): it is a `Relaxed`
+    /// load followed by an acquire fence, which gives the same ordering, and is the form std
+    /// documents as sound on read-only memory ("Atomic accesses to read-only memory" in
+    /// `core::sync::atomic`: only `Relaxed` loads up to 8 bytes on 64-bit targets).
     pub fn load_acquire(&self) -> T {
         // SAFETY: views are aligned for T (checked at creation) and inside a live mapping.
-        unsafe { T::load(self.as_ptr().cast_mut(), Ordering::Acquire) }
+        unsafe { load_shared(self.as_ptr(), Ordering::Acquire) }
     }
 
     /// Loads the value atomically with `Relaxed` ordering.
@@ -99,7 +144,7 @@ impl<T: AtomicInt, A: Access> View<'_, T, A> {
     /// ```
     pub fn load_relaxed(&self) -> T {
         // SAFETY: as in `load_acquire`.
-        unsafe { T::load(self.as_ptr().cast_mut(), Ordering::Relaxed) }
+        unsafe { load_shared(self.as_ptr(), Ordering::Relaxed) }
     }
 }
 

@@ -709,6 +709,10 @@ impl<T, A: Access> fmt::Debug for View<'_, T, A> {
 ///
 /// The macro expands to a small `unsafe` block (taking the field's address); crates that
 /// forbid `unsafe_code` can write `view.at::<F>(core::mem::offset_of!(T, field))` instead.
+/// That block is sound only because the closure is handed to this crate's
+/// [`View::project`], which calls it with the address of a live value: the macro names that
+/// function by its path, so `$view` must be a [`View`] (not a reference to one, nor any
+/// other type with a method called `project`, whose closure argument could be anything).
 ///
 /// ```no_run
 /// use xen_foreignmemory::{field, DomId, ForeignMemory, ReadWrite};
@@ -726,10 +730,29 @@ impl<T, A: Access> fmt::Debug for View<'_, T, A> {
 /// # let _ = (addr, size);
 /// # Ok::<(), xen_foreignmemory::Error>(())
 /// ```
+///
+/// A look-alike type with a `project` method of its own does not compile (it would get the
+/// closure and could call it with a dangling pointer, reaching undefined behaviour through
+/// the macro's `unsafe` block without writing `unsafe`):
+///
+/// ```compile_fail
+/// use xen_foreignmemory::field;
+///
+/// struct Target {
+///     x: u64,
+/// }
+/// struct LookAlike;
+/// impl LookAlike {
+///     fn project<F>(&self, locate: impl FnOnce(*const Target) -> *const F) -> *const F {
+///         locate(core::ptr::dangling())
+///     }
+/// }
+/// let _ = field!(LookAlike, x); // error[E0308]: expected `&View<'_, _, _>`
+/// ```
 #[macro_export]
 macro_rules! field {
     ($view:expr, $($field:ident).+) => {
-        $view.project(|p| {
+        $crate::View::project(&$view, |p| {
             // SAFETY: `p` is the address of a live value inside a mapping; `&raw const`
             // computes the field's address without reading or making a reference.
             unsafe { &raw const (*p).$($field).+ }
@@ -883,6 +906,76 @@ mod tests {
         m.read_bytes(PAGE_SIZE, &mut []).unwrap();
         m.set_holes(Box::new([]));
         assert!(m.is_complete());
+    }
+
+    /// A page of memory the test owns, aligned like a mapping.
+    #[repr(C, align(4096))]
+    struct Page([u8; PAGE_SIZE]);
+
+    /// A Mapping over memory that is not a real mapping (so it must never drop: dropping
+    /// unmaps). Works under Miri, which has no foreign memory.
+    ///
+    /// # Safety
+    /// `p` is a page that outlives every use of the result, accessed only through it.
+    unsafe fn borrowed<A: Access>(p: *mut Page) -> core::mem::ManuallyDrop<Mapping<A>> {
+        // SAFETY: one page, owned by the caller for as long as the result is used; never
+        // unmapped (ManuallyDrop).
+        core::mem::ManuallyDrop::new(unsafe {
+            Mapping::from_raw(
+                NonNull::new(p.cast()).unwrap(),
+                PAGE_SIZE,
+                PAGE_SIZE,
+                DomId::new(9),
+            )
+        })
+    }
+
+    /// Writing a padding-free `Plain` value copies only initialised bytes, at aligned and
+    /// misaligned offsets (run under Miri, which reports any read of uninitialised memory).
+    #[test]
+    fn writes_of_padding_free_plain_values_are_clean() {
+        let mut page = Box::new(Page([0xaa; PAGE_SIZE]));
+        // SAFETY: `page` outlives `m`, and is only reached through `m` until then.
+        let m = unsafe { borrowed::<ReadWrite>(&mut *page) };
+        let v = Pair {
+            a: 0x0403_0201,
+            b: 0x0605,
+            c: [7, 8],
+            d: 0x100f_0e0d_0c0b_0a09,
+        };
+        let want: Vec<u8> = (1..=16).collect();
+        for off in [0, 8, 16, 1, 3, 7, 4093 - 16] {
+            m.write(off, v).unwrap();
+            assert_eq!(m.read::<Pair>(off).unwrap(), v, "offset {off}");
+            let mut back = [0u8; 16];
+            m.read_bytes(off, &mut back).unwrap();
+            assert_eq!(back[..], want[..], "offset {off}");
+        }
+        m.view::<Pair>(32).unwrap().write(v);
+        let mut back = [0u8; 16];
+        m.read_bytes(32, &mut back).unwrap();
+        assert_eq!(back[..], want[..]);
+        let _ = m; // never dropped (ManuallyDrop): `page` is freed, not unmapped
+        drop(page);
+    }
+
+    /// Read-only memory (an immutable static: read-only for Miri, in `.rodata` natively)
+    /// answers atomic loads of every width and ordering.
+    #[test]
+    fn atomic_loads_work_on_read_only_memory() {
+        static RO: Page = {
+            let mut b = [0u8; PAGE_SIZE];
+            b[0] = 1;
+            b[8] = 2;
+            Page(b)
+        };
+        // SAFETY: the static lives forever and is only read (ReadOnly offers no writes).
+        let m = unsafe { borrowed::<ReadOnly>(core::ptr::addr_of!(RO).cast_mut()) };
+        assert_eq!(m.view::<u8>(0).unwrap().load_acquire(), 1);
+        assert_eq!(m.view::<u16>(0).unwrap().load_acquire(), 1);
+        assert_eq!(m.view::<u32>(0).unwrap().load_relaxed(), 1);
+        assert_eq!(m.view::<u64>(8).unwrap().load_acquire(), 2);
+        assert_eq!(m.view::<u64>(8).unwrap().load_relaxed(), 2);
     }
 
     #[test]
