@@ -160,21 +160,26 @@ impl Function {
         }
     }
 
+    // At most the value's 4 bytes, whatever `size` says: no shift overflow.
     fn read(&self, reg: u16, size: u8) -> u32 {
-        let mut v = 0u32;
-        for i in 0..u16::from(size) {
-            let r = usize::from(reg + i);
-            v |= u32::from(self.cfg.get(r).copied().unwrap_or(0)) << (8 * i);
+        let mut b = [0u8; 4];
+        for (i, x) in b.iter_mut().take(usize::from(size)).enumerate() {
+            *x = self.cfg.get(usize::from(reg) + i).copied().unwrap_or(0);
         }
-        v
+        u32::from_le_bytes(b)
     }
 
     fn write(&mut self, reg: u16, size: u8, value: u32) {
-        for i in 0..u16::from(size) {
-            let r = usize::from(reg + i);
+        for (i, &x) in value
+            .to_le_bytes()
+            .iter()
+            .take(usize::from(size))
+            .enumerate()
+        {
+            let r = usize::from(reg) + i;
             if r < 256 {
                 let m = self.writable[r];
-                self.cfg[r] = (self.cfg[r] & !m) | ((value >> (8 * i)) as u8 & m);
+                self.cfg[r] = (self.cfg[r] & !m) | (x & m);
             }
         }
     }

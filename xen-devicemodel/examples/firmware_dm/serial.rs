@@ -85,19 +85,22 @@ impl Serial {
 }
 
 impl Device for Serial {
+    // A wide access is one per register, lowest first. Whatever `port` and `size` arrive
+    // (the runtime sends 1, 2 or 4 for ports, but a device should not trust that), at most
+    // the value's 4 bytes are used and the register index wraps: no overflow, no panic.
     fn port_read(&mut self, port: u16, size: u8) -> u32 {
         self.accesses += 1;
-        let mut v = 0u32;
-        for i in 0..u16::from(size) {
-            v |= u32::from(self.read_reg((port - BASE + i) & 7)) << (8 * i);
+        let mut b = [0u8; 4];
+        for (i, x) in (0u16..).zip(b.iter_mut().take(usize::from(size))) {
+            *x = self.read_reg(port.wrapping_sub(BASE).wrapping_add(i) & 7);
         }
-        v
+        u32::from_le_bytes(b)
     }
 
     fn port_write(&mut self, port: u16, size: u8, value: u32) {
         self.accesses += 1;
-        for i in 0..u16::from(size) {
-            self.write_reg((port - BASE + i) & 7, (value >> (8 * i)) as u8);
+        for (i, &x) in (0u16..).zip(value.to_le_bytes().iter().take(usize::from(size))) {
+            self.write_reg(port.wrapping_sub(BASE).wrapping_add(i) & 7, x);
         }
     }
 }
