@@ -5,8 +5,19 @@
 use super::device::{Device, Key};
 use super::guestmem::GuestMem;
 use super::slot::{self, Ioreq, Ring};
-use super::Stats;
+use super::{Refusal, Stats};
 use crate::{Result, Sbdf};
+
+/// The largest `count` Xen puts in a request: its emulator clips every `rep` to 4096
+/// repetitions (`hvmemul_linear_to_phys` in Xen 4.17's `arch/x86/hvm/emulate.c`), and
+/// further to one page of guest memory for `data_is_ptr` requests. Anything larger did not
+/// come from Xen's emulator and is refused: answered without calling the device.
+pub(crate) const MAX_REP_COUNT: u32 = 4096;
+
+/// Buffered records handled per call of [`Dispatch::drain_ring`]: one ring's worth. The
+/// guest can refill the ring while it is drained; the loop takes the rest at its next turn,
+/// after looking at the stop flag and the other vCPUs.
+pub(crate) const RING_RECORDS_PER_TURN: u32 = slot::BUF_SLOTS;
 
 #[cfg(test)]
 mod tests;
@@ -37,18 +48,56 @@ pub(crate) struct Dispatch<M> {
     pub(super) keys: Vec<(Key, usize)>,
     pub(crate) stats: Stats,
     pub(crate) mem: M,
+    /// The last request refused (see [`Refusal`]).
+    pub(crate) last_refusal: Option<Refusal>,
 }
 
 /// Bytes of guest memory copied at a time for `data_is_ptr` requests (on the stack).
 const COPY_CHUNK: usize = 512;
 
 impl<M: GuestMemory> Dispatch<M> {
-    pub(super) fn drain_ring(&mut self, ring: Ring) {
-        while let Some(r) = ring.peek() {
+    /// A new dispatch over `devices` and guest memory `mem`.
+    pub(crate) fn new(devices: Vec<Box<dyn Device>>, keys: Vec<(Key, usize)>, mem: M) -> Self {
+        Dispatch {
+            devices,
+            keys,
+            stats: Stats::default(),
+            mem,
+            last_refusal: None,
+        }
+    }
+
+    /// Counts and records a refused request (no allocation: the record is plain data).
+    fn refuse(&mut self, r: Refusal) {
+        self.stats.refused += 1;
+        self.last_refusal = Some(r);
+    }
+
+    /// Handles at most [`RING_RECORDS_PER_TURN`] buffered records; returns whether records
+    /// are left for the next turn.
+    pub(super) fn drain_ring(&mut self, ring: Ring) -> bool {
+        for _ in 0..RING_RECORDS_PER_TURN {
+            let Some(r) = ring.peek() else {
+                return false;
+            };
             if r.kind != slot::IOREQ_TYPE_TIMEOFFSET {
                 self.stats.buffered += 1;
             }
-            if !r.read {
+            let pio = r.kind == slot::IOREQ_TYPE_PIO;
+            let refusal = |reason| Refusal {
+                kind: r.kind,
+                addr: r.addr,
+                size: r.size.into(),
+                count: 1,
+                buffered: true,
+                reason,
+            };
+            if r.read {
+                // Xen buffers writes only.
+                self.refuse(refusal("a read in the buffered ring"));
+            } else if pio && r.size == 8 {
+                self.refuse(refusal("an 8-byte port write"));
+            } else {
                 match r.kind {
                     slot::IOREQ_TYPE_PIO => self.port_write(r.addr as u16, r.size, r.data),
                     slot::IOREQ_TYPE_COPY => self.mmio_write(r.addr, r.size, r.data),
@@ -59,6 +108,7 @@ impl<M: GuestMemory> Dispatch<M> {
             }
             ring.consume(r.slots);
         }
+        ring.peek().is_some()
     }
 
     fn find(&self, want: impl Fn(&Key) -> bool) -> Option<usize> {
@@ -116,7 +166,13 @@ impl<M: GuestMemory> Dispatch<M> {
                 self.stats.pci_config += 1;
                 let raw = (req.addr >> 32) as u32;
                 let reg = (req.addr & 0xfff) as u16;
-                let size = req.size.min(4) as u8;
+                // Config space is 4096 bytes read in 1, 2 or 4-byte units (the sizes the
+                // Device trait promises); anything else is refused, not cut down.
+                if !matches!(req.size, 1 | 2 | 4) || u32::from(reg) + req.size > 4096 {
+                    self.refuse(Refusal::of(req, "a PCI config access of a bad size"));
+                    return req.read.then_some(mask(4));
+                }
+                let size = req.size as u8;
                 let i = self.find(|k| matches!(*k, Key::Pci(s) if s == raw));
                 let Some(i) = i else {
                     self.stats.unclaimed += 1;
@@ -151,8 +207,15 @@ impl<M: GuestMemory> Dispatch<M> {
     /// Port I/O (`pio`) or MMIO, with `rep` counts and `data_is_ptr`.
     fn io(&mut self, req: &Ioreq, pio: bool) -> Option<u64> {
         let size = req.size;
-        if !matches!(size, 1 | 2 | 4 | 8) || (pio && size == 8) {
-            self.stats.unclaimed += 1;
+        let refusal = if !matches!(size, 1 | 2 | 4 | 8) || (pio && size == 8) {
+            Some("an access of a bad size")
+        } else if req.count > MAX_REP_COUNT {
+            Some("a rep count above Xen's limit of 4096")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            self.refuse(Refusal::of(req, reason));
             return (req.read && !req.data_is_ptr).then_some(u64::MAX);
         }
         let size = size as u8;

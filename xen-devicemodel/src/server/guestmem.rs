@@ -1,13 +1,31 @@
-//! Guest memory for `data_is_ptr` requests: a small cache of one-frame foreign mappings.
+//! Guest memory for `data_is_ptr` requests: a small cache of one-frame foreign mappings, and
+//! of the frames that failed to map.
 
-use xen_foreignmemory::{ForeignMemory, Mapping, ReadWrite, PAGE_SIZE};
+use std::time::{Duration, Instant};
+
+use xen_foreignmemory::{ForeignMemory, MapOptions, Mapping, ReadWrite, RetryPolicy, PAGE_SIZE};
 
 use super::setup::fm_err;
-use crate::{DomId, Error, Result};
+use crate::{DomId, Errno, Error, Result};
 
 /// How many frames stay mapped. A `rep` request touches at most a few frames; the cache
 /// spares a map/unmap pair per element and per request.
 const WAYS: usize = 8;
+
+/// How many failed frames are remembered, and for how long. A guest that points request
+/// after request at a frame that cannot be mapped (not RAM, paged out, ballooned away) costs
+/// one map attempt per frame and period, not one per request; the period is short so that a
+/// frame that comes back (paged in) works again soon. `IOREQ_TYPE_INVALIDATE` forgets them.
+const FAILED_WAYS: usize = 8;
+const FAILED_FOR: Duration = Duration::from_millis(100);
+
+/// Paged-out frames in the blocking loop: a few quick retries, 0.7 ms of sleep at most
+/// (the default policy's 0.7 s would stall every vCPU the loop serves).
+pub(crate) const BLOCKING_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 3,
+    first_delay: Duration::from_micros(100),
+    max_delay: Duration::from_micros(400),
+};
 
 const OP: &str = "ioreq server guest memory";
 
@@ -18,6 +36,11 @@ pub(crate) struct GuestMem {
     dom: DomId,
     ways: [Option<(u64, Mapping<ReadWrite>)>; WAYS],
     next: usize,
+    failed: [Option<(u64, Errno, Instant)>; FAILED_WAYS],
+    next_failed: usize,
+    /// How paged-out frames are retried: [`BLOCKING_RETRY`] in the blocking loop,
+    /// [`RetryPolicy::NEVER`] in the async one (which must never sleep).
+    pub(crate) retry: RetryPolicy,
 }
 
 impl GuestMem {
@@ -27,12 +50,16 @@ impl GuestMem {
             dom,
             ways: Default::default(),
             next: 0,
+            failed: [None; FAILED_WAYS],
+            next_failed: 0,
+            retry: BLOCKING_RETRY,
         }
     }
 
-    /// Forgets every cached mapping.
+    /// Forgets every cached mapping, and every remembered failure.
     pub(crate) fn invalidate(&mut self) {
         self.ways = Default::default();
+        self.failed = [None; FAILED_WAYS];
     }
 
     fn frame(&mut self, gfn: u64) -> Result<&Mapping<ReadWrite>> {
@@ -43,10 +70,23 @@ impl GuestMem {
         let i = match hit {
             Some(i) => i,
             None => {
-                let m = self
-                    .fm
-                    .map(self.dom, &[gfn], ReadWrite)
-                    .map_err(|e| fm_err(OP, self.dom, e))?;
+                let now = Instant::now();
+                let known = self.failed.iter().flatten().find(|(g, _, at)| {
+                    *g == gfn && now.saturating_duration_since(*at) < FAILED_FOR
+                });
+                if let Some(&(_, errno, _)) = known {
+                    return Err(Error::os(OP, Some(self.dom), errno));
+                }
+                let opts = MapOptions::new().retry(self.retry);
+                let m = match self.fm.map_with(self.dom, &[gfn], ReadWrite, &opts) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let e = fm_err(OP, self.dom, e);
+                        self.failed[self.next_failed] = Some((gfn, e.errno(), now));
+                        self.next_failed = (self.next_failed + 1) % FAILED_WAYS;
+                        return Err(e);
+                    }
+                };
                 let i = self.next;
                 self.next = (self.next + 1) % WAYS;
                 self.ways[i] = Some((gfn, m));
@@ -55,7 +95,7 @@ impl GuestMem {
         };
         match &self.ways[i] {
             Some((_, m)) => Ok(m),
-            None => Err(Error::os(OP, Some(self.dom), crate::Errno::EFAULT)),
+            None => Err(Error::os(OP, Some(self.dom), Errno::EFAULT)),
         }
     }
 

@@ -64,6 +64,24 @@
 //! No heap allocation per request. [`StopHandle::stop`] ends the loop from any thread; the
 //! loop first completes any request already posted, so no vCPU is left waiting on it.
 //!
+//! # Bounded work
+//! No guest can keep the loop busy: each turn of the loop does a bounded amount of work and
+//! then looks at the stop flag again.
+//! - A request's `rep` count is at most 4096 (Xen's emulator never sends more); a request
+//!   with more, or with an access size the [`Device`] trait does not take (port I/O of 8
+//!   bytes, PCI config of other than 1, 2 or 4 bytes, MMIO of other than 1, 2, 4 or 8), is
+//!   refused: answered all-ones (reads) or dropped (writes) without reaching a device,
+//!   counted in [`Stats::refused`], the last one kept ([`Server::last_refusal`]).
+//! - One turn takes at most one ring's worth (511) of buffered records; the rest wait for
+//!   the next turn, which comes at once (the loop does not sleep while records are left).
+//! - Between two vCPUs' requests the stop flag is read: a stop is answered after the request
+//!   in hand, then every request already posted is completed (one per vCPU at most).
+//! - Guest frames that fail to map are remembered for 100 ms (8 of them), so a guest pointing
+//!   requests at a bad frame costs one map attempt per frame and period. Paged-out frames
+//!   are retried briefly in [`Server::run`] (0.7 ms of sleep at most) and not at all in
+//!   `run_async`, which never sleeps: the request then completes as a memory error
+//!   ([`Stats::memory_errors`]).
+//!
 //! Accesses nobody claimed reach no server at all (Xen answers them itself). A request in a
 //! claimed range whose device does not override the method gets all-ones on reads and is
 //! ignored on writes.
@@ -92,7 +110,7 @@ use stop::StopInner;
 
 pub use device::{Claim, Device};
 pub use setup::ServerBuilder;
-pub use stats::Stats;
+pub use stats::{Refusal, Stats};
 pub use stop::StopHandle;
 
 /// A running ioreq server with its devices. See the [module docs](self).
@@ -105,6 +123,8 @@ pub struct Server {
     buf_port: Option<Port>,
     slots: Vec<Slot>,
     ring: Option<Ring>,
+    /// The buffered ring had records left at the end of the last turn.
+    ring_backlog: bool,
     buf_page: Option<Mapping<ReadWrite>>,
     ioreq_page: Mapping<ReadWrite>,
     d: Dispatch<GuestMem>,
@@ -146,6 +166,11 @@ impl Server {
     /// Requests served so far.
     pub fn stats(&self) -> Stats {
         self.d.stats
+    }
+
+    /// The last request refused without reaching a device (see [`Stats::refused`]).
+    pub fn last_refusal(&self) -> Option<Refusal> {
+        self.d.last_refusal
     }
 
     /// A handle that stops [`Server::run`] (or `run_async`) from elsewhere.

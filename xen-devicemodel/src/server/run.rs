@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use xen_evtchn::Port;
 
+use super::guestmem::BLOCKING_RETRY;
 use super::{Server, PORTS_PER_READ};
 use crate::{Errno, Error, Result};
 
@@ -13,6 +14,7 @@ impl Server {
     /// Serves requests on this thread until [`StopHandle::stop`](super::StopHandle::stop) is
     /// called or an event-channel operation fails.
     pub fn run(&mut self) -> Result<()> {
+        self.d.mem.retry = BLOCKING_RETRY;
         let mut buf = [Port::default(); PORTS_PER_READ];
         loop {
             if self.stop.flag.load(Ordering::Acquire) {
@@ -20,7 +22,8 @@ impl Server {
                 return Ok(());
             }
             let n = self.ch.try_pending_many(&mut buf)?.len();
-            if n == 0 {
+            // Buffered records left from the last turn are served without waiting.
+            if n == 0 && !self.ring_backlog {
                 self.wait(-1)?;
                 continue;
             }
@@ -31,14 +34,15 @@ impl Server {
     /// Serves one batch: waits up to `timeout` for pending ports and serves them; returns
     /// how many ports were pending (0 on timeout or when stopped). For loops of your own.
     pub fn run_once(&mut self, timeout: std::time::Duration) -> Result<usize> {
+        self.d.mem.retry = BLOCKING_RETRY;
         let mut buf = [Port::default(); PORTS_PER_READ];
         let mut n = self.ch.try_pending_many(&mut buf)?.len();
-        if n == 0 && !self.stop.flag.load(Ordering::Acquire) {
+        if n == 0 && !self.ring_backlog && !self.stop.flag.load(Ordering::Acquire) {
             let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
             self.wait(ms)?;
             n = self.ch.try_pending_many(&mut buf)?.len();
         }
-        if n > 0 {
+        if n > 0 || self.ring_backlog {
             self.serve_ports(&buf[..n])?;
         }
         Ok(n)
@@ -74,14 +78,18 @@ impl Server {
         r
     }
 
+    /// One turn: bounded work (one request per vCPU port, one ring's worth of buffered
+    /// records), so the caller looks at the stop flag again soon whatever the guest does.
     fn serve_ports_inner(&mut self, ports: &[Port]) -> Result<()> {
-        self.d.stats.wakeups += 1;
-        // Unmask first: an event that comes while we serve is queued again, not lost.
-        self.ch.unmask_many(ports)?;
+        if !ports.is_empty() {
+            self.d.stats.wakeups += 1;
+            // Unmask first: an event that comes while we serve is queued again, not lost.
+            self.ch.unmask_many(ports)?;
+        }
         // Buffered writes were issued before any synchronous request now pending: serve
         // them first, whichever port woke us.
         if let Some(r) = self.ring {
-            self.d.drain_ring(r);
+            self.ring_backlog = self.d.drain_ring(r);
         }
         for &p in ports {
             if let Some(v) = self.vcpu_ports.iter().position(|&q| q == p) {
@@ -94,7 +102,7 @@ impl Server {
     /// Serves every slot that holds a request (used when stopping).
     pub(super) fn serve_all_slots(&mut self) -> Result<()> {
         if let Some(r) = self.ring {
-            self.d.drain_ring(r);
+            self.ring_backlog = self.d.drain_ring(r);
         }
         for v in 0..self.slots.len() {
             self.serve_slot(v)?;

@@ -10,7 +10,10 @@ use crate::{Errno, Error, Result};
 
 impl Server {
     /// Serves requests in a tokio task until stopped (feature `tokio`). The event-channel fd
-    /// is registered with tokio's reactor; everything else is as in [`Server::run`].
+    /// is registered with tokio's reactor; everything else is as in [`Server::run`], except
+    /// that it never sleeps on the executor's thread (guest frames that are paged out are not
+    /// retried: the request completes as a memory error) and yields to other tasks after
+    /// each turn.
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn run_async(&mut self) -> Result<()> {
@@ -33,6 +36,8 @@ impl Server {
                         Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
                     )
                 })?;
+        // Never sleep on the executor's thread: paged-out frames are not retried here.
+        self.d.mem.retry = xen_foreignmemory::RetryPolicy::NEVER;
         let stop = self.stop.clone();
         let mut buf = [Port::default(); PORTS_PER_READ];
         loop {
@@ -41,7 +46,7 @@ impl Server {
                 return Ok(());
             }
             let n = self.ch.try_pending_many(&mut buf)?.len();
-            if n == 0 {
+            if n == 0 && !self.ring_backlog {
                 tokio::select! {
                     g = afd.readable() => {
                         if let Ok(mut g) = g {
@@ -53,6 +58,9 @@ impl Server {
                 continue;
             }
             self.serve_ports(&buf[..n])?;
+            // A busy guest must not hold the executor's thread: other tasks run between
+            // turns (each turn's work is bounded, see the module docs).
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -13,7 +13,7 @@ use super::dispatch::Dispatch;
 use super::guestmem::GuestMem;
 use super::slot::{self, Ring, Slot};
 use super::stop::StopInner;
-use super::{Server, Stats};
+use super::Server;
 use crate::{BufIoreqMode, DeviceModel, DomId, Errno, Error, IoreqServer, Result};
 
 /// Builds a [`Server`]: the guest, the buffered mode, the devices and their claims.
@@ -115,12 +115,8 @@ impl ServerBuilder {
             ring: None,
             buf_page,
             ioreq_page,
-            d: Dispatch {
-                devices: self.devices,
-                keys: self.keys,
-                stats: Stats::default(),
-                mem: GuestMem::new(fm, dom),
-            },
+            ring_backlog: false,
+            d: Dispatch::new(self.devices, self.keys, GuestMem::new(fm, dom)),
             stop: Arc::new(StopInner {
                 flag: AtomicBool::new(false),
                 efd: eventfd()?,

@@ -21,8 +21,14 @@ pub struct Stats {
     /// Requests of any other type (acknowledged, not dispatched).
     pub other: u64,
     /// Device accesses that fell in no registered device's range (a claim of the server
-    /// but a gap between devices, or a request wider than 8 bytes).
+    /// but a gap between devices).
     pub unclaimed: u64,
+    /// Requests refused without reaching a device, because Xen's emulator never sends them
+    /// (an access size the [`Device`](super::Device) trait does not take, a `rep` count above
+    /// Xen's 4096, a buffered read or 8-byte port write): reads are answered all-ones,
+    /// nothing is written. [`Server::last_refusal`](super::Server::last_refusal) tells the
+    /// last one.
+    pub refused: u64,
     /// Guest-memory copies of `data_is_ptr` requests that failed (the request was still
     /// completed, with whatever was copied).
     pub memory_errors: u64,
@@ -58,6 +64,54 @@ impl core::fmt::Display for Stats {
             self.pci_config,
             self.buffered,
             self.invalidate + self.timeoffset + self.other
+        )
+    }
+}
+
+/// A request the loop refused (see [`Stats::refused`]): what it was and why. The loop keeps
+/// the last one ([`Server::last_refusal`](super::Server::last_refusal)); refusals are counted,
+/// not printed, so a guest that sends them in a loop costs no more than the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refusal {
+    /// The ioreq type (`IOREQ_TYPE_PIO` 0, `IOREQ_TYPE_COPY` 1, `IOREQ_TYPE_PCI_CONFIG` 2).
+    pub kind: u8,
+    /// The port, guest-physical address, or (PCI config) SBDF and register.
+    pub addr: u64,
+    /// The access size in bytes, as the request gave it.
+    pub size: u32,
+    /// The `rep` count, as the request gave it.
+    pub count: u32,
+    /// Whether it came through the buffered ring.
+    pub buffered: bool,
+    /// Why it was refused.
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    pub(super) fn of(req: &super::slot::Ioreq, reason: &'static str) -> Refusal {
+        Refusal {
+            kind: req.kind,
+            addr: req.addr,
+            size: req.size,
+            count: req.count,
+            buffered: false,
+            reason,
+        }
+    }
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "refused {}: type {} addr {:#x} size {} count {}{}",
+            self.reason,
+            self.kind,
+            self.addr,
+            self.size,
+            self.count,
+            if self.buffered { " (buffered)" } else { "" }
         )
     }
 }

@@ -78,12 +78,7 @@ fn dispatch() -> (Dispatch<Ram>, Log) {
         ],
     );
     let ram: Vec<u8> = (0..3 * 4096).map(|i| (i * 7 + i / 256) as u8).collect();
-    let d = Dispatch {
-        devices: b.devices,
-        keys: b.keys,
-        stats: Stats::default(),
-        mem: Ram(ram),
-    };
+    let d = Dispatch::new(b.devices, b.keys, Ram(ram));
     (d, log)
 }
 
@@ -328,15 +323,10 @@ fn buffered_records_reach_the_devices() {
         },
         [Claim::Ports(0x510..=0x513), Claim::Mmio(0xa0000..=0xbffff)],
     );
-    let mut d = Dispatch {
-        devices: b.devices,
-        keys: b.keys,
-        stats: Stats::default(),
-        mem: Ram(vec![0; 4096]),
-    };
+    let mut d = Dispatch::new(b.devices, b.keys, Ram(vec![0; 4096]));
     // SAFETY: our page, alive for the test.
     let ring = unsafe { Ring::new(page.0.as_mut_ptr()) };
-    d.drain_ring(ring);
+    assert!(!d.drain_ring(ring));
     assert_eq!(
         *log.lock().unwrap(),
         vec![
@@ -346,4 +336,215 @@ fn buffered_records_reach_the_devices() {
     );
     assert_eq!(d.stats.buffered, 2);
     assert_eq!(&page.0[0..4], &3u32.to_le_bytes());
+}
+
+/// A buffered page in host memory, with helpers to publish records.
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+impl Page {
+    fn new() -> Box<Page> {
+        Box::new(Page([0; 4096]))
+    }
+    /// Writes record `index` (slot index % 511): type, dir, size (log2), addr, data.
+    fn put(&mut self, index: u32, kind: u32, read: bool, size_log2: u32, addr: u32, data: u32) {
+        let w = kind | (u32::from(read) << 9) | (size_log2 << 10) | (addr << 12);
+        let o = 8 + 8 * (index % slot::BUF_SLOTS) as usize;
+        self.0[o..o + 4].copy_from_slice(&w.to_le_bytes());
+        self.0[o + 4..o + 8].copy_from_slice(&data.to_le_bytes());
+    }
+    fn set_pointers(&mut self, read: u32, write: u32) {
+        self.0[0..4].copy_from_slice(&read.to_le_bytes());
+        self.0[4..8].copy_from_slice(&write.to_le_bytes());
+    }
+    fn read_pointer(&self) -> u32 {
+        u32::from_le_bytes(self.0[0..4].try_into().unwrap())
+    }
+}
+
+/// A device that only counts its calls (a request with a huge count must not reach it 4
+/// billion times).
+#[derive(Default)]
+struct Counter(u64);
+
+impl Device for Counter {
+    fn port_read(&mut self, _port: u16, _size: u8) -> u32 {
+        self.0 += 1;
+        0
+    }
+    fn port_write(&mut self, _port: u16, _size: u8, _value: u32) {
+        self.0 += 1;
+    }
+    fn mmio_read(&mut self, _addr: u64, _size: u8) -> u64 {
+        self.0 += 1;
+        0
+    }
+    fn mmio_write(&mut self, _addr: u64, _size: u8, _value: u64) {
+        self.0 += 1;
+    }
+    fn pci_config_read(&mut self, _dev: Sbdf, _reg: u16, _size: u8) -> u32 {
+        self.0 += 1;
+        0
+    }
+    fn pci_config_write(&mut self, _dev: Sbdf, _reg: u16, _size: u8, _value: u32) {
+        self.0 += 1;
+    }
+}
+
+fn counting() -> (Dispatch<Ram>, Arc<std::sync::Mutex<Counter>>) {
+    let c = Arc::new(std::sync::Mutex::new(Counter::default()));
+    let b = ServerBuilder::new(DomId::new(1)).device(
+        c.clone(),
+        [
+            Claim::Ports(0x510..=0x513),
+            Claim::Mmio(0xa0000..=0xbffff),
+            Claim::Pci(Sbdf::new(0, 0, 3, 0).unwrap()),
+        ],
+    );
+    (Dispatch::new(b.devices, b.keys, Ram(vec![0; 3 * 4096])), c)
+}
+
+fn calls(c: &Arc<std::sync::Mutex<Counter>>) -> u64 {
+    c.lock().unwrap().0
+}
+
+#[test]
+fn rep_counts_above_xens_limit_are_refused() {
+    let (mut d, c) = counting();
+    // The largest count Xen sends is served in full...
+    let r = req(
+        slot::IOREQ_TYPE_PIO,
+        0x510,
+        0,
+        MAX_REP_COUNT,
+        1,
+        false,
+        false,
+        false,
+    );
+    assert_eq!(d.handle(&r), None);
+    assert_eq!(calls(&c), u64::from(MAX_REP_COUNT));
+    let r = req(
+        slot::IOREQ_TYPE_PIO,
+        0x510,
+        BASE,
+        MAX_REP_COUNT,
+        2,
+        true,
+        false,
+        false,
+    );
+    d.handle(&r);
+    assert_eq!(calls(&c), 2 * u64::from(MAX_REP_COUNT));
+    // ...anything larger reaches no device (it made 4.3 billion calls before).
+    for (kind, ptr, read, count) in [
+        (slot::IOREQ_TYPE_PIO, false, true, u32::MAX),
+        (slot::IOREQ_TYPE_PIO, true, true, MAX_REP_COUNT + 1),
+        (slot::IOREQ_TYPE_COPY, false, false, u32::MAX),
+        (slot::IOREQ_TYPE_COPY, true, true, 1 << 20),
+    ] {
+        let addr = if kind == slot::IOREQ_TYPE_PIO {
+            0x510
+        } else {
+            0xa0000
+        };
+        let r = req(kind, addr, BASE, count, 4, ptr, read, false);
+        let want = (read && !ptr).then_some(u64::MAX);
+        assert_eq!(d.handle(&r), want, "{r:?}");
+        assert_eq!(d.last_refusal.unwrap().count, count);
+    }
+    assert_eq!(calls(&c), 2 * u64::from(MAX_REP_COUNT));
+    assert_eq!(d.stats.refused, 4);
+    let last = d.last_refusal.unwrap();
+    assert_eq!(last.reason, "a rep count above Xen's limit of 4096");
+    assert!(last.to_string().contains("count 1048576"), "{last}");
+    // Nothing was written to guest memory by the refused reads.
+    assert!(d.mem.0.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn access_sizes_the_device_trait_does_not_take_are_refused() {
+    let (mut d, c) = counting();
+    let pci = u64::from(Sbdf::new(0, 0, 3, 0).unwrap().to_raw()) << 32;
+    for (kind, addr, size) in [
+        (slot::IOREQ_TYPE_PCI_CONFIG, pci | 0x10, 0),
+        (slot::IOREQ_TYPE_PCI_CONFIG, pci | 0x10, 3),
+        (slot::IOREQ_TYPE_PCI_CONFIG, pci | 0x10, 8),
+        (slot::IOREQ_TYPE_PCI_CONFIG, pci | 0xffe, 4),
+        (slot::IOREQ_TYPE_PIO, 0x510, 8),
+        (slot::IOREQ_TYPE_PIO, 0x510, 0),
+        (slot::IOREQ_TYPE_PIO, 0x510, 3),
+        (slot::IOREQ_TYPE_COPY, 0xa0000, 16),
+    ] {
+        for read in [false, true] {
+            let r = req(kind, addr, 0, 1, size, false, read, false);
+            let got = d.handle(&r);
+            if read {
+                assert!(got.is_some_and(|v| v & 0xffff_ffff == 0xffff_ffff), "{r:?}");
+            } else {
+                assert_eq!(got, None, "{r:?}");
+            }
+        }
+    }
+    assert_eq!(calls(&c), 0, "no bad size reached the device");
+    assert_eq!(d.stats.refused, 16);
+    // The sizes it does take still arrive, unchanged.
+    for size in [1, 2, 4] {
+        d.handle(&req(
+            slot::IOREQ_TYPE_PCI_CONFIG,
+            pci | 0x10,
+            0,
+            1,
+            size,
+            false,
+            true,
+            false,
+        ));
+    }
+    d.handle(&req(
+        slot::IOREQ_TYPE_COPY,
+        0xa0000,
+        0,
+        1,
+        8,
+        false,
+        true,
+        false,
+    ));
+    assert_eq!(calls(&c), 4);
+}
+
+#[test]
+fn buffered_records_of_bad_sizes_are_refused() {
+    let mut page = Page::new();
+    page.put(0, 0, false, 3, 0x510, 0x11); // 8-byte port write: two slots
+    page.put(1, 0, false, 3, 0x510, 0x22);
+    page.put(2, 1, true, 2, 0xa0000, 0); // a read: Xen buffers writes only
+    page.put(3, 0, false, 0, 0x511, 0x33); // a good one
+    page.set_pointers(0, 4);
+    let (mut d, c) = counting();
+    // SAFETY: our page, alive for the test.
+    let ring = unsafe { Ring::new(page.0.as_mut_ptr()) };
+    assert!(!d.drain_ring(ring));
+    assert_eq!(calls(&c), 1);
+    assert_eq!(d.stats.refused, 2);
+    assert_eq!(page.read_pointer(), 4);
+}
+
+#[test]
+fn one_turn_takes_at_most_one_ring_of_records() {
+    // Write pointer far ahead (as if the guest refilled the ring while it drains).
+    let mut page = Page::new();
+    for i in 0..slot::BUF_SLOTS {
+        page.put(i, 0, false, 0, 0x510, i);
+    }
+    page.set_pointers(0, 100_000);
+    let (mut d, c) = counting();
+    // SAFETY: our page, alive for the test.
+    let ring = unsafe { Ring::new(page.0.as_mut_ptr()) };
+    assert!(d.drain_ring(ring), "records are left for the next turn");
+    assert_eq!(calls(&c), u64::from(RING_RECORDS_PER_TURN));
+    assert_eq!(page.read_pointer(), RING_RECORDS_PER_TURN);
+    assert!(d.drain_ring(ring));
+    assert_eq!(calls(&c), 2 * u64::from(RING_RECORDS_PER_TURN));
 }
