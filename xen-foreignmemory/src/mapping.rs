@@ -346,8 +346,10 @@ impl Mapping<ReadWrite> {
     /// Writes a plain value at byte `offset` (volatile; one access when aligned and at most
     /// 8 bytes).
     ///
-    /// The guest sees every byte of `T`, padding included (whose contents are unspecified):
-    /// write types without padding, such as the ABI structs, which spell their padding out.
+    /// The guest sees every byte of `T`. That is sound because [`Plain`]'s contract (in
+    /// `xen-hypercall`) requires every byte of a `Plain` type to be initialised, i.e. no
+    /// padding (the ABI structs spell theirs out as fields), so no uninitialised byte (stack
+    /// garbage) is ever read or copied into guest memory, at aligned or misaligned offsets.
     ///
     /// ```no_run
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
