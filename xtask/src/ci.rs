@@ -1,5 +1,8 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 
+use std::process::Command;
+use std::time::Instant;
+
 use crate::util::{self, cargo};
 use crate::xen_test::packages;
 
@@ -34,6 +37,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "warnings",
     ]))?;
     util::run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    runtime_checks()?;
     // The committed xen-sys bindings must equal a fresh generation (this also re-proves the ioctl
     // numbers and struct layouts against clang and gcc).
     eprintln!("+ cargo xtask bindgen --check");
@@ -56,5 +60,99 @@ pub fn run(args: &[String]) -> Result<(), String> {
         eprintln!("+ cargo xtask xen-test");
         crate::xen_test::run(&[])?;
     }
+    Ok(())
+}
+
+// ---- Feature combinations, property tests, Miri (one block, called once from `run`) ----
+
+/// Property-test cases per test in CI (`PROPTEST_CASES`): about 10 s here.
+const PROPTEST_CASES: &str = "4096";
+
+/// Checks every feature of every crate on its own, runs the property tests of the server's
+/// dispatch and buffered ring with more cases than `cargo test` does, and runs the tests
+/// that touch no kernel under Miri. Installs cargo-hack and a nightly toolchain with Miri
+/// when missing.
+fn runtime_checks() -> Result<(), String> {
+    let t0 = Instant::now();
+    // Each feature alone (and none) with every target: a test that needs a feature it does
+    // not declare (`required-features`) fails here. `check` only, for time; xen-sys's
+    // `bindgen` feature regenerates the bindings at build time, which `bindgen --check` covers.
+    if Command::new("cargo")
+        .args(["hack", "--version"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        util::run(Command::new("cargo").args(["install", "cargo-hack", "--locked"]))?;
+    }
+    util::run(cargo().args([
+        "hack",
+        "check",
+        "--workspace",
+        "--each-feature",
+        "--exclude-features",
+        "bindgen",
+        "--all-targets",
+    ]))?;
+    util::run(
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "xen-devicemodel",
+                "--all-features",
+                "--lib",
+                "props",
+            ])
+            .env("PROPTEST_CASES", PROPTEST_CASES),
+    )?;
+    // Miri: nightly only; the tests that need a kernel are `cfg(not(miri))`.
+    let has_miri = Command::new("rustup")
+        .args(["+nightly", "component", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("miri"));
+    if !has_miri {
+        util::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "miri",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    let miri = |args: &[&str], flags: &str| {
+        let mut c = Command::new("cargo");
+        c.current_dir(util::workspace_root())
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env("MIRIFLAGS", flags)
+            .args(["+nightly", "miri", "test"])
+            .args(args);
+        util::run(&mut c)
+    };
+    miri(&["-p", "xen-hypercall", "--lib"], "")?;
+    // The ring pointers and ioreq states are accessed with atomics of different sizes over
+    // the same bytes (as Xen does), which Miri's weak-memory emulation cannot model; tree
+    // borrows, because read-only views are made from pointers into memory Miri marks
+    // read-only, which is what the read-only atomic-load test needs.
+    miri(
+        &["-p", "xen-foreignmemory", "--lib"],
+        "-Zmiri-disable-weak-memory-emulation -Zmiri-tree-borrows",
+    )?;
+    miri(
+        &[
+            "-p",
+            "xen-devicemodel",
+            "--features",
+            "server",
+            "--lib",
+            "server::",
+        ],
+        "-Zmiri-disable-weak-memory-emulation",
+    )?;
+    eprintln!("runtime checks: {:.0?}", t0.elapsed());
     Ok(())
 }

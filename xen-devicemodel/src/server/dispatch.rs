@@ -19,6 +19,8 @@ pub(crate) const MAX_REP_COUNT: u32 = 4096;
 /// after looking at the stop flag and the other vCPUs.
 pub(crate) const RING_RECORDS_PER_TURN: u32 = slot::BUF_SLOTS;
 
+#[cfg(all(test, not(miri)))]
+mod props;
 #[cfg(test)]
 mod tests;
 
