@@ -29,6 +29,28 @@ pub(crate) const BLOCKING_RETRY: RetryPolicy = RetryPolicy {
 
 const OP: &str = "ioreq server guest memory";
 
+/// The last [`FAILED_WAYS`] frames that failed to map, each with its errno and when.
+#[derive(Debug, Default)]
+struct FailedFrames {
+    ways: [Option<(u64, Errno, Instant)>; FAILED_WAYS],
+    next: usize,
+}
+
+impl FailedFrames {
+    /// The errno of `gfn`'s failure, if it failed less than [`FAILED_FOR`] before `now`.
+    fn get(&self, gfn: u64, now: Instant) -> Option<Errno> {
+        self.ways.iter().flatten().find_map(|&(g, errno, at)| {
+            (g == gfn && now.saturating_duration_since(at) < FAILED_FOR).then_some(errno)
+        })
+    }
+
+    /// Remembers `gfn`'s failure, in place of the oldest one remembered.
+    fn put(&mut self, gfn: u64, errno: Errno, now: Instant) {
+        self.ways[self.next] = Some((gfn, errno, now));
+        self.next = (self.next + 1) % FAILED_WAYS;
+    }
+}
+
 /// Maps guest frames on demand and keeps the last few mapped (dropped on
 /// `IOREQ_TYPE_INVALIDATE`, as Xen asks when the guest's memory map changed).
 pub(crate) struct GuestMem {
@@ -36,8 +58,7 @@ pub(crate) struct GuestMem {
     dom: DomId,
     ways: [Option<(u64, Mapping<ReadWrite>)>; WAYS],
     next: usize,
-    failed: [Option<(u64, Errno, Instant)>; FAILED_WAYS],
-    next_failed: usize,
+    failed: FailedFrames,
     /// How paged-out frames are retried: [`BLOCKING_RETRY`] in the blocking loop,
     /// [`RetryPolicy::NEVER`] in the async one (which must never sleep).
     pub(crate) retry: RetryPolicy,
@@ -50,8 +71,7 @@ impl GuestMem {
             dom,
             ways: Default::default(),
             next: 0,
-            failed: [None; FAILED_WAYS],
-            next_failed: 0,
+            failed: FailedFrames::default(),
             retry: BLOCKING_RETRY,
         }
     }
@@ -59,7 +79,7 @@ impl GuestMem {
     /// Forgets every cached mapping, and every remembered failure.
     pub(crate) fn invalidate(&mut self) {
         self.ways = Default::default();
-        self.failed = [None; FAILED_WAYS];
+        self.failed = FailedFrames::default();
     }
 
     fn frame(&mut self, gfn: u64) -> Result<&Mapping<ReadWrite>> {
@@ -71,10 +91,7 @@ impl GuestMem {
             Some(i) => i,
             None => {
                 let now = Instant::now();
-                let known = self.failed.iter().flatten().find(|(g, _, at)| {
-                    *g == gfn && now.saturating_duration_since(*at) < FAILED_FOR
-                });
-                if let Some(&(_, errno, _)) = known {
+                if let Some(errno) = self.failed.get(gfn, now) {
                     return Err(Error::os(OP, Some(self.dom), errno));
                 }
                 let opts = MapOptions::new().retry(self.retry);
@@ -82,8 +99,7 @@ impl GuestMem {
                     Ok(m) => m,
                     Err(e) => {
                         let e = fm_err(OP, self.dom, e);
-                        self.failed[self.next_failed] = Some((gfn, e.errno(), now));
-                        self.next_failed = (self.next_failed + 1) % FAILED_WAYS;
+                        self.failed.put(gfn, e.errno(), now);
                         return Err(e);
                     }
                 };
@@ -129,5 +145,36 @@ impl GuestMem {
             gpa = gpa.wrapping_add(n as u64);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_frames_are_remembered_for_a_while_and_bounded() {
+        let mut f = FailedFrames::default();
+        let t0 = Instant::now();
+        assert_eq!(f.get(5, t0), None);
+        f.put(5, Errno::EINVAL, t0);
+        assert_eq!(f.get(5, t0), Some(Errno::EINVAL));
+        assert_eq!(f.get(5, t0 + FAILED_FOR / 2), Some(Errno::EINVAL));
+        assert_eq!(f.get(6, t0), None);
+        // Forgotten after the period: the next request tries to map it again.
+        assert_eq!(f.get(5, t0 + FAILED_FOR), None);
+        // At most FAILED_WAYS frames: the oldest makes room.
+        for g in 100..100 + FAILED_WAYS as u64 {
+            f.put(g, Errno::ENOENT, t0);
+        }
+        assert_eq!(f.get(5, t0), None);
+        assert!((100..100 + FAILED_WAYS as u64).all(|g| f.get(g, t0) == Some(Errno::ENOENT)));
+    }
+
+    /// The blocking loop's retries of paged-out frames sleep well under a millisecond in all.
+    #[test]
+    fn blocking_retries_are_short() {
+        assert!(BLOCKING_RETRY.worst_case() < Duration::from_millis(1));
+        const { assert!(BLOCKING_RETRY.attempts > 0) };
     }
 }
