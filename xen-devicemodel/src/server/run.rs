@@ -32,7 +32,10 @@ impl Server {
     }
 
     /// Serves one batch: waits up to `timeout` for pending ports and serves them; returns
-    /// how many ports were pending (0 on timeout or when stopped). For loops of your own.
+    /// how many ports were pending (0 on timeout or when stopped). Buffered records left
+    /// from the previous batch (more than one ring's worth arrived) are served at once,
+    /// without waiting. For loops of your own: call it again soon, and it never does more
+    /// than a bounded amount of work (see "Bounded work" in the module docs).
     pub fn run_once(&mut self, timeout: std::time::Duration) -> Result<usize> {
         self.d.mem.retry = BLOCKING_RETRY;
         let mut buf = [Port::default(); PORTS_PER_READ];
