@@ -89,6 +89,9 @@ pub fn run(args: impl Iterator<Item = String>) -> u8 {
     let t0 = Instant::now();
     let worker = std::thread::spawn(move || {
         let r = server.run();
+        if let Some(refusal) = server.last_refusal() {
+            eprintln!("firmware_dm: last request refused: {refusal}");
+        }
         (r, server.stats())
     });
 

@@ -1,7 +1,7 @@
 //! [`Stats`]: the requests a [`Server`](super::Server) served, by kind.
 
 /// Requests served, by kind. `Display` gives one line:
-/// `port=N mmio=N pci-config=N buffered=N other=N`.
+/// `port=N mmio=N pci-config=N buffered=N other=N`, then ` refused=N` when some were.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -64,7 +64,11 @@ impl core::fmt::Display for Stats {
             self.pci_config,
             self.buffered,
             self.invalidate + self.timeoffset + self.other
-        )
+        )?;
+        if self.refused > 0 {
+            write!(f, " refused={}", self.refused)?;
+        }
+        Ok(())
     }
 }
 

@@ -488,6 +488,7 @@ fn access_sizes_the_device_trait_does_not_take_are_refused() {
     }
     assert_eq!(calls(&c), 0, "no bad size reached the device");
     assert_eq!(d.stats.refused, 16);
+    assert!(d.stats.to_string().ends_with(" refused=16"), "{}", d.stats);
     // The sizes it does take still arrive, unchanged.
     for size in [1, 2, 4] {
         d.handle(&req(
