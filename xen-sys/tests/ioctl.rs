@@ -48,6 +48,28 @@ fn privcmd_ioctls_decode_as_in_linux() {
 }
 
 #[test]
+fn newer_privcmd_ioctls_decode_as_in_linux_6_12() {
+    use xen_sys::ioctl::{_IOC_DIRSHIFT, _IOC_NONE, _IOC_WRITE};
+    // (request, number, size, direction): irqfd and ioeventfd are `_IOW`, the GSI query `_IOC_NONE`.
+    let expected = [
+        (IOCTL_PRIVCMD_IRQFD, 8, 24, _IOC_WRITE),
+        (IOCTL_PRIVCMD_IOEVENTFD, 9, 48, _IOC_WRITE),
+        (
+            IOCTL_PRIVCMD_PCIDEV_GET_GSI,
+            10,
+            size_of::<privcmd_pcidev_get_gsi>(),
+            _IOC_NONE,
+        ),
+    ];
+    for (req, nr, size, dir) in expected {
+        assert_eq!(decode(req), (b'P', nr, size), "{req:#x}");
+        assert_eq!(req >> _IOC_DIRSHIFT, dir, "{req:#x}");
+    }
+    assert_eq!(size_of::<privcmd_irqfd>(), 24);
+    assert_eq!(size_of::<privcmd_ioeventfd>(), 48);
+}
+
+#[test]
 fn evtchn_ioctls_decode_as_in_linux() {
     let expected = [
         (

@@ -7,7 +7,8 @@
 #[allow(dead_code)] // `codegen::arch` is for build.rs
 mod codegen;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::util::workspace_root;
 
@@ -19,10 +20,13 @@ fn bindings_dir() -> PathBuf {
 /// Generates every architecture: the files, and a printed summary of what was proven.
 fn generate_all() -> Result<Vec<codegen::GeneratedFile>, String> {
     let xen_include_dir = std::env::var_os("XEN_SYS_INCLUDE_DIR").map(PathBuf::from);
+    let (privcmd_dir, privcmd_origin) = newer_privcmd_header()?;
     let mut files = Vec::new();
     for arch in codegen::ARCHES {
         let opts = codegen::Options {
             xen_include_dir: xen_include_dir.clone(),
+            privcmd_dir: Some(privcmd_dir.clone()),
+            privcmd_origin: privcmd_origin.clone(),
             scratch_dir: workspace_root()
                 .join("target/xtask-bindgen")
                 .join(arch.name),
@@ -48,6 +52,97 @@ fn generate_all() -> Result<Vec<codegen::GeneratedFile>, String> {
         files.extend(out.files);
     }
     Ok(files)
+}
+
+/// The Debian release whose `linux-libc-dev` provides `xen/privcmd.h`, and the Linux version its
+/// header must come from (6.12: irqfd and ioeventfd from 6.7, `PCIDEV_GET_GSI` from 6.12).
+const PRIVCMD_SUITE: &str = "trixie";
+const PRIVCMD_LINUX: &str = "6.12.";
+
+/// A directory holding only Linux 6.12's `xen/privcmd.h` (every other Linux header still comes
+/// from the system's 6.1 `linux-libc-dev`), and where it came from. Downloaded once into
+/// `target/xtask-bindgen/linux-privcmd/` with a private apt configuration (its own sources list
+/// and empty dpkg status: the host's apt state is not touched) and unpacked with `dpkg-deb -x`.
+fn newer_privcmd_header() -> Result<(PathBuf, String), String> {
+    let cache = workspace_root().join("target/xtask-bindgen/linux-privcmd");
+    let include = cache.join("include");
+    let header = include.join("xen/privcmd.h");
+    let origin_file = cache.join("origin");
+    if let (true, Ok(origin)) = (header.is_file(), std::fs::read_to_string(&origin_file)) {
+        return Ok((include, origin.trim().to_string()));
+    }
+    let apt = cache.join("apt");
+    let _ = std::fs::remove_dir_all(&cache);
+    for d in [
+        "etc/apt/apt.conf.d",
+        "etc/apt/preferences.d",
+        "etc/apt/sources.list.d",
+        "var/lib/apt/lists/partial",
+        "var/cache/apt/archives/partial",
+        "var/lib/dpkg",
+        "deb",
+    ] {
+        mkdir(&apt.join(d))?;
+    }
+    write_file(
+        &apt.join("etc/apt/sources.list"),
+        &format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian {PRIVCMD_SUITE} main\n"
+        ),
+    )?;
+    write_file(&apt.join("var/lib/dpkg/status"), "")?;
+    let apt_get = |args: &[&str]| {
+        let mut c = Command::new("apt-get");
+        c.current_dir(apt.join("deb"))
+            .arg("-q")
+            .arg(format!("-oDir={}", apt.display()))
+            .arg(format!(
+                "-oDir::State::status={}",
+                apt.join("var/lib/dpkg/status").display()
+            ))
+            .arg("-oDebug::NoLocking=1")
+            .arg("-oAPT::Sandbox::User=root")
+            .args(args);
+        c
+    };
+    crate::util::run(&mut apt_get(&["update"]))?;
+    crate::util::run(&mut apt_get(&["download", "linux-libc-dev"]))?;
+    let deb = std::fs::read_dir(apt.join("deb"))
+        .map_err(|e| format!("reading {}: {e}", apt.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("apt-get download linux-libc-dev left no .deb")?;
+    // linux-libc-dev_6.12.117-1_all.deb
+    let version = deb
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('_').nth(1))
+        .unwrap_or_default()
+        .to_string();
+    if !version.starts_with(PRIVCMD_LINUX) {
+        return Err(format!(
+            "{PRIVCMD_SUITE}'s linux-libc-dev is {version}, not Linux {PRIVCMD_LINUX}x: \
+             check xen/privcmd.h's changes and update PRIVCMD_LINUX in xtask/src/bindgen.rs"
+        ));
+    }
+    let root = cache.join("root");
+    crate::util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    mkdir(&include.join("xen"))?;
+    std::fs::copy(root.join("usr/include/xen/privcmd.h"), &header)
+        .map_err(|e| format!("copying xen/privcmd.h out of {}: {e}", deb.display()))?;
+    let origin = format!("linux-libc-dev {version} of Debian {PRIVCMD_SUITE}");
+    write_file(&origin_file, &origin)?;
+    Ok((include, origin))
+}
+
+fn mkdir(d: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), String> {
+    std::fs::write(path, contents).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// Runs the task: `args` is empty (write) or `--check` (compare only).

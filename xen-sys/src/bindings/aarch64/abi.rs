@@ -2232,8 +2232,13 @@ const _: () = {
     assert!(IOCTL_PRIVCMD_DM_OP as u64 == 0x105005, "ioctl number IOCTL_PRIVCMD_DM_OP");
     assert!(IOCTL_PRIVCMD_RESTRICT as u64 == 0x25006, "ioctl number IOCTL_PRIVCMD_RESTRICT");
     assert!(IOCTL_PRIVCMD_MMAP_RESOURCE as u64 == 0x205007, "ioctl number IOCTL_PRIVCMD_MMAP_RESOURCE");
+    assert!(IOCTL_PRIVCMD_IRQFD as u64 == 0x40185008, "ioctl number IOCTL_PRIVCMD_IRQFD");
+    assert!(IOCTL_PRIVCMD_IOEVENTFD as u64 == 0x40305009, "ioctl number IOCTL_PRIVCMD_IOEVENTFD");
+    assert!(IOCTL_PRIVCMD_PCIDEV_GET_GSI as u64 == 0x8500a, "ioctl number IOCTL_PRIVCMD_PCIDEV_GET_GSI");
     assert!(PRIVCMD_MMAPBATCH_MFN_ERROR as u64 == 0xf0000000, "value of PRIVCMD_MMAPBATCH_MFN_ERROR");
     assert!(PRIVCMD_MMAPBATCH_PAGED_ERROR as u64 == 0x80000000, "value of PRIVCMD_MMAPBATCH_PAGED_ERROR");
+    assert!(PRIVCMD_IRQFD_FLAG_DEASSIGN as u64 == 0x1, "value of PRIVCMD_IRQFD_FLAG_DEASSIGN");
+    assert!(PRIVCMD_IOEVENTFD_FLAG_DEASSIGN as u64 == 0x1, "value of PRIVCMD_IOEVENTFD_FLAG_DEASSIGN");
     assert!(::core::mem::size_of::<privcmd_hypercall>() as u64 == 0x30, "size of struct privcmd_hypercall");
     assert!(::core::mem::align_of::<privcmd_hypercall>() as u64 == 0x8, "alignment of struct privcmd_hypercall");
     assert!(::core::mem::offset_of!(privcmd_hypercall, op) as u64 == 0x0, "offset of struct privcmd_hypercall.op");
@@ -2278,6 +2283,30 @@ const _: () = {
     assert!(::core::mem::offset_of!(privcmd_mmap_resource, idx) as u64 == 0xc, "offset of struct privcmd_mmap_resource.idx");
     assert!(::core::mem::offset_of!(privcmd_mmap_resource, num) as u64 == 0x10, "offset of struct privcmd_mmap_resource.num");
     assert!(::core::mem::offset_of!(privcmd_mmap_resource, addr) as u64 == 0x18, "offset of struct privcmd_mmap_resource.addr");
+    assert!(::core::mem::size_of::<privcmd_irqfd>() as u64 == 0x18, "size of struct privcmd_irqfd");
+    assert!(::core::mem::align_of::<privcmd_irqfd>() as u64 == 0x8, "alignment of struct privcmd_irqfd");
+    assert!(::core::mem::offset_of!(privcmd_irqfd, dm_op) as u64 == 0x0, "offset of struct privcmd_irqfd.dm_op");
+    assert!(::core::mem::offset_of!(privcmd_irqfd, size) as u64 == 0x8, "offset of struct privcmd_irqfd.size");
+    assert!(::core::mem::offset_of!(privcmd_irqfd, fd) as u64 == 0xc, "offset of struct privcmd_irqfd.fd");
+    assert!(::core::mem::offset_of!(privcmd_irqfd, flags) as u64 == 0x10, "offset of struct privcmd_irqfd.flags");
+    assert!(::core::mem::offset_of!(privcmd_irqfd, dom) as u64 == 0x14, "offset of struct privcmd_irqfd.dom");
+    assert!(::core::mem::offset_of!(privcmd_irqfd, pad) as u64 == 0x16, "offset of struct privcmd_irqfd.pad");
+    assert!(::core::mem::size_of::<privcmd_ioeventfd>() as u64 == 0x30, "size of struct privcmd_ioeventfd");
+    assert!(::core::mem::align_of::<privcmd_ioeventfd>() as u64 == 0x8, "alignment of struct privcmd_ioeventfd");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, ioreq) as u64 == 0x0, "offset of struct privcmd_ioeventfd.ioreq");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, ports) as u64 == 0x8, "offset of struct privcmd_ioeventfd.ports");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, addr) as u64 == 0x10, "offset of struct privcmd_ioeventfd.addr");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, addr_len) as u64 == 0x18, "offset of struct privcmd_ioeventfd.addr_len");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, event_fd) as u64 == 0x1c, "offset of struct privcmd_ioeventfd.event_fd");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, vcpus) as u64 == 0x20, "offset of struct privcmd_ioeventfd.vcpus");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, vq) as u64 == 0x24, "offset of struct privcmd_ioeventfd.vq");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, flags) as u64 == 0x28, "offset of struct privcmd_ioeventfd.flags");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, dom) as u64 == 0x2c, "offset of struct privcmd_ioeventfd.dom");
+    assert!(::core::mem::offset_of!(privcmd_ioeventfd, pad) as u64 == 0x2e, "offset of struct privcmd_ioeventfd.pad");
+    assert!(::core::mem::size_of::<privcmd_pcidev_get_gsi>() as u64 == 0x8, "size of struct privcmd_pcidev_get_gsi");
+    assert!(::core::mem::align_of::<privcmd_pcidev_get_gsi>() as u64 == 0x4, "alignment of struct privcmd_pcidev_get_gsi");
+    assert!(::core::mem::offset_of!(privcmd_pcidev_get_gsi, sbdf) as u64 == 0x0, "offset of struct privcmd_pcidev_get_gsi.sbdf");
+    assert!(::core::mem::offset_of!(privcmd_pcidev_get_gsi, gsi) as u64 == 0x4, "offset of struct privcmd_pcidev_get_gsi.gsi");
 };
 
 #[cfg(feature = "evtchn")]

@@ -2749,14 +2749,12 @@ const _: () = {
 };
 impl ioreq {
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn state(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<0usize, 4u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_state(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2764,7 +2762,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn state_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2778,7 +2775,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_state_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2791,14 +2787,12 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn data_is_ptr(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<4usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_data_is_ptr(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2806,7 +2800,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn data_is_ptr_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2820,7 +2813,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_data_is_ptr_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2833,14 +2825,12 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn dir(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<5usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_dir(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2848,7 +2838,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn dir_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2862,7 +2851,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_dir_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2875,14 +2863,12 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn df(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<6usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_df(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2890,7 +2876,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn df_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2904,7 +2889,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_df_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2917,14 +2901,12 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn _pad1(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<7usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set__pad1(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2932,7 +2914,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn _pad1_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2946,7 +2927,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set__pad1_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2959,7 +2939,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn new_bitfield_1(
         state: u8,
         data_is_ptr: u8,
@@ -3046,14 +3025,12 @@ const _: () = {
 };
 impl buf_ioreq {
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn pad(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<0usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_pad(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -3061,7 +3038,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn pad_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -3075,7 +3051,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_pad_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -3088,14 +3063,12 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn dir(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<1usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_dir(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -3103,7 +3076,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn dir_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -3117,7 +3089,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_dir_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -3130,14 +3101,12 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn size(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<2usize, 2u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_size(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -3145,7 +3114,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn size_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -3159,7 +3127,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_size_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -3172,14 +3139,12 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn addr(&self) -> u32 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<4usize, 20u8>() as u32)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_addr(&mut self, val: u32) {
         unsafe {
             let val: u32 = ::core::mem::transmute(val);
@@ -3187,7 +3152,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn addr_raw(this: *const Self) -> u32 {
         unsafe {
             ::core::mem::transmute(
@@ -3201,7 +3165,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_addr_raw(this: *mut Self, val: u32) {
         unsafe {
             let val: u32 = ::core::mem::transmute(val);
@@ -3214,7 +3177,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn new_bitfield_1(
         pad: u8,
         dir: u8,

@@ -2,7 +2,7 @@
 // Rust bindings of xen/privcmd.h for aarch64 (clang --target=aarch64-linux-gnu), area `privcmd` (feature "privcmd").
 // The Xen public headers are MIT-licensed; Linux's xen/*.h uapi headers are
 // (GPL-2.0 WITH Linux-syscall-note) OR MIT.
-// @provenance source: /usr/aarch64-linux-gnu/include/xen/privcmd.h (linux-libc-dev-arm64-cross 6.1.4-1cross1)
+// @provenance source: xen/privcmd.h (linux-libc-dev 6.12.117-1 of Debian trixie)
 // @provenance tools: rust-bindgen 0.73.2, Debian clang version 14.0.6
 
 #[allow(unused_imports)]
@@ -11,6 +11,9 @@ use crate::xen::*;
 
 pub const PRIVCMD_MMAPBATCH_MFN_ERROR: u32 = 4026531840;
 pub const PRIVCMD_MMAPBATCH_PAGED_ERROR: u32 = 2147483648;
+pub const PRIVCMD_IRQFD_FLAG_DEASSIGN: u32 = 1;
+pub const PRIVCMD_IOEVENTFD_FLAG_DEASSIGN: u32 = 1;
+pub type __u8 = ::core::ffi::c_uchar;
 pub type __u16 = ::core::ffi::c_ushort;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
@@ -260,4 +263,109 @@ const _: () = {
     [
         "Offset of field: privcmd_mmap_resource::addr",
     ][::core::mem::offset_of!(privcmd_mmap_resource, addr) - 24usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct privcmd_irqfd {
+    pub dm_op: __u64,
+    pub size: __u32,
+    pub fd: __u32,
+    pub flags: __u32,
+    pub dom: domid_t,
+    pub pad: [__u8; 2usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of privcmd_irqfd"][::core::mem::size_of::<privcmd_irqfd>() - 24usize];
+    ["Alignment of privcmd_irqfd"][::core::mem::align_of::<privcmd_irqfd>() - 8usize];
+    [
+        "Offset of field: privcmd_irqfd::dm_op",
+    ][::core::mem::offset_of!(privcmd_irqfd, dm_op) - 0usize];
+    [
+        "Offset of field: privcmd_irqfd::size",
+    ][::core::mem::offset_of!(privcmd_irqfd, size) - 8usize];
+    [
+        "Offset of field: privcmd_irqfd::fd",
+    ][::core::mem::offset_of!(privcmd_irqfd, fd) - 12usize];
+    [
+        "Offset of field: privcmd_irqfd::flags",
+    ][::core::mem::offset_of!(privcmd_irqfd, flags) - 16usize];
+    [
+        "Offset of field: privcmd_irqfd::dom",
+    ][::core::mem::offset_of!(privcmd_irqfd, dom) - 20usize];
+    [
+        "Offset of field: privcmd_irqfd::pad",
+    ][::core::mem::offset_of!(privcmd_irqfd, pad) - 22usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct privcmd_ioeventfd {
+    pub ioreq: __u64,
+    pub ports: __u64,
+    pub addr: __u64,
+    pub addr_len: __u32,
+    pub event_fd: __u32,
+    pub vcpus: __u32,
+    pub vq: __u32,
+    pub flags: __u32,
+    pub dom: domid_t,
+    pub pad: [__u8; 2usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of privcmd_ioeventfd"][::core::mem::size_of::<privcmd_ioeventfd>() - 48usize];
+    [
+        "Alignment of privcmd_ioeventfd",
+    ][::core::mem::align_of::<privcmd_ioeventfd>() - 8usize];
+    [
+        "Offset of field: privcmd_ioeventfd::ioreq",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, ioreq) - 0usize];
+    [
+        "Offset of field: privcmd_ioeventfd::ports",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, ports) - 8usize];
+    [
+        "Offset of field: privcmd_ioeventfd::addr",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, addr) - 16usize];
+    [
+        "Offset of field: privcmd_ioeventfd::addr_len",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, addr_len) - 24usize];
+    [
+        "Offset of field: privcmd_ioeventfd::event_fd",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, event_fd) - 28usize];
+    [
+        "Offset of field: privcmd_ioeventfd::vcpus",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, vcpus) - 32usize];
+    [
+        "Offset of field: privcmd_ioeventfd::vq",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, vq) - 36usize];
+    [
+        "Offset of field: privcmd_ioeventfd::flags",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, flags) - 40usize];
+    [
+        "Offset of field: privcmd_ioeventfd::dom",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, dom) - 44usize];
+    [
+        "Offset of field: privcmd_ioeventfd::pad",
+    ][::core::mem::offset_of!(privcmd_ioeventfd, pad) - 46usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct privcmd_pcidev_get_gsi {
+    pub sbdf: __u32,
+    pub gsi: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of privcmd_pcidev_get_gsi",
+    ][::core::mem::size_of::<privcmd_pcidev_get_gsi>() - 8usize];
+    [
+        "Alignment of privcmd_pcidev_get_gsi",
+    ][::core::mem::align_of::<privcmd_pcidev_get_gsi>() - 4usize];
+    [
+        "Offset of field: privcmd_pcidev_get_gsi::sbdf",
+    ][::core::mem::offset_of!(privcmd_pcidev_get_gsi, sbdf) - 0usize];
+    [
+        "Offset of field: privcmd_pcidev_get_gsi::gsi",
+    ][::core::mem::offset_of!(privcmd_pcidev_get_gsi, gsi) - 4usize];
 };

@@ -1975,14 +1975,12 @@ const _: () = {
 };
 impl ioreq {
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn state(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<0usize, 4u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_state(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -1990,7 +1988,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn state_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2004,7 +2001,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_state_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2017,14 +2013,12 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn data_is_ptr(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<4usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_data_is_ptr(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2032,7 +2026,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn data_is_ptr_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2046,7 +2039,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_data_is_ptr_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2059,14 +2051,12 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn dir(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<5usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_dir(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2074,7 +2064,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn dir_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2088,7 +2077,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_dir_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2101,14 +2089,12 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn df(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<6usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_df(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2116,7 +2102,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn df_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2130,7 +2115,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_df_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2143,14 +2127,12 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn _pad1(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<7usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set__pad1(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2158,7 +2140,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn _pad1_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2172,7 +2153,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set__pad1_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2185,7 +2165,6 @@ impl ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn new_bitfield_1(
         state: u8,
         data_is_ptr: u8,
@@ -2272,14 +2251,12 @@ const _: () = {
 };
 impl buf_ioreq {
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn pad(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<0usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_pad(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2287,7 +2264,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn pad_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2301,7 +2277,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_pad_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2314,14 +2289,12 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn dir(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<1usize, 1u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_dir(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2329,7 +2302,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn dir_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2343,7 +2315,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_dir_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2356,14 +2327,12 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn size(&self) -> u8 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<2usize, 2u8>() as u8)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_size(&mut self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2371,7 +2340,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn size_raw(this: *const Self) -> u8 {
         unsafe {
             ::core::mem::transmute(
@@ -2385,7 +2353,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_size_raw(this: *mut Self, val: u8) {
         unsafe {
             let val: u8 = ::core::mem::transmute(val);
@@ -2398,14 +2365,12 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn addr(&self) -> u32 {
         unsafe {
             ::core::mem::transmute(self._bitfield_1.get_const::<4usize, 20u8>() as u32)
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn set_addr(&mut self, val: u32) {
         unsafe {
             let val: u32 = ::core::mem::transmute(val);
@@ -2413,7 +2378,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn addr_raw(this: *const Self) -> u32 {
         unsafe {
             ::core::mem::transmute(
@@ -2427,7 +2391,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub unsafe fn set_addr_raw(this: *mut Self, val: u32) {
         unsafe {
             let val: u32 = ::core::mem::transmute(val);
@@ -2440,7 +2403,6 @@ impl buf_ioreq {
         }
     }
     #[inline]
-    #[allow(unnecessary_transmutes)]
     pub fn new_bitfield_1(
         pad: u8,
         dir: u8,
