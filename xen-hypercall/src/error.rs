@@ -60,6 +60,18 @@ pub enum Error {
         /// Why the argument was refused.
         reason: &'static str,
     },
+    /// The running kernel does not offer the operation: its privcmd driver predates the ioctl
+    /// (`ENOTTY`, or `EINVAL` from old drivers) or was built without it (`EOPNOTSUPP`). Use the
+    /// fallback (e.g. serve the event in user space); `errno` is what the kernel answered.
+    #[error("{op}{}: not supported by this kernel ({})", OnDomain(*.domain), .errno.desc())]
+    NotSupported {
+        /// The operation.
+        op: &'static str,
+        /// The domain, when the operation has one.
+        domain: Option<DomId>,
+        /// What the kernel answered.
+        errno: Errno,
+    },
     /// More buffers than the kernel accepts in one call (privcmd's `dm_op_max_nr_bufs`,
     /// 16 by default); refused before the syscall (errno `E2BIG` in [`Error::errno`]).
     #[error("{op}{}: {count} buffers, more than the limit of {max} per call", OnDomain(*.domain))]
@@ -135,6 +147,7 @@ impl Error {
     pub const fn op(&self) -> &'static str {
         match *self {
             Error::Os { op, .. }
+            | Error::NotSupported { op, .. }
             | Error::InvalidArgument { op, .. }
             | Error::TooManyBuffers { op, .. }
             | Error::BufferTooLarge { op, .. } => op,
@@ -145,6 +158,7 @@ impl Error {
     pub const fn domain(&self) -> Option<DomId> {
         match *self {
             Error::Os { domain, .. }
+            | Error::NotSupported { domain, .. }
             | Error::InvalidArgument { domain, .. }
             | Error::TooManyBuffers { domain, .. }
             | Error::BufferTooLarge { domain, .. } => domain,
@@ -156,6 +170,7 @@ impl Error {
     pub const fn with_op(mut self, new_op: &'static str) -> Error {
         match &mut self {
             Error::Os { op, .. }
+            | Error::NotSupported { op, .. }
             | Error::InvalidArgument { op, .. }
             | Error::TooManyBuffers { op, .. }
             | Error::BufferTooLarge { op, .. } => *op = new_op,
@@ -167,6 +182,7 @@ impl Error {
     pub const fn with_domain(mut self, new_domain: DomId) -> Error {
         match &mut self {
             Error::Os { domain, .. }
+            | Error::NotSupported { domain, .. }
             | Error::InvalidArgument { domain, .. }
             | Error::TooManyBuffers { domain, .. }
             | Error::BufferTooLarge { domain, .. } => *domain = Some(new_domain),
@@ -178,28 +194,30 @@ impl Error {
     /// `E2BIG` for the buffer limits (what the kernel would have said).
     pub const fn errno(&self) -> Errno {
         match *self {
-            Error::Os { errno, .. } => errno,
+            Error::Os { errno, .. } | Error::NotSupported { errno, .. } => errno,
             Error::InvalidArgument { .. } => Errno::EINVAL,
             Error::TooManyBuffers { .. } | Error::BufferTooLarge { .. } => Errno::E2BIG,
         }
     }
 
-    /// `true` when the error came from the kernel or Xen ([`Error::Os`]), `false` when the
+    /// `true` when the error came from the kernel or Xen ([`Error::Os`],
+    /// [`Error::NotSupported`]), `false` when the
     /// arguments were refused before any syscall.
     pub const fn is_os(&self) -> bool {
-        matches!(self, Error::Os { .. })
+        matches!(self, Error::Os { .. } | Error::NotSupported { .. })
     }
 
     /// `true` when the kernel or Xen does not offer the operation: `ENOSYS` (Xen lacks the
     /// hypercall or sub-op), `EOPNOTSUPP` (not supported for this domain or resource), or
-    /// `ENOTTY` (the kernel driver lacks the ioctl).
+    /// `ENOTTY` (the kernel driver lacks the ioctl); and always for [`Error::NotSupported`].
     pub const fn is_not_supported(&self) -> bool {
         matches!(
             self,
-            Error::Os {
-                errno: Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::ENOTTY,
-                ..
-            }
+            Error::NotSupported { .. }
+                | Error::Os {
+                    errno: Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::ENOTTY,
+                    ..
+                }
         )
     }
 
@@ -230,6 +248,7 @@ impl Error {
     pub const fn is_invalid_argument(&self) -> bool {
         match *self {
             Error::Os { errno, .. } => matches!(errno, Errno::EINVAL),
+            Error::NotSupported { .. } => false,
             Error::InvalidArgument { .. }
             | Error::TooManyBuffers { .. }
             | Error::BufferTooLarge { .. } => true,

@@ -32,6 +32,9 @@
 //!   per-handle cache, and the [`Plain`] marker for types Xen may write.
 //! - [`DomId`], [`Error`]: the typed ids and the error type of the whole workspace.
 //! - [`restrict_all`], [`RestrictRegistry`]: the process-wide "restrict everything" registry.
+//! - The newer kernels' fast paths, probed at run time: [`Irqfd`] and [`Ioeventfd`] (Linux 6.7,
+//!   [`Privcmd::probe_irqfd`], [`Privcmd::probe_ioeventfd`]), [`Privcmd::pcidev_get_gsi`]
+//!   (Linux 6.12); kernels without them answer [`Error::NotSupported`].
 //!
 //! # Errors and Xen's error codes
 //! Xen reports failure as a negative `XEN_E*` code (`xen/include/public/errno.h`); privcmd
@@ -95,6 +98,7 @@ mod buffer;
 mod dm_op;
 mod domid;
 mod error;
+mod irqfd;
 mod ops;
 mod privcmd;
 mod restrict;
@@ -107,6 +111,9 @@ pub use domid::{
     DOMID_XEN,
 };
 pub use error::{errno_from_xen, Error, Result};
+pub use irqfd::{
+    EventFd, Ioeventfd, IoeventfdConfig, Irqfd, IOEVENTFD_MAX_VCPUS, VIRTIO_MMIO_QUEUE_NOTIFY,
+};
 pub use ops::{ShutdownReason, XenVersion};
 pub use privcmd::{restrict_privcmd_fd, Privcmd};
 pub use restrict::{restrict_all, RegisteredFd, RestrictFn, RestrictRegistry};

@@ -68,22 +68,22 @@ compile_error!("xen-sys has bindings for x86_64 and aarch64 only");
 macro_rules! generated {
     ($file:literal) => {
         #[allow(
-                    non_camel_case_types,
-                    non_upper_case_globals,
-                    non_snake_case,
-                    dead_code,
-                    missing_docs,
-                    unsafe_op_in_unsafe_fn,
-                    // bindgen's bitfield accessors transmute integers; Rust 1.85 (the MSRV) does not
-                    // know this lint yet, hence `unknown_lints` first.
-                    unknown_lints,
-                    unnecessary_transmutes,
-                    clippy::all,
-                    clippy::pedantic,
-                    clippy::undocumented_unsafe_blocks,
-                    clippy::missing_safety_doc,
-                    rustdoc::all
-                )]
+                            non_camel_case_types,
+                            non_upper_case_globals,
+                            non_snake_case,
+                            dead_code,
+                            missing_docs,
+                            unsafe_op_in_unsafe_fn,
+                            // bindgen's bitfield accessors transmute integers; Rust 1.85 (the MSRV) does not
+                            // know this lint yet, hence `unknown_lints` first.
+                            unknown_lints,
+                            unnecessary_transmutes,
+                            clippy::all,
+                            clippy::pedantic,
+                            clippy::undocumented_unsafe_blocks,
+                            clippy::missing_safety_doc,
+                            rustdoc::all
+                        )]
         mod generated {
             #[cfg(xen_sys_bindgen)]
             include!(concat!(env!("OUT_DIR"), "/", $file));
