@@ -48,16 +48,16 @@
 //! - `hvm` (default): the operations only HVM and PVH guests have (ioreq servers, interrupts,
 //!   memory types, dirty tracking, ...). Xen refuses them for PV guests (`EINVAL`) and for a PV
 //!   dom0 (`EPERM`).
-//! - `vram` (experimental, off by default): [`VramRegion`], a video-memory region built on
+//! - `vram` (experimental, off by default): [`VramRegion`][vram], a video-memory region built on
 //!   `relocate_memory`, `pin_memory_cacheattr` and `track_dirty_vram`.
-//! - `server` (off by default): the ioreq-server runtime in [`server`] — a
+//! - `server` (off by default): the ioreq-server runtime in [`server`][server] — a
 //!   `Device` trait, a `Server` that sets up an ioreq server from a domain id and runs the
 //!   request loop (pulls in `xen-foreignmemory` and `xen-evtchn`). `examples/firmware_dm`
 //!   serves hvmloader + SeaBIOS with it.
 //! - `tokio` (implies `server`): `Server::run_async`.
 //!
 //! # Device models (feature `server`)
-//! [`server`] is the loop a device model needs: implement `server::Device` (port, MMIO and
+//! [`server`][server] is the loop a device model needs: implement `server::Device` (port, MMIO and
 //! PCI-config reads and writes) for your device, register it for its ranges with
 //! `server::ServerBuilder`, and `Server::run` (or `run_async` with `tokio`) takes the guest's
 //! requests from Xen and answers them — synchronous slots, `rep`/`data_is_ptr` requests,
@@ -86,6 +86,9 @@
 //! [`DeviceModel::inject_msi`] or event channels.
 //!
 //! Licensed under either of Apache License, Version 2.0 or MIT license at your option.
+//!
+//! [vram]: https://docs.rs/xen-devicemodel/latest/xen_devicemodel/struct.VramRegion.html
+//! [server]: https://docs.rs/xen-devicemodel/latest/xen_devicemodel/server/index.html
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -42,7 +42,7 @@ impl DeviceModel {
     /// bitmap exceeds the kernel's buffer limit (32768 frames with privcmd's default 4096
     /// bytes) is refused with [`Error::BufferTooLarge`] before the call. `bitmap` must hold
     /// `nr` bits ([`Error::InvalidArgument`] otherwise). With the `vram` feature, a domain
-    /// whose tracking belongs to a [`VramRegion`](crate::VramRegion) of this process is
+    /// whose tracking belongs to a `VramRegion` of this process is
     /// refused with `EBUSY`. HVM guests with hardware-assisted paging.
     pub fn track_dirty_vram(
         &self,

@@ -49,7 +49,7 @@ const KIND: &str = "evtchn";
 /// that `poll` and the `read`, they block until the next event.
 /// [`open_nonblocking`](Self::open_nonblocking) gives a handle whose reads never block: every form is exact with
 /// concurrent readers, and `pending()` waits with `poll` when nothing is there (an event loop,
-/// or [`AsyncEventChannels`](crate::AsyncEventChannels), wants this one).
+/// or `AsyncEventChannels` of feature `tokio`, wants this one).
 ///
 /// # Errors
 /// Errors name the operation (`"evtchn notify"`) and, for binds, the remote domain. Numbers

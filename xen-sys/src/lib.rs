@@ -25,8 +25,10 @@
 //! | `evtchn` | Linux `xen/evtchn.h` + `IOCTL_EVTCHN_*` | `evtchn` | `xen` |
 //! | [`ioctl`] | Linux's generic `_IOC` encoding | always | |
 //!
-//! For example: `xen_sys::xen::domid_t`, `xen_sys::privcmd::privcmd_hypercall`,
-//! `xen_sys::privcmd::IOCTL_PRIVCMD_HYPERCALL`, `xen_sys::dm_op::xen_dm_op`.
+//! For example: `xen_rs_sys::xen::domid_t`, `xen_rs_sys::privcmd::privcmd_hypercall`,
+//! `xen_rs_sys::privcmd::IOCTL_PRIVCMD_HYPERCALL`, `xen_rs_sys::dm_op::xen_dm_op`. (The package is
+//! `xen-rs-sys` because `xen-sys` is taken on crates.io; the other xen-rs crates rename it to
+//! `xen_sys` in their manifests.)
 //!
 //! Types: C enums are plain integer constants of the enum's typedef (`HVMMEM_ram_rw:
 //! hvmmem_type_t`), never Rust enums; other `#define` constants are `u32` (`i32` when negative),
@@ -67,23 +69,23 @@ compile_error!("xen-sys has bindings for x86_64 and aarch64 only");
 /// whose items are re-exported into the area module.
 macro_rules! generated {
     ($file:literal) => {
+        // bindgen's bitfield accessors transmute integers; Rust 1.85 (the MSRV) does not know
+        // `unnecessary_transmutes` yet, hence `unknown_lints` before it.
         #[allow(
-                            non_camel_case_types,
-                            non_upper_case_globals,
-                            non_snake_case,
-                            dead_code,
-                            missing_docs,
-                            unsafe_op_in_unsafe_fn,
-                            // bindgen's bitfield accessors transmute integers; Rust 1.85 (the MSRV) does not
-                            // know this lint yet, hence `unknown_lints` first.
-                            unknown_lints,
-                            unnecessary_transmutes,
-                            clippy::all,
-                            clippy::pedantic,
-                            clippy::undocumented_unsafe_blocks,
-                            clippy::missing_safety_doc,
-                            rustdoc::all
-                        )]
+            non_camel_case_types,
+            non_upper_case_globals,
+            non_snake_case,
+            dead_code,
+            missing_docs,
+            unsafe_op_in_unsafe_fn,
+            unknown_lints,
+            unnecessary_transmutes,
+            clippy::all,
+            clippy::pedantic,
+            clippy::undocumented_unsafe_blocks,
+            clippy::missing_safety_doc,
+            rustdoc::all
+        )]
         mod generated {
             #[cfg(xen_sys_bindgen)]
             include!(concat!(env!("OUT_DIR"), "/", $file));

@@ -5,6 +5,8 @@
 #![cfg(all(feature = "privcmd", feature = "evtchn"))]
 
 use core::mem::size_of;
+// The package is `xen-rs-sys`; the workspace calls it `xen_sys`.
+use xen_rs_sys as xen_sys;
 use xen_sys::evtchn::*;
 use xen_sys::ioctl::{_IOC_NRSHIFT, _IOC_SIZESHIFT, _IOC_TYPESHIFT};
 use xen_sys::privcmd::*;
