@@ -55,6 +55,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .args(["doc", "--workspace", "--all-features", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    publishable()?;
     if !no_xen {
         // Last: the tests inside a real Xen machine. If QEMU cannot run, that fails CI.
         eprintln!("+ cargo xtask xen-test");
@@ -155,4 +156,41 @@ fn runtime_checks() -> Result<(), String> {
     )?;
     eprintln!("runtime checks: {:.0?}", t0.elapsed());
     Ok(())
+}
+
+/// The published crates, by package name.
+const PUBLISHED: [&str; 5] = [
+    "xen-rs-sys",
+    "xen-hypercall",
+    "xen-devicemodel",
+    "xen-foreignmemory",
+    "xen-evtchn",
+];
+
+/// The declared `rust-version`, checked with that toolchain.
+const MSRV: &str = "1.85";
+
+/// What crates.io and docs.rs users get: the docs with default features (links to
+/// feature-gated items must not break), the declared MSRV (a `check` of the library crates,
+/// warnings denied), and every published crate packaged and built from its package.
+fn publishable() -> Result<(), String> {
+    let mut doc = cargo();
+    doc.args(["doc", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    util::run(PUBLISHED.iter().fold(&mut doc, |c, p| c.args(["-p", p])))?;
+    util::run(Command::new("rustup").args(["toolchain", "install", MSRV, "--profile", "minimal"]))?;
+    let mut msrv = Command::new("rustup");
+    msrv.current_dir(util::workspace_root())
+        .args(["run", MSRV, "cargo", "check", "--locked", "--all-features"])
+        .args(["--target-dir", "target/msrv"])
+        .env("RUSTFLAGS", "-D warnings");
+    util::run(PUBLISHED.iter().fold(&mut msrv, |c, p| c.args(["-p", p])))?;
+    util::run(cargo().args([
+        "package",
+        "--workspace",
+        "--exclude",
+        "xen-testkit",
+        "--exclude",
+        "xtask",
+    ]))
 }
