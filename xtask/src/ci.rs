@@ -185,12 +185,11 @@ fn publishable() -> Result<(), String> {
         .args(["--target-dir", "target/msrv"])
         .env("RUSTFLAGS", "-D warnings");
     util::run(PUBLISHED.iter().fold(&mut msrv, |c, p| c.args(["-p", p])))?;
-    util::run(cargo().args([
-        "package",
-        "--workspace",
-        "--exclude",
-        "xen-testkit",
-        "--exclude",
-        "xtask",
-    ]))
+    // Built from the packages with default features, then with all (what docs.rs builds).
+    for features in [&[][..], &["--all-features"][..]] {
+        let mut package = cargo();
+        package.args(["package", "--workspace", "--exclude", "xen-testkit"]);
+        util::run(package.args(["--exclude", "xtask"]).args(features))?;
+    }
+    Ok(())
 }
