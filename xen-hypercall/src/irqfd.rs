@@ -109,24 +109,61 @@ fn error(op: &'static str, domid: Option<DomId>, errno: Errno) -> Error {
     }
 }
 
-impl Privcmd {
-    /// Issues one of this module's ioctls.
-    ///
-    /// # Safety
-    /// `arg` must point to the struct `request` expects, every user pointer in it valid as the
-    /// request's documentation demands.
-    unsafe fn fast_path_ioctl(&self, request: u32, arg: *mut c_void) -> Result<(), Errno> {
-        // SAFETY: forwarded from the caller.
-        unsafe { sys::ioctl(self.as_fd(), c_ulong::from(request), arg) }.map(drop)
-    }
+/// Issues one of this module's ioctls on a privcmd descriptor.
+///
+/// # Safety
+/// `arg` must point to the struct `request` expects, every user pointer in it valid as the
+/// request's documentation demands.
+unsafe fn fast_path_ioctl(fd: BorrowedFd<'_>, request: u32, arg: *mut c_void) -> Result<(), Errno> {
+    // SAFETY: forwarded from the caller.
+    unsafe { sys::ioctl(fd, c_ulong::from(request), arg) }.map(drop)
+}
 
+/// `IOCTL_PRIVCMD_IRQFD`: assigns (`Some(dm_op)`) or removes (`None`) the irqfd of `eventfd`.
+fn irqfd_ioctl(
+    fd: BorrowedFd<'_>,
+    domid: DomId,
+    eventfd: &EventFd,
+    dm_op: Option<&xen_dm_op>,
+) -> Result<(), Error> {
+    let (op, flags) = match dm_op {
+        Some(_) => ("irqfd assign", 0),
+        None => ("irqfd deassign", PRIVCMD_IRQFD_FLAG_DEASSIGN),
+    };
+    let mut req = privcmd_irqfd {
+        dm_op: dm_op.map_or(0, |d| core::ptr::from_ref(d) as u64),
+        size: dm_op.map_or(0, |_| core::mem::size_of::<xen_dm_op>() as u32),
+        fd: eventfd.raw(),
+        flags,
+        dom: domid.get(),
+        pad: [0; 2],
+    };
+    // SAFETY: `req` is live; `dm_op`, when given, points to a live xen_dm_op of `size` bytes,
+    // which the kernel copies during the call and does not keep.
+    unsafe { fast_path_ioctl(fd, IOCTL_PRIVCMD_IRQFD, (&raw mut req).cast()) }
+        .map_err(|e| error(op, Some(domid), e))
+}
+
+/// A second descriptor of this handle's open file, for a guard to remove its assignment with:
+/// it shares the handle's restriction (the kernel keeps that per open file).
+fn dup(privcmd: &Privcmd, op: &'static str, domid: DomId) -> Result<OwnedFd, Error> {
+    privcmd.as_fd().try_clone_to_owned().map_err(|e| {
+        Error::os(
+            op,
+            Some(domid),
+            Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        )
+    })
+}
+
+impl Privcmd {
     /// Whether this kernel offers [`Irqfd`]: `Ok(false)` when it does not (the fallback is to
     /// issue the dm_op from user space). Changes nothing: it removes an irqfd that does not
     /// exist, which a supporting kernel accepts. `Err` for other failures (`EPERM` when this
     /// handle is restricted to another domain than `domid`).
     pub fn probe_irqfd(&self, domid: DomId) -> Result<bool, Error> {
         let probe = EventFd::new()?;
-        match self.irqfd_ioctl(domid, &probe, None) {
+        match irqfd_ioctl(self.as_fd(), domid, &probe, None) {
             Ok(()) => Ok(true),
             Err(Error::NotSupported { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -148,36 +185,13 @@ impl Privcmd {
         };
         // SAFETY: a live privcmd_ioeventfd; a deassignment only compares its addresses with
         // those of existing assignments and dereferences none of them.
-        match unsafe { self.fast_path_ioctl(IOCTL_PRIVCMD_IOEVENTFD, (&raw mut req).cast()) } {
+        match unsafe {
+            fast_path_ioctl(self.as_fd(), IOCTL_PRIVCMD_IOEVENTFD, (&raw mut req).cast())
+        } {
             Ok(()) | Err(Errno::ENODEV) => Ok(true),
             Err(e) if unsupported(e) => Ok(false),
             Err(e) => Err(Error::os("ioeventfd probe", Some(domid), e)),
         }
-    }
-
-    /// `IOCTL_PRIVCMD_IRQFD`: assigns (`Some(dm_op)`) or removes (`None`) the irqfd of `eventfd`.
-    fn irqfd_ioctl(
-        &self,
-        domid: DomId,
-        eventfd: &EventFd,
-        dm_op: Option<&xen_dm_op>,
-    ) -> Result<(), Error> {
-        let (op, flags) = match dm_op {
-            Some(_) => ("irqfd assign", 0),
-            None => ("irqfd deassign", PRIVCMD_IRQFD_FLAG_DEASSIGN),
-        };
-        let mut req = privcmd_irqfd {
-            dm_op: dm_op.map_or(0, |d| core::ptr::from_ref(d) as u64),
-            size: dm_op.map_or(0, |_| core::mem::size_of::<xen_dm_op>() as u32),
-            fd: eventfd.raw(),
-            flags,
-            dom: domid.get(),
-            pad: [0; 2],
-        };
-        // SAFETY: `req` is live; `dm_op`, when given, points to a live xen_dm_op of `size`
-        // bytes, which the kernel copies during the call and does not keep.
-        unsafe { self.fast_path_ioctl(IOCTL_PRIVCMD_IRQFD, (&raw mut req).cast()) }
-            .map_err(|e| error(op, Some(domid), e))
     }
 
     /// Creates an [`Irqfd`]: from now on, signalling it makes the kernel issue `dm_op` (a copy
@@ -185,11 +199,12 @@ impl Privcmd {
     /// `inject_msi`) on `domid`, without a round trip through user space. Removed on drop.
     ///
     /// [`Error::NotSupported`] on kernels without irqfd: issue the dm_op yourself instead.
-    pub fn irqfd(&self, domid: DomId, dm_op: &xen_dm_op) -> Result<Irqfd<'_>, Error> {
+    pub fn irqfd(&self, domid: DomId, dm_op: &xen_dm_op) -> Result<Irqfd, Error> {
         let eventfd = EventFd::new()?;
-        self.irqfd_ioctl(domid, &eventfd, Some(dm_op))?;
+        let privcmd = dup(self, "irqfd assign", domid)?;
+        irqfd_ioctl(privcmd.as_fd(), domid, &eventfd, Some(dm_op))?;
         Ok(Irqfd {
-            privcmd: self,
+            privcmd,
             domid,
             eventfd,
         })
@@ -215,7 +230,7 @@ impl Privcmd {
         &self,
         ioreq_page: NonNull<u8>,
         config: &IoeventfdConfig<'_>,
-    ) -> Result<Ioeventfd<'_>, Error> {
+    ) -> Result<Ioeventfd, Error> {
         const OP: &str = "ioeventfd assign";
         let domain = Some(config.domid);
         let invalid = |reason| Error::InvalidArgument {
@@ -237,6 +252,7 @@ impl Privcmd {
             return Err(invalid("the notify register's address overflows"));
         }
         let eventfd = EventFd::new()?;
+        let privcmd = dup(self, OP, config.domid)?;
         let mut req = privcmd_ioeventfd {
             ioreq: ioreq_page.as_ptr() as u64,
             ports: config.ports.as_ptr() as u64,
@@ -253,11 +269,17 @@ impl Privcmd {
         // SAFETY: `req` is live; `ports` points to `vcpus` u32 ports, copied during the call;
         // the caller guarantees `ioreq` is a privcmd mapping of the ioreq pages that outlives
         // the assignment (the returned guard removes it on drop).
-        unsafe { self.fast_path_ioctl(IOCTL_PRIVCMD_IOEVENTFD, (&raw mut req).cast()) }
-            .map_err(|e| error(OP, domain, e))?;
+        unsafe {
+            fast_path_ioctl(
+                privcmd.as_fd(),
+                IOCTL_PRIVCMD_IOEVENTFD,
+                (&raw mut req).cast(),
+            )
+        }
+        .map_err(|e| error(OP, domain, e))?;
         req.ports = 0;
         Ok(Ioeventfd {
-            privcmd: self,
+            privcmd,
             eventfd,
             req,
         })
@@ -291,8 +313,14 @@ impl Privcmd {
             gsi: 0,
         };
         // SAFETY: a live privcmd_pcidev_get_gsi, read and written by the kernel during the call.
-        unsafe { self.fast_path_ioctl(IOCTL_PRIVCMD_PCIDEV_GET_GSI, (&raw mut req).cast()) }
-            .map_err(|e| error(OP, None, e))?;
+        unsafe {
+            fast_path_ioctl(
+                self.as_fd(),
+                IOCTL_PRIVCMD_PCIDEV_GET_GSI,
+                (&raw mut req).cast(),
+            )
+        }
+        .map_err(|e| error(OP, None, e))?;
         Ok(req.gsi)
     }
 }
@@ -302,14 +330,18 @@ pub const VIRTIO_MMIO_QUEUE_NOTIFY: u64 = 0x50;
 
 /// An eventfd the kernel signals to inject an interrupt: see [`Privcmd::irqfd`]. Removed from
 /// the kernel on drop (errors then are ignored; call [`Irqfd::deassign`] to see them).
+///
+/// It owns a second descriptor of the [`Privcmd`]'s open file (sharing its restriction), so it
+/// borrows nothing: keep it next to the handle in a struct, or move it to another thread.
 #[derive(Debug)]
-pub struct Irqfd<'p> {
-    privcmd: &'p Privcmd,
+pub struct Irqfd {
+    /// The handle's open file (a second descriptor), to remove the irqfd with.
+    privcmd: OwnedFd,
     domid: DomId,
     eventfd: EventFd,
 }
 
-impl Irqfd<'_> {
+impl Irqfd {
     /// Fires the interrupt: one `write` to the eventfd; the kernel issues the stored dm_op.
     pub fn trigger(&self) -> Result<(), Error> {
         self.eventfd.signal()
@@ -328,17 +360,22 @@ impl Irqfd<'_> {
     /// Removes the irqfd now; when this returns, the kernel injects no more interrupts for it.
     pub fn deassign(self) -> Result<(), Error> {
         let this = core::mem::ManuallyDrop::new(self);
-        let result = this.privcmd.irqfd_ioctl(this.domid, &this.eventfd, None);
-        // SAFETY: `this` is never used again and its Drop does not run, so the eventfd is
-        // moved out exactly once.
-        drop(unsafe { core::ptr::read(&this.eventfd) });
+        let result = irqfd_ioctl(this.privcmd.as_fd(), this.domid, &this.eventfd, None);
+        // SAFETY: `this` is never used again and its Drop does not run, so each descriptor is
+        // moved out exactly once (and closed here).
+        drop(unsafe {
+            (
+                core::ptr::read(&this.eventfd),
+                core::ptr::read(&this.privcmd),
+            )
+        });
         result
     }
 }
 
-impl Drop for Irqfd<'_> {
+impl Drop for Irqfd {
     fn drop(&mut self) {
-        let _ = self.privcmd.irqfd_ioctl(self.domid, &self.eventfd, None);
+        let _ = irqfd_ioctl(self.privcmd.as_fd(), self.domid, &self.eventfd, None);
     }
 }
 
@@ -358,17 +395,19 @@ pub struct IoeventfdConfig<'a> {
 }
 
 /// An eventfd the kernel signals on a guest's virtio-mmio queue notification: see
-/// [`Privcmd::ioeventfd`]. Removed from the kernel on drop.
+/// [`Privcmd::ioeventfd`]. Removed from the kernel on drop. Like [`Irqfd`], it owns a second
+/// descriptor of the [`Privcmd`]'s open file and borrows nothing.
 #[derive(Debug)]
-pub struct Ioeventfd<'p> {
-    privcmd: &'p Privcmd,
+pub struct Ioeventfd {
+    /// The handle's open file (a second descriptor), to remove the ioeventfd with.
+    privcmd: OwnedFd,
     eventfd: EventFd,
     /// The assignment (its `ports` cleared): a deassignment names the same ioreq page, vCPU
     /// count, domain and eventfd.
     req: privcmd_ioeventfd,
 }
 
-impl Ioeventfd<'_> {
+impl Ioeventfd {
     /// The eventfd, to wait on (poll, epoll, an async reactor); readable after a notification.
     pub fn eventfd(&self) -> BorrowedFd<'_> {
         self.eventfd.as_fd()
@@ -392,8 +431,11 @@ impl Ioeventfd<'_> {
         // SAFETY: a live privcmd_ioeventfd; a deassignment only compares its addresses with
         // those of existing assignments.
         unsafe {
-            self.privcmd
-                .fast_path_ioctl(IOCTL_PRIVCMD_IOEVENTFD, (&raw mut req).cast())
+            fast_path_ioctl(
+                self.privcmd.as_fd(),
+                IOCTL_PRIVCMD_IOEVENTFD,
+                (&raw mut req).cast(),
+            )
         }
         .map_err(|e| error("ioeventfd deassign", Some(DomId::new(self.req.dom)), e))
     }
@@ -403,14 +445,19 @@ impl Ioeventfd<'_> {
     pub fn deassign(self) -> Result<(), Error> {
         let this = core::mem::ManuallyDrop::new(self);
         let result = this.deassign_ioctl();
-        // SAFETY: `this` is never used again and its Drop does not run, so the eventfd is
-        // moved out exactly once.
-        drop(unsafe { core::ptr::read(&this.eventfd) });
+        // SAFETY: `this` is never used again and its Drop does not run, so each descriptor is
+        // moved out exactly once (and closed here).
+        drop(unsafe {
+            (
+                core::ptr::read(&this.eventfd),
+                core::ptr::read(&this.privcmd),
+            )
+        });
         result
     }
 }
 
-impl Drop for Ioeventfd<'_> {
+impl Drop for Ioeventfd {
     fn drop(&mut self) {
         let _ = self.deassign_ioctl();
     }
@@ -419,6 +466,14 @@ impl Drop for Ioeventfd<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guards_borrow_nothing() {
+        fn owned<T: Send + Sync + 'static>() {}
+        owned::<Irqfd>();
+        owned::<Ioeventfd>();
+        owned::<EventFd>();
+    }
 
     #[test]
     fn eventfd_counts_signals() {
