@@ -56,7 +56,9 @@
 //!
 //! With the opt-in feature `bindgen`, `build.rs` regenerates the same modules at build time from
 //! the installed headers (or those under `XEN_SYS_INCLUDE_DIR`) with the same generator; that
-//! needs libclang and clang. Without it nothing is needed beyond rustc.
+//! needs libclang and clang. `privcmd` needs Linux 6.12's `xen/privcmd.h`: name its directory in
+//! `XEN_SYS_PRIVCMD_INCLUDE_DIR`; with an older installed header the committed `privcmd` module
+//! is kept. Without the feature nothing is needed beyond rustc.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
