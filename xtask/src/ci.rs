@@ -181,6 +181,8 @@ fn publishable() -> Result<(), String> {
     util::run(Command::new("rustup").args(["toolchain", "install", MSRV, "--profile", "minimal"]))?;
     let mut msrv = Command::new("rustup");
     msrv.current_dir(util::workspace_root())
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
         .args(["run", MSRV, "cargo", "check", "--locked", "--all-features"])
         .args(["--target-dir", "target/msrv"])
         .env("RUSTFLAGS", "-D warnings");
