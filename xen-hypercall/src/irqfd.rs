@@ -7,7 +7,8 @@
 //! - [`Ioeventfd`]: an eventfd the kernel signals when the guest writes a virtio-mmio queue
 //!   notify register; the kernel completes that ioreq itself, so the device model's loop never
 //!   sees it.
-//! - [`Privcmd::pcidev_get_gsi`]: the GSI of a PCI device owned by dom0's `xen-pciback`.
+//! - [`Privcmd::pcidev_get_gsi`]: the GSI of a dom0 PCI device (on 6.12, one bound to
+//!   `xen-pciback`), for passing it through.
 //!
 //! Kernels without them answer `ENOTTY` (older than the ioctl), `EOPNOTSUPP` (built without
 //! it) or `EINVAL` (old drivers): every call here turns those into [`Error::NotSupported`], and
@@ -286,7 +287,9 @@ impl Privcmd {
     }
 
     /// `IOCTL_PRIVCMD_PCIDEV_GET_GSI` (Linux 6.12): the GSI (global system interrupt) of the
-    /// dom0 PCI device `segment:bus:device.function`, which must be owned by `xen-pciback`.
+    /// dom0 PCI device `segment:bus:device.function`. Linux 6.12 asks `xen-pciback`, so there the
+    /// device must be bound to it (and `EINVAL` means pciback is not loaded); later kernels ask
+    /// ACPI about any device.
     ///
     /// `device` above 31 or `function` above 7 are refused before the syscall.
     /// [`Error::NotSupported`] on kernels without the ioctl or built without `CONFIG_XEN_ACPI`.
