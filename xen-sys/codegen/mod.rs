@@ -151,6 +151,13 @@ pub const AREAS: &[Area] = &[
         files: &["xen/evtchn\\.h"],
         deps: &["xen"],
     },
+    Area {
+        name: "xs_wire",
+        feature: Some("xs_wire"),
+        headers: &["xen/io/xs_wire.h"],
+        files: &["xen/io/xs_wire\\.h"],
+        deps: &[],
+    },
 ];
 
 /// The ioctl numbers xen-sys computes by hand (bindgen cannot evaluate `_IOC(...)`): the area

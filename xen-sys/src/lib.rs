@@ -23,6 +23,7 @@
 //! | `dm_op` | `xen/hvm/dm_op.h` (all ops, tools interface) | `dm_op` | `xen`, `event_channel`, `hvm` |
 //! | `privcmd` | Linux 6.12's `xen/privcmd.h` + `IOCTL_PRIVCMD_*` | `privcmd` | `xen` |
 //! | `evtchn` | Linux `xen/evtchn.h` + `IOCTL_EVTCHN_*` | `evtchn` | `xen` |
+//! | `xs_wire` | `xen/io/xs_wire.h`: the XenStore wire protocol (`xsd_sockmsg`, `XS_*`, `XENSTORE_PAYLOAD_MAX`) | `xs_wire` | |
 //! | [`ioctl`] | Linux's generic `_IOC` encoding | always | |
 //!
 //! For example: `xen_rs_sys::xen::domid_t`, `xen_rs_sys::privcmd::privcmd_hypercall`,
@@ -265,6 +266,18 @@ pub mod evtchn {
     /// ([`ioctl_evtchn_restrict_domid`]).
     pub const IOCTL_EVTCHN_RESTRICT_DOMID: u32 =
         _IOC(_IOC_NONE, E, 6, size_of::<ioctl_evtchn_restrict_domid>());
+}
+
+/// `xen/io/xs_wire.h`: the XenStore wire protocol. The message header `xsd_sockmsg`, the message
+/// types `XS_*` (`xsd_sockmsg_type`), the `XS_WRITE_*` strings, the size limits
+/// (`XENSTORE_PAYLOAD_MAX`, `XENSTORE_ABS_PATH_MAX`, ...) and the shared ring page
+/// `xenstore_domain_interface`. The header's table of error strings (`xsd_errors[]`, the errno
+/// names such as `"EAGAIN"` that xenstored sends in an `XS_ERROR` reply) is C data, not a type:
+/// only its element type is here.
+#[cfg(feature = "xs_wire")]
+#[cfg_attr(docsrs, doc(cfg(feature = "xs_wire")))]
+pub mod xs_wire {
+    generated!("xs_wire.rs");
 }
 
 /// The compile-time proof that the bindings and ioctl numbers match the C compiler (see the crate
