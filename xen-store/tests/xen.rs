@@ -1,0 +1,182 @@
+//! Against the real xenstored of the Xen test machine, over its socket and over
+//! `/dev/xen/xenbus`: read/write/directory/rm, permissions, a watch that fires on another
+//! handle's write, a transaction that commits and one that conflicts. Needs Xen:
+//! `cargo xtask xen-test -p xen-store`.
+
+use std::time::Duration;
+
+use xen_store::{Access, Error, Perm, Transport, XenStore};
+
+const EVENT_WAIT: Duration = Duration::from_secs(30);
+
+fn both() -> Vec<(XenStore, &'static str)> {
+    vec![
+        (XenStore::open_socket().unwrap(), "socket"),
+        (XenStore::open_device().unwrap(), "xenbus"),
+    ]
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn read_write_directory_rm() {
+    xen_testkit::require_xen();
+    for (xs, name) in both() {
+        let base = format!("/tool/xen-store-test/{name}");
+        let _ = xs.rm(&base);
+        xs.write(&format!("{base}/a"), "alpha").unwrap();
+        xs.write(&format!("{base}/b"), [0u8, 1, 2, 255]).unwrap();
+        xs.mkdir(&format!("{base}/dir")).unwrap();
+        assert_eq!(xs.read_string(&format!("{base}/a")).unwrap(), "alpha");
+        assert_eq!(xs.read(&format!("{base}/b")).unwrap(), [0u8, 1, 2, 255]);
+        assert_eq!(xs.read(&format!("{base}/dir")).unwrap(), b"");
+        let mut d = xs.directory(&base).unwrap();
+        d.sort();
+        assert_eq!(d, vec!["a", "b", "dir"], "{name}");
+        // What another tool sees: xenstore-read, a C client.
+        let out = std::process::Command::new("xenstore-read")
+            .arg(format!("{base}/a"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alpha");
+        // Domain 0's own tree is there.
+        assert_eq!(xs.get_domain_path(0).unwrap(), "/local/domain/0");
+        assert_eq!(xs.read_string("/local/domain/0/name").unwrap(), "Domain-0");
+        // Permissions.
+        let p = format!("{base}/a");
+        xs.set_perms(
+            &p,
+            &[
+                Perm {
+                    domid: 0,
+                    access: Access::None,
+                },
+                Perm {
+                    domid: 7,
+                    access: Access::Read,
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            xs.get_perms(&p).unwrap(),
+            vec![
+                Perm {
+                    domid: 0,
+                    access: Access::None
+                },
+                Perm {
+                    domid: 7,
+                    access: Access::Read
+                }
+            ]
+        );
+        xs.rm(&base).unwrap();
+        let e = xs.read(&p).unwrap_err();
+        assert!(e.is_not_found(), "{name}: {e}");
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+        eprintln!(
+            "{name}: read/write/directory/perms/rm ok ({:?})",
+            xs.transport()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn watch_fires_on_another_handles_write() {
+    xen_testkit::require_xen();
+    for (xs, name) in both() {
+        let base = format!("/tool/xen-store-watch/{name}");
+        xs.write(&base, "").unwrap();
+        let w = xs.watch(&base, "tok").unwrap();
+        // The event every new watch gets, for the path itself.
+        let first = w
+            .next_event_timeout(EVENT_WAIT)
+            .unwrap()
+            .expect("first event");
+        assert_eq!(
+            (first.path.as_str(), first.token.as_str()),
+            (base.as_str(), "tok")
+        );
+        // A write through another connection (a C tool), below the watched path.
+        let st = std::process::Command::new("xenstore-write")
+            .args([&format!("{base}/child"), "x"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let ev = w
+            .next_event_timeout(EVENT_WAIT)
+            .unwrap()
+            .expect("event for the write");
+        assert_eq!(ev.path, format!("{base}/child"), "{name}");
+        // And one through our own other handle.
+        let other = XenStore::open().unwrap();
+        other.write(&format!("{base}/child"), "y").unwrap();
+        let ev = w
+            .next_event_timeout(EVENT_WAIT)
+            .unwrap()
+            .expect("second event");
+        assert_eq!(ev.path, format!("{base}/child"), "{name}");
+        w.unwatch().unwrap();
+        // Unwatched: further writes deliver nothing.
+        other.write(&format!("{base}/child"), "z").unwrap();
+        xs.rm(&base).unwrap();
+        eprintln!("{name}: watch ok");
+    }
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn transactions_commit_and_conflict() {
+    xen_testkit::require_xen();
+    for (xs, name) in both() {
+        let base = format!("/tool/xen-store-tx/{name}");
+        xs.write(&format!("{base}/n"), "0").unwrap();
+        // Commit: invisible outside until committed.
+        let t = xs.transaction().unwrap();
+        assert_eq!(t.read_string(&format!("{base}/n")).unwrap(), "0");
+        t.write(&format!("{base}/n"), "1").unwrap();
+        t.write(&format!("{base}/m"), "new").unwrap();
+        assert!(xs.read(&format!("{base}/m")).unwrap_err().is_not_found());
+        t.commit().unwrap();
+        assert_eq!(xs.read_string(&format!("{base}/n")).unwrap(), "1");
+        assert_eq!(xs.read_string(&format!("{base}/m")).unwrap(), "new");
+        // Conflict: another connection changes what the transaction read.
+        let t = xs.transaction().unwrap();
+        assert_eq!(t.read_string(&format!("{base}/n")).unwrap(), "1");
+        t.write(&format!("{base}/n"), "2").unwrap();
+        let other = XenStore::open_socket().unwrap();
+        other.write(&format!("{base}/n"), "other").unwrap();
+        let e = t.commit().unwrap_err();
+        assert!(matches!(e, Error::Retry { .. }), "{name}: {e}");
+        assert_eq!(e.errno(), Some(libc::EAGAIN));
+        assert_eq!(xs.read_string(&format!("{base}/n")).unwrap(), "other");
+        // Abort writes nothing.
+        let t = xs.transaction().unwrap();
+        t.write(&format!("{base}/aborted"), "x").unwrap();
+        t.abort().unwrap();
+        assert!(xs
+            .read(&format!("{base}/aborted"))
+            .unwrap_err()
+            .is_not_found());
+        xs.rm(&base).unwrap();
+        eprintln!("{name}: transactions ok");
+    }
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn open_prefers_the_socket_and_errors_keep_errno() {
+    xen_testkit::require_xen();
+    let xs = XenStore::open().unwrap();
+    assert_eq!(xs.transport(), Transport::Socket);
+    let e = xs.directory("/no/such/node").unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    // Too long for xenstored: refused by xenstored or by us, never a hang.
+    let long = format!("/{}", "x".repeat(3100));
+    let e = xs.write(&long, "v").unwrap_err();
+    assert!(
+        e.errno().is_some() || matches!(e, Error::Invalid { .. }),
+        "{e}"
+    );
+}
