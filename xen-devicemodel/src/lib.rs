@@ -108,6 +108,9 @@ pub use types::{
 mod ioreq;
 #[cfg(feature = "hvm")]
 mod irq;
+#[cfg(feature = "libxl")]
+#[cfg_attr(docsrs, doc(cfg(feature = "libxl")))]
+pub mod libxl;
 #[cfg(feature = "hvm")]
 mod memory;
 #[cfg(feature = "server")]

@@ -9,8 +9,8 @@
 //!   memory fills and hypercalls at run time, through a mailbox page ([`protocol`]).
 //! - [`privcmd`]: minimal, test-only raw hypercalls and foreign mappings.
 //! - [`alloc`]: a counting global allocator, for "this hot path allocates nothing" tests.
-//! - The `xen-testkit-dm` binary: a fake device model for HVM guests (libxl's QMP handshake and the
-//!   xenstore state node), so HVM guests run without QEMU in dom0.
+//! - The `xen-testkit-dm` binary: a device model that emulates nothing, so HVM guests run without
+//!   QEMU in dom0; it answers libxl's handshake with `xen_devicemodel::libxl`.
 //!
 //! Payloads (the guest images and the fake device model) are in `XEN_RS_PAYLOAD_DIR`
 //! (`/opt/xen-rs` in the machine), put there by `xtask/src/payloads.rs`.

@@ -388,6 +388,8 @@ fn fake_device_model_answers_libxl() {
     assert!(log.contains("wrote /local/domain/0/device-model/"), "{log}");
     assert!(log.contains("qmp_capabilities"), "{log}");
     assert!(log.contains("query-chardev"), "{log}");
+    // `xl unpause` reaches the device model as QMP `cont`.
+    assert!(log.contains("qmp: Cont"), "{log}");
 }
 
 #[test]
