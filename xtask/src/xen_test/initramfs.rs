@@ -405,7 +405,34 @@ pub fn base_tree(sys: &System) -> Result<(Tree, Vec<String>), String> {
     }
     t.copy_same(&hvmloader);
     t.copy_same(&sys.seabios);
+    add_qemu(&mut t)?;
     Ok((t, modules))
+}
+
+/// Debian's `qemu-system-xen` (QEMU built with Xen), at the path libxl starts for
+/// `device_model_version = "qemu-xen"`.
+const QEMU_XEN: &str = "/usr/libexec/xen-qemu-system-i386";
+
+/// The VGA option ROMs QEMU loads for an HVM guest's emulated display (`vga = "cirrus"`, the
+/// default, or `"stdvga"`); QEMU finds them in SeaBIOS's directory.
+const QEMU_ROMS: &[&str] = &[
+    "/usr/share/seabios/vgabios-cirrus.bin",
+    "/usr/share/seabios/vgabios-stdvga.bin",
+];
+
+/// QEMU as libxl's real device model: the binary, its libraries and its VGA ROMs. Tests run
+/// their own device model beside it, as a second ioreq server.
+fn add_qemu(t: &mut Tree) -> Result<(), String> {
+    let qemu = Path::new(QEMU_XEN);
+    if !qemu.is_file() {
+        return Err(format!("no {QEMU_XEN} (package qemu-system-xen)"));
+    }
+    t.copy_same(qemu);
+    t.add_libs(qemu, None)?;
+    for rom in QEMU_ROMS.iter().map(Path::new).filter(|p| p.is_file()) {
+        t.copy_same(rom);
+    }
+    Ok(())
 }
 
 /// This run's tree: `/init`, `run-tests`, tests, payloads and the libraries they need that the

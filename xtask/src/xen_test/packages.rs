@@ -27,6 +27,7 @@ pub const MACHINE: &[&str] = &[
     "seabios",                   // /usr/share/seabios/bios-256k.bin for HVM guests
     "cpio",                      // the initramfs archive
     "xz-utils",                  // unpacks the dom0 bzImage's payload (a faster dom0 build)
+    "qemu-system-xen",           // libxl's own device model (QEMU 7.2), beside-QEMU tests
 ];
 
 /// xen-testkit's test guest (`ci`): objcopy makes its ELF32 HVM-firmware image.
