@@ -55,6 +55,8 @@
 //!   request loop (pulls in `xen-foreignmemory` and `xen-evtchn`). `examples/firmware_dm`
 //!   serves hvmloader + SeaBIOS with it.
 //! - `tokio` (implies `server`): `Server::run_async`.
+//! - `libxl` (off by default): [`libxl`], libxl's device-model handshake (QMP on libxl's sockets,
+//!   the xenstore state key, through `xen-store`), so `xl` can start your device model itself.
 //!
 //! # Device models (feature `server`)
 //! [`server`][server] is the loop a device model needs: implement `server::Device` (port, MMIO and
