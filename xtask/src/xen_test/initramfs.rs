@@ -413,14 +413,16 @@ pub fn base_tree(sys: &System) -> Result<(Tree, Vec<String>), String> {
 /// `device_model_version = "qemu-xen"`.
 const QEMU_XEN: &str = "/usr/libexec/xen-qemu-system-i386";
 
-/// The VGA option ROMs QEMU loads for an HVM guest's emulated display (`vga = "cirrus"`, the
-/// default, or `"stdvga"`); QEMU finds them in SeaBIOS's directory.
-const QEMU_ROMS: &[&str] = &[
+/// QEMU's data files for an HVM guest: the VGA option ROMs of its emulated display
+/// (`vga = "cirrus"`, the default, or `"stdvga"`; QEMU finds them in SeaBIOS's directory), and
+/// the default keymap, which QEMU reads even with `-vnc none` (without it, it exits at start).
+const QEMU_DATA: &[&str] = &[
     "/usr/share/seabios/vgabios-cirrus.bin",
     "/usr/share/seabios/vgabios-stdvga.bin",
+    "/usr/share/qemu/keymaps/en-us",
 ];
 
-/// QEMU as libxl's real device model: the binary, its libraries and its VGA ROMs. Tests run
+/// QEMU as libxl's real device model: the binary, its libraries and data files. Tests run
 /// their own device model beside it, as a second ioreq server.
 fn add_qemu(t: &mut Tree) -> Result<(), String> {
     let qemu = Path::new(QEMU_XEN);
@@ -429,8 +431,8 @@ fn add_qemu(t: &mut Tree) -> Result<(), String> {
     }
     t.copy_same(qemu);
     t.add_libs(qemu, None)?;
-    for rom in QEMU_ROMS.iter().map(Path::new).filter(|p| p.is_file()) {
-        t.copy_same(rom);
+    for f in QEMU_DATA.iter().map(Path::new).filter(|p| p.is_file()) {
+        t.copy_same(f);
     }
     Ok(())
 }
