@@ -127,6 +127,14 @@ impl GuestConfig {
         self
     }
 
+    /// HVM only: no `device_model_override`, so libxl starts its own device model (QEMU,
+    /// Debian's `qemu-system-xen`, which the test machine carries). QEMU 7.2's emulated SVM
+    /// also needs `tsc_mode = "native"` for a guest that runs long (see the testbed notes).
+    pub fn qemu(mut self) -> GuestConfig {
+        self.device_model = None;
+        self
+    }
+
     /// Appends a raw line to the xl configuration (e.g. `on_reboot = "preserve"`).
     pub fn extra(mut self, line: impl Into<String>) -> GuestConfig {
         self.extra.push(line.into());
