@@ -303,6 +303,38 @@ fn serve_conn(stream: UnixStream, id: &str, events: &Sender<QmpEvent>, stop: &At
     }
 }
 
+/// Descriptors already taken over from the command line: each is adopted once per process.
+static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+/// Takes ownership of the listening socket libxl passed as `fd=N`: refused when the descriptor
+/// is not open, is not a socket, or was already adopted (so two handshakes never own one fd).
+fn adopt(id: &str, fd: RawFd) -> Result<UnixListener, Error> {
+    let err = |what: &str| Error::Socket {
+        what: format!("{id} fd={fd}"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string()),
+    };
+    let mut adopted = ADOPTED.lock().unwrap_or_else(|p| p.into_inner());
+    if fd < 0 || adopted.contains(&fd) {
+        return Err(err("not a descriptor this process may take over"));
+    }
+    // SAFETY: fstat only writes the stat buffer it is given; an invalid fd gives EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `st` is a valid, writable stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(Error::Socket {
+            what: format!("{id} fd={fd}"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(err("not a socket"));
+    }
+    adopted.push(fd);
+    // SAFETY: libxl passed this open socket to us on the command line; it is adopted once per
+    // process (checked above), so no other owner exists in this process.
+    Ok(unsafe { UnixListener::from_raw_fd(fd) })
+}
+
 /// The running handshake: QMP served on one thread per socket; stops and joins them when
 /// dropped. Events (the commands received) wait in a queue for [`next_event`](Self::next_event).
 #[derive(Debug)]
@@ -328,9 +360,7 @@ impl Handshake {
                         source,
                     })?
                 }
-                // SAFETY: libxl passed this listening socket to us on the command line; nothing
-                // else in the process owns it (the caller hands it over by calling `start`).
-                SocketAddr::Fd(fd) => unsafe { UnixListener::from_raw_fd(*fd) },
+                SocketAddr::Fd(fd) => adopt(&s.id, *fd)?,
             };
             l.set_nonblocking(true).map_err(|source| Error::Socket {
                 what: s.id.clone(),
@@ -448,6 +478,26 @@ mod tests {
         assert_eq!(a.state_path(), "/local/domain/0/device-model/7/state");
         assert!(DmArgs::parse(["-xen-domid", "x"]).is_err());
         assert!(DmArgs::parse(["-S"]).is_err());
+    }
+
+    #[test]
+    fn adopts_only_open_sockets_once() {
+        assert!(adopt("x", -1).is_err());
+        // stdin of a test is not a socket (or not open): refused either way.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        use std::os::fd::AsRawFd;
+        assert!(adopt("x", f.as_raw_fd()).is_err());
+        let l = UnixListener::bind(
+            std::env::temp_dir().join(format!("xen-dm-adopt-{}", std::process::id())),
+        )
+        .unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(l);
+        let owned = adopt("x", fd).unwrap();
+        assert!(adopt("x", fd).is_err(), "adopted twice");
+        drop(owned);
+        let _ = std::fs::remove_file(
+            std::env::temp_dir().join(format!("xen-dm-adopt-{}", std::process::id())),
+        );
     }
 
     #[test]
