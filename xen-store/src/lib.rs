@@ -413,6 +413,7 @@ impl XenStore {
             xs: self,
             path: path.to_string(),
             token: token.to_string(),
+            ended: false,
         })
     }
 
@@ -451,6 +452,8 @@ pub struct Watch<'a> {
     xs: &'a XenStore,
     path: String,
     token: String,
+    /// The iterator returned a connection failure: it ends.
+    ended: bool,
 }
 
 impl Watch<'_> {
@@ -502,9 +505,18 @@ impl Watch<'_> {
 impl Iterator for Watch<'_> {
     type Item = Result<WatchEvent>;
 
-    /// Waits for the next event (never `None`).
+    /// Waits for the next event. After an error that leaves the connection unusable (I/O,
+    /// protocol) it returns that error once, then `None`; dropped events
+    /// ([`Error::EventsLost`]) do not end it.
     fn next(&mut self) -> Option<Self::Item> {
-        Some(self.next_event())
+        if self.ended {
+            return None;
+        }
+        let r = self.next_event();
+        if matches!(r, Err(Error::Io { .. } | Error::Protocol { .. })) {
+            self.ended = true;
+        }
+        Some(r)
     }
 }
 

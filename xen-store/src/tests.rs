@@ -169,6 +169,21 @@ fn transactions_commit_and_conflict() {
 }
 
 #[test]
+fn watch_iterator_ends_when_the_connection_dies() {
+    let xs = pair(false);
+    let mut w = xs.watch("/w", "tok").unwrap();
+    assert!(w.next().unwrap().is_ok());
+    // Shut the connection down under the handle (through a duplicate of its socket): the
+    // next read sees end of stream.
+    let dup = UnixStream::from(xs.as_fd().try_clone_to_owned().unwrap());
+    dup.shutdown(std::net::Shutdown::Both).unwrap();
+    assert!(matches!(w.next(), Some(Err(Error::Io { .. }))));
+    assert!(w.next().is_none());
+    // Later requests fail at once, without waiting for the timeout.
+    assert!(matches!(xs.read("/a"), Err(Error::Protocol { .. })));
+}
+
+#[test]
 fn silent_daemon_times_out() {
     let (a, _b) = UnixStream::pair().unwrap();
     let xs = XenStore::from_stream(a);

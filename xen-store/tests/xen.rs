@@ -180,3 +180,32 @@ fn open_prefers_the_socket_and_errors_keep_errno() {
         "{e}"
     );
 }
+
+/// Round trips per transport (printed past the test capture; never asserted: the machine is
+/// emulated and shared).
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn round_trip_times() {
+    use std::io::Write as _;
+    xen_testkit::require_xen();
+    const N: u32 = 200;
+    for (xs, name) in both() {
+        let path = format!("/tool/xen-store-timing/{name}");
+        xs.write(&path, "0123456789").unwrap();
+        let t0 = std::time::Instant::now();
+        for _ in 0..N {
+            xs.read(&path).unwrap();
+        }
+        let read = t0.elapsed() / N;
+        let t0 = std::time::Instant::now();
+        for _ in 0..N {
+            xs.write(&path, "0123456789").unwrap();
+        }
+        let write = t0.elapsed() / N;
+        xs.rm(&path).unwrap();
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "xen-store timing: {name}: read {read:?}, write {write:?} per round trip ({N} each)"
+        );
+    }
+}
