@@ -30,7 +30,8 @@
 //! [`XenStore::open`] tries `XENSTORED_PATH`, then the socket, then the device.
 //!
 //! # Operations
-//! `read`, `write`, `mkdir`, `rm`, `directory`, `get_perms`/`set_perms`, `get_domain_path`;
+//! `read`, `write`, `mkdir`, `rm`, `directory` (in parts when the list is longer than one reply),
+//! `get_perms`/`set_perms`, `get_domain_path`;
 //! watches ([`XenStore::watch`] returns a [`Watch`] that unwatches on drop and delivers events
 //! through a blocking iterator); transactions ([`XenStore::transaction`] returns a
 //! [`Transaction`] with the same operations, committed by [`Transaction::commit`], aborted on
@@ -71,8 +72,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use xen_sys::xs_wire::{
-    XS_DIRECTORY, XS_GET_DOMAIN_PATH, XS_GET_PERMS, XS_MKDIR, XS_READ, XS_RM, XS_SET_PERMS,
-    XS_TRANSACTION_END, XS_TRANSACTION_START, XS_UNWATCH, XS_WATCH, XS_WRITE,
+    XS_DIRECTORY, XS_DIRECTORY_PART, XS_GET_DOMAIN_PATH, XS_GET_PERMS, XS_MKDIR, XS_READ, XS_RM,
+    XS_SET_PERMS, XS_TRANSACTION_END, XS_TRANSACTION_START, XS_UNWATCH, XS_WATCH, XS_WRITE,
 };
 
 use conn::{Conn, Io};
@@ -81,6 +82,12 @@ use conn::{Conn, Io};
 pub const DEFAULT_SOCKET: &str = "/run/xenstored/socket";
 /// The kernel's XenStore device.
 pub const XENBUS_DEVICE: &str = "/dev/xen/xenbus";
+/// The largest child list [`XenStore::directory`] reads in parts (`XS_DIRECTORY_PART`), in bytes
+/// of names: beyond it the listing fails with [`Error::Protocol`] rather than growing.
+pub const DIRECTORY_MAX: usize = 1 << 20;
+/// How many times a listing in parts starts again when the directory changes under it, before
+/// giving up with `EAGAIN`.
+pub const DIRECTORY_RESTARTS: usize = 8;
 /// How long a request waits for its reply unless [`XenStore::set_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -279,14 +286,83 @@ impl XenStore {
 
     fn directory_tx(&self, tx: u32, path: &str) -> Result<Vec<String>> {
         check_path(Op::Directory, path)?;
-        let p = self.req(
+        match self.req(
             Op::Directory,
             XS_DIRECTORY,
             tx,
             &[path.as_bytes(), b"\0"],
             path,
-        )?;
-        Ok(wire::strings(&p))
+        ) {
+            Ok(p) => Ok(wire::strings(&p)),
+            // More children than one reply holds: read the list in parts.
+            Err(Error::Refused { errno, .. }) if errno == libc::E2BIG => {
+                self.directory_parts(tx, path)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `XS_DIRECTORY_PART`: the child list from byte offset 0 on, one reply at a time. Each reply
+    /// is the node's generation count and the children from the offset; the last one ends with an
+    /// empty name. A generation that changes between parts restarts the listing (at most
+    /// [`DIRECTORY_RESTARTS`] times); the list is bounded by [`DIRECTORY_MAX`] bytes.
+    fn directory_parts(&self, tx: u32, path: &str) -> Result<Vec<String>> {
+        let bad = |what: String| Error::Protocol {
+            op: Op::Directory,
+            what,
+        };
+        'restart: for _ in 0..DIRECTORY_RESTARTS {
+            let mut names = Vec::new();
+            let mut offset = 0usize;
+            let mut generation: Option<String> = None;
+            loop {
+                let off = format!("{offset}\0");
+                let p = self.req(
+                    Op::Directory,
+                    XS_DIRECTORY_PART,
+                    tx,
+                    &[path.as_bytes(), b"\0", off.as_bytes()],
+                    path,
+                )?;
+                let gen_end = p
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or_else(|| bad("directory part without a generation".into()))?;
+                let gen = String::from_utf8_lossy(&p[..gen_end]).into_owned();
+                match &generation {
+                    Some(g) if *g != gen => continue 'restart,
+                    Some(_) => {}
+                    None => generation = Some(gen),
+                }
+                let list = &p[gen_end + 1..];
+                // The last part ends with an empty name: two NULs (or one, when it is empty).
+                let last = list.is_empty() || list == b"\0" || list.ends_with(b"\0\0");
+                let body = if last {
+                    list.strip_suffix(b"\0").unwrap_or(list)
+                } else {
+                    list
+                };
+                if !last && body.is_empty() {
+                    return Err(bad("directory part made no progress".into()));
+                }
+                offset += body.len();
+                if offset > DIRECTORY_MAX {
+                    return Err(bad(format!(
+                        "directory {path:?} lists more than {DIRECTORY_MAX} bytes of names"
+                    )));
+                }
+                names.extend(wire::strings(body));
+                if last {
+                    return Ok(names);
+                }
+            }
+        }
+        Err(Error::Refused {
+            op: Op::Directory,
+            path: path.to_string(),
+            errno: libc::EAGAIN,
+            name: "EAGAIN".into(),
+        })
     }
 
     fn get_perms_tx(&self, tx: u32, path: &str) -> Result<Vec<Perm>> {
@@ -353,7 +429,8 @@ impl XenStore {
         self.rm_tx(0, path)
     }
 
-    /// The names of a node's children.
+    /// The names of a node's children. A list longer than one reply is read in parts
+    /// (`XS_DIRECTORY_PART`), up to [`DIRECTORY_MAX`] bytes of names.
     pub fn directory(&self, path: &str) -> Result<Vec<String>> {
         self.directory_tx(0, path)
     }

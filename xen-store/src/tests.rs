@@ -4,7 +4,7 @@ use super::*;
 use crate::wire::{header, name_of, take};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use xen_sys::xs_wire::{XS_ERROR, XS_WATCH_EVENT};
+use xen_sys::xs_wire::{XS_DIRECTORY_PART, XS_ERROR, XS_WATCH_EVENT};
 
 /// A tiny xenstored: a flat map, one watch, transactions that conflict when `conflict` is set.
 fn daemon(mut s: UnixStream, conflict: bool) {
@@ -39,14 +39,39 @@ fn daemon(mut s: UnixStream, conflict: bool) {
                     }
                     Ok(b"OK\0".to_vec())
                 }
-                XS_DIRECTORY => {
+                XS_DIRECTORY | XS_DIRECTORY_PART => {
                     let pre = format!("{first}/");
-                    let mut out = Vec::new();
+                    let mut all = Vec::new();
                     for k in tree.keys().filter_map(|k| k.strip_prefix(&pre)) {
-                        out.extend_from_slice(k.as_bytes());
-                        out.push(0);
+                        all.extend_from_slice(k.as_bytes());
+                        all.push(0);
                     }
-                    Ok(out)
+                    if m.ty == XS_DIRECTORY {
+                        // Like xenstored, but with a small limit to exercise the parts.
+                        if all.len() > PART {
+                            Err(libc::E2BIG)
+                        } else {
+                            Ok(all)
+                        }
+                    } else {
+                        // generation, then whole names from the offset up to PART bytes, and
+                        // an empty name after the last.
+                        let off: usize = strs[1].parse().unwrap();
+                        let mut out = format!("{}\0", tree.len()).into_bytes();
+                        let mut end = off;
+                        while end < all.len() {
+                            let n = all[end..].iter().position(|&b| b == 0).unwrap() + 1;
+                            if end + n - off > PART {
+                                break;
+                            }
+                            end += n;
+                        }
+                        out.extend_from_slice(&all[off.min(all.len())..end]);
+                        if end >= all.len() {
+                            out.push(0);
+                        }
+                        Ok(out)
+                    }
                 }
                 XS_WATCH => {
                     watch = Some((first.clone(), strs[1].clone()));
@@ -82,6 +107,9 @@ fn daemon(mut s: UnixStream, conflict: bool) {
     }
 }
 
+/// The stand-in daemon's limit for one directory reply.
+const PART: usize = 64;
+
 fn pair(conflict: bool) -> XenStore {
     let (a, b) = UnixStream::pair().unwrap();
     std::thread::spawn(move || daemon(b, conflict));
@@ -113,6 +141,18 @@ fn read_write_directory() {
             }
         ]
     );
+}
+
+#[test]
+fn long_directories_are_read_in_parts() {
+    let xs = pair(false);
+    let mut want = Vec::new();
+    for i in 0..40 {
+        let name = format!("child-with-a-long-name-{i:03}");
+        xs.write(&format!("/big/{name}"), "").unwrap();
+        want.push(name);
+    }
+    assert_eq!(xs.directory("/big").unwrap(), want);
 }
 
 #[test]

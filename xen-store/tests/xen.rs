@@ -209,3 +209,27 @@ fn round_trip_times() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn directory_longer_than_one_reply() {
+    xen_testkit::require_xen();
+    for (xs, name) in both() {
+        let base = format!("/tool/xen-store-big/{name}");
+        let _ = xs.rm(&base);
+        let t = xs.transaction().unwrap();
+        let mut want = Vec::new();
+        for i in 0..300 {
+            let child = format!("a-child-with-a-long-name-{i:04}");
+            t.write(&format!("{base}/{child}"), "").unwrap();
+            want.push(child);
+        }
+        t.commit().unwrap();
+        // 300 names of 30 bytes: more than XENSTORE_PAYLOAD_MAX, so xenstored answers
+        // XS_DIRECTORY with E2BIG and the list comes in parts.
+        let mut got = xs.directory(&base).unwrap();
+        got.sort();
+        assert_eq!(got, want, "{name}");
+        xs.rm(&base).unwrap();
+    }
+}
