@@ -55,7 +55,7 @@
 //!   request loop (pulls in `xen-foreignmemory` and `xen-evtchn`). `examples/firmware_dm`
 //!   serves hvmloader + SeaBIOS with it.
 //! - `tokio` (implies `server`): `Server::run_async`.
-//! - `libxl` (off by default): [`libxl`], libxl's device-model handshake (QMP on libxl's sockets,
+//! - `libxl` (off by default): [`libxl`][libxl], libxl's device-model handshake (QMP on libxl's sockets,
 //!   the xenstore state key, through `xen-store`), so `xl` can start your device model itself.
 //!
 //! # Device models (feature `server`)
@@ -91,6 +91,7 @@
 //!
 //! [vram]: https://docs.rs/xen-devicemodel/latest/xen_devicemodel/struct.VramRegion.html
 //! [server]: https://docs.rs/xen-devicemodel/latest/xen_devicemodel/server/index.html
+//! [libxl]: https://docs.rs/xen-devicemodel/latest/xen_devicemodel/libxl/index.html
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
