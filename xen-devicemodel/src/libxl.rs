@@ -35,7 +35,7 @@
 //! is also reported as a [`QmpEvent`]. A line longer than 64 KiB closes that connection.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -187,7 +187,7 @@ pub enum QmpEvent {
 /// Longest QMP line accepted.
 const LINE_MAX: usize = 64 * 1024;
 const GREETING: &str = r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "xen-rs"}, "capabilities": []}}"#;
-/// How often blocked threads look at the stop flag.
+/// How often a thread reading an open QMP connection looks at the stop flag.
 const TICK: Duration = Duration::from_millis(200);
 
 /// The reply to a command.
@@ -303,6 +303,51 @@ fn serve_conn(stream: UnixStream, id: &str, events: &Sender<QmpEvent>, stop: &At
     }
 }
 
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits until `fd` is readable (true) or `wake` is (false: its write end was closed).
+fn readable(fd: BorrowedFd<'_>, wake: BorrowedFd<'_>) -> std::io::Result<bool> {
+    loop {
+        let mut p = [
+            libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `p` is an array of two valid pollfds for the duration of the call; both
+        // descriptors are borrowed for it.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if p[1].revents != 0 {
+            return Ok(false);
+        }
+        if p[0].revents != 0 {
+            return Ok(true);
+        }
+    }
+}
+
 /// Descriptors already taken over from the command line: each is adopted once per process.
 static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
@@ -341,6 +386,8 @@ fn adopt(id: &str, fd: RawFd) -> Result<UnixListener, Error> {
 pub struct Handshake {
     args: DmArgs,
     stop: Arc<AtomicBool>,
+    /// Closing it wakes the threads waiting for clients.
+    wake: Option<OwnedFd>,
     threads: Vec<JoinHandle<()>>,
     events: Mutex<Receiver<QmpEvent>>,
 }
@@ -349,6 +396,11 @@ impl Handshake {
     /// Listens on every QMP socket of `args` and starts answering QMP on them.
     pub fn start(args: &DmArgs) -> Result<Self, Error> {
         let stop = Arc::new(AtomicBool::new(false));
+        let (wake_rd, wake_wr) = pipe().map_err(|source| Error::Socket {
+            what: "pipe".into(),
+            source,
+        })?;
+        let wake_rd = Arc::new(wake_rd);
         let (tx, rx) = channel();
         let mut listeners = Vec::new();
         for s in &args.qmp {
@@ -372,16 +424,26 @@ impl Handshake {
         for (id, l) in listeners {
             let stop = stop.clone();
             let tx = tx.clone();
+            let wake = wake_rd.clone();
             threads.push(std::thread::spawn(move || {
+                // Idle, the thread sleeps in poll until a client connects or the handshake is
+                // dropped (the pipe's write end closes): no periodic wake-ups.
                 while !stop.load(Ordering::Relaxed) {
+                    match readable(l.as_fd(), wake.as_fd()) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(_) => {
+                            std::thread::sleep(TICK);
+                            continue;
+                        }
+                    }
                     match l.accept() {
                         Ok((s, _)) => {
                             let _ = s.set_nonblocking(false);
                             serve_conn(s, &id, &tx, &stop);
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(TICK / 4);
-                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // (EMFILE and friends: do not spin.)
                         Err(_) => std::thread::sleep(TICK),
                     }
                 }
@@ -390,6 +452,7 @@ impl Handshake {
         Ok(Handshake {
             args: args.clone(),
             stop,
+            wake: Some(wake_wr),
             threads,
             events: Mutex::new(rx),
         })
@@ -435,6 +498,7 @@ impl Handshake {
 impl Drop for Handshake {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        drop(self.wake.take());
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
