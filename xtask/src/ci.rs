@@ -159,12 +159,13 @@ fn runtime_checks() -> Result<(), String> {
 }
 
 /// The published crates, by package name.
-const PUBLISHED: [&str; 5] = [
+const PUBLISHED: [&str; 6] = [
     "xen-rs-sys",
     "xen-hypercall",
     "xen-devicemodel",
     "xen-foreignmemory",
     "xen-evtchn",
+    "xen-store",
 ];
 
 /// The declared `rust-version`, checked with that toolchain.
