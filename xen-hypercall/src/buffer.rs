@@ -11,19 +11,37 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::{sys, Error};
 
-/// Types that are valid for every bit pattern, so Xen (or the kernel) may write any bytes into
-/// them: integers, arrays of them, and `#[repr(C)]` ABI structs and unions made only of such
-/// fields (raw pointers included, references and `bool`/`char`/enums excluded).
+/// Types whose every byte is initialised and whose every bit pattern is a valid value, so
+/// their bytes may be copied anywhere (to Xen, to guest memory) and Xen (or the kernel) may
+/// write any bytes into them: integers, arrays of them, and `#[repr(C)]` ABI structs made only
+/// of such fields **with no padding** (raw pointers included; references, `bool`, `char`,
+/// enums and padded structs excluded).
 ///
 /// Implemented here for the integer types, arrays of `Plain`, and the `xen-sys` structs the
-/// workspace hands to Xen: `xen_dm_op` and every `xen_dm_op_*` struct, `xen_hvm_param`,
-/// `xen_memory_reservation`, `sched_remote_shutdown`, and the ioreq-page types `ioreq`,
-/// `shared_iopage`, `buf_ioreq`, `buffered_iopage`. Other crates implement it for their own
-/// `#[repr(C)]` types (the orphan rule keeps them from doing so for `xen-sys` types: ask here).
+/// workspace hands to Xen or reads from shared pages: `xen_dm_op` and every `xen_dm_op_*`
+/// struct, `xen_hvm_param`, and the ioreq-page types `ioreq`, `shared_iopage`, `buf_ioreq`,
+/// `buffered_iopage`. Each of those impls is checked at compile time: the struct's size must
+/// equal the sum of its fields' sizes, so a struct with padding does not build. Structs of
+/// `xen-sys` that have padding (`sched_remote_shutdown`, `xen_memory_reservation`) are not
+/// `Plain`: this crate passes them to Xen through padding-free private mirrors. Other crates
+/// implement `Plain` for their own `#[repr(C)]` types (the orphan rule keeps them from doing
+/// so for `xen-sys` types: ask here).
+///
+/// `xen_dm_op` holds a union: its bytes are all initialised when it is made with
+/// [`Plain::zeroed`] and then filled in field by field, which is how the workspace builds
+/// every request. A union literal naming a smaller member leaves the union's other bytes
+/// uninitialised: build requests from `zeroed()`.
+///
+/// ```compile_fail
+/// // Padding (2 bytes after `domain_id`): not Plain.
+/// fn needs_plain<T: xen_hypercall::Plain>() {}
+/// needs_plain::<xen_sys::sched::sched_remote_shutdown>();
+/// ```
 ///
 /// # Safety
-/// Every bit pattern of `size_of::<Self>()` bytes, including all-zero, must be a valid `Self`,
-/// and `Self` must hold no references or owned resources.
+/// Every byte of every value of `Self` must be initialised (no padding, no uninitialised
+/// union bytes), every bit pattern of `size_of::<Self>()` bytes (all-zero included) must be a
+/// valid `Self`, and `Self` must hold no references or owned resources.
 pub unsafe trait Plain: Copy + 'static {
     /// The all-zero value (valid for every `Plain` type): a blank request struct.
     fn zeroed() -> Self {
@@ -34,53 +52,138 @@ pub unsafe trait Plain: Copy + 'static {
 
 macro_rules! plain {
     ($($t:ty),* $(,)?) => {
-        // SAFETY: integers (and raw pointers) are valid for every bit pattern.
+        // SAFETY: integers are valid for every bit pattern and have no padding.
         $(unsafe impl Plain for $t {})*
     };
 }
 plain!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
-// SAFETY: an array of `Plain` is a sequence of `Plain` values with no padding between them.
+// SAFETY: an array of `Plain` is a sequence of `Plain` values with no padding between them
+// (an array's size is exactly `N * size_of::<T>()`).
 unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
 
+/// The size of the field a projection closure names (for the no-padding checks).
+const fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
 macro_rules! plain_abi {
-    ($($t:path),* $(,)?) => {
-        // SAFETY: generated `#[repr(C)]` ABI structs and unions whose fields are integers,
-        // raw pointers (guest handles), and other such structs: valid for every bit pattern.
-        $(unsafe impl Plain for $t {})*
+    ($($t:path { $($f:ident),+ $(,)? }),* $(,)?) => {
+        $(
+            const _: () = assert!(
+                size_of::<$t>() == 0 $(+ field_size(|s: &$t| &s.$f))+,
+                concat!(stringify!($t), " has padding (or a field is not listed): not Plain"),
+            );
+            // SAFETY: a generated `#[repr(C)]` ABI struct whose fields (all listed above)
+            // are integers, raw pointers (guest handles), bitfield storage bytes, arrays and
+            // other `Plain` structs, or a union of such structs; its size equals the sum of
+            // its fields' sizes (asserted just above), so it has no padding.
+            unsafe impl Plain for $t {}
+        )*
     };
 }
 plain_abi!(
-    xen_sys::hvm::xen_hvm_param,
-    xen_sys::sched::sched_remote_shutdown,
-    xen_sys::memory::xen_memory_reservation,
-    xen_sys::dm_op::xen_dm_op,
-    xen_sys::dm_op::xen_dm_op_buf,
-    xen_sys::dm_op::xen_dm_op_create_ioreq_server,
-    xen_sys::dm_op::xen_dm_op_get_ioreq_server_info,
-    xen_sys::dm_op::xen_dm_op_ioreq_server_range,
-    xen_sys::dm_op::xen_dm_op_set_ioreq_server_state,
-    xen_sys::dm_op::xen_dm_op_destroy_ioreq_server,
-    xen_sys::dm_op::xen_dm_op_track_dirty_vram,
-    xen_sys::dm_op::xen_dm_op_set_pci_intx_level,
-    xen_sys::dm_op::xen_dm_op_set_isa_irq_level,
-    xen_sys::dm_op::xen_dm_op_set_pci_link_route,
-    xen_sys::dm_op::xen_dm_op_modified_memory,
-    xen_sys::dm_op::xen_dm_op_modified_memory_extent,
-    xen_sys::dm_op::xen_dm_op_set_mem_type,
-    xen_sys::dm_op::xen_dm_op_inject_event,
-    xen_sys::dm_op::xen_dm_op_inject_msi,
-    xen_sys::dm_op::xen_dm_op_map_mem_type_to_ioreq_server,
-    xen_sys::dm_op::xen_dm_op_remote_shutdown,
-    xen_sys::dm_op::xen_dm_op_relocate_memory,
-    xen_sys::dm_op::xen_dm_op_pin_memory_cacheattr,
-    xen_sys::dm_op::xen_dm_op_set_irq_level,
-    xen_sys::dm_op::xen_dm_op_nr_vcpus,
+    xen_sys::hvm::xen_hvm_param {
+        domid,
+        pad,
+        index,
+        value
+    },
+    xen_sys::dm_op::xen_dm_op { op, pad, u },
+    xen_sys::dm_op::xen_dm_op_buf { h, size },
+    xen_sys::dm_op::xen_dm_op_create_ioreq_server {
+        handle_bufioreq,
+        pad,
+        id
+    },
+    xen_sys::dm_op::xen_dm_op_get_ioreq_server_info {
+        id,
+        flags,
+        bufioreq_port,
+        ioreq_gfn,
+        bufioreq_gfn
+    },
+    xen_sys::dm_op::xen_dm_op_ioreq_server_range {
+        id,
+        pad,
+        type_,
+        start,
+        end
+    },
+    xen_sys::dm_op::xen_dm_op_set_ioreq_server_state { id, enabled, pad },
+    xen_sys::dm_op::xen_dm_op_destroy_ioreq_server { id, pad },
+    xen_sys::dm_op::xen_dm_op_track_dirty_vram { nr, pad, first_pfn },
+    xen_sys::dm_op::xen_dm_op_set_pci_intx_level {
+        domain,
+        bus,
+        device,
+        intx,
+        level
+    },
+    xen_sys::dm_op::xen_dm_op_set_isa_irq_level { isa_irq, level },
+    xen_sys::dm_op::xen_dm_op_set_pci_link_route { link, isa_irq },
+    xen_sys::dm_op::xen_dm_op_modified_memory { nr_extents, opaque },
+    xen_sys::dm_op::xen_dm_op_modified_memory_extent { nr, pad, first_pfn },
+    xen_sys::dm_op::xen_dm_op_set_mem_type {
+        nr,
+        mem_type,
+        pad,
+        first_pfn
+    },
+    xen_sys::dm_op::xen_dm_op_inject_event {
+        vcpuid,
+        vector,
+        type_,
+        insn_len,
+        pad0,
+        error_code,
+        pad1,
+        cr2
+    },
+    xen_sys::dm_op::xen_dm_op_inject_msi { data, pad, addr },
+    xen_sys::dm_op::xen_dm_op_map_mem_type_to_ioreq_server {
+        id,
+        type_,
+        flags,
+        opaque
+    },
+    xen_sys::dm_op::xen_dm_op_remote_shutdown { reason },
+    xen_sys::dm_op::xen_dm_op_relocate_memory {
+        size,
+        pad,
+        src_gfn,
+        dst_gfn
+    },
+    xen_sys::dm_op::xen_dm_op_pin_memory_cacheattr {
+        start,
+        end,
+        type_,
+        pad
+    },
+    xen_sys::dm_op::xen_dm_op_set_irq_level { irq, level, pad },
+    xen_sys::dm_op::xen_dm_op_nr_vcpus { vcpus },
     // The ioreq-server pages (`hvm/ioreq.h`), for typed volatile access to mapped pages in
     // `xen-foreignmemory` and the device-model runtime; the bitfield units are plain bytes.
-    xen_sys::hvm::ioreq,
-    xen_sys::hvm::shared_iopage,
-    xen_sys::hvm::buf_ioreq,
-    xen_sys::hvm::buffered_iopage,
+    xen_sys::hvm::ioreq {
+        addr,
+        data,
+        count,
+        size,
+        vp_eport,
+        _pad0,
+        _bitfield_1,
+        type_
+    },
+    xen_sys::hvm::shared_iopage { vcpu_ioreq },
+    xen_sys::hvm::buf_ioreq {
+        type_,
+        _bitfield_1,
+        data
+    },
+    xen_sys::hvm::buffered_iopage {
+        read_pointer,
+        write_pointer,
+        buf_ioreq
+    },
 );
 
 /// How many mappings a pool keeps for reuse.
@@ -557,5 +660,70 @@ mod tests {
         let big = pool.alloc_slice::<[u8; 4096]>(3).unwrap();
         assert_eq!(big.len(), 3);
         assert!(big.capacity_bytes() >= 3 * 4096);
+    }
+}
+
+/// Runs under Miri too: reading every byte of a `Plain` value, as a copy into guest memory
+/// does, must never read uninitialised memory.
+#[cfg(test)]
+mod plain_tests {
+    use super::Plain;
+    use crate::abi;
+
+    /// Reads every byte of `v`, as `Mapping::write` or a hypercall-buffer copy does (Miri
+    /// reports "using uninitialized data" here for a type with padding).
+    fn byte_sum<T: Plain>(v: &T) -> u64 {
+        // SAFETY: `v` is a live `T`; reading its bytes is sound exactly when `T` has no
+        // padding, which is what `Plain` promises and this test checks under Miri.
+        let bytes = unsafe {
+            core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>())
+        };
+        bytes.iter().map(|&b| u64::from(b)).sum()
+    }
+
+    #[test]
+    fn padding_free_mirrors_are_fully_initialised() {
+        // Built as struct literals, with no zeroing: the explicit pad fields are the only
+        // thing that makes every byte initialised.
+        let s = abi::RemoteShutdown {
+            domain_id: 7,
+            _pad: [0; abi::SHUTDOWN_PAD],
+            reason: 2,
+        };
+        assert_eq!(byte_sum(&s), 9);
+        let r = abi::MemoryReservation {
+            extent_start: 0x100,
+            nr_extents: 3,
+            extent_order: 0,
+            mem_flags: 0,
+            domid: 5,
+            _pad: [0; abi::RESERVATION_PAD],
+        };
+        assert_eq!(byte_sum(&r), 1 + 3 + 5);
+        assert_eq!(abi::SHUTDOWN_PAD, 2);
+        assert_eq!(abi::RESERVATION_PAD, 6);
+    }
+
+    #[test]
+    fn plain_abi_structs_read_back_whole() {
+        let mut p = xen_sys::hvm::xen_hvm_param {
+            domid: 1,
+            pad: 0,
+            index: 2,
+            value: 3,
+        };
+        assert_eq!(byte_sum(&p), 6);
+        p.value = 0;
+        assert_eq!(byte_sum(&p), 3);
+        let mut op = xen_sys::dm_op::xen_dm_op::zeroed();
+        op.op = 4;
+        op.u.nr_vcpus.vcpus = 1;
+        assert_eq!(byte_sum(&op), 5);
+        let msi = xen_sys::dm_op::xen_dm_op_inject_msi {
+            data: 1,
+            pad: 0,
+            addr: 1,
+        };
+        assert_eq!(byte_sum(&msi), 2);
     }
 }

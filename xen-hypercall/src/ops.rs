@@ -123,6 +123,8 @@ impl Privcmd {
     /// (for translated guests, the same frame numbers).
     ///
     /// Not a dm_op: refused on a restricted handle. `mem_flags` are the `XENMEMF_*` flags.
+    /// `domid` must name a real domain: `DOMID_SELF` (which would grow the caller's own
+    /// memory) and the other reserved ids are refused before any syscall.
     /// Xen answers a domain that does not exist with "0 extents done", so `Ok(0)` for a
     /// non-empty list means nothing was populated, whatever the reason.
     pub fn populate_physmap(
@@ -133,18 +135,18 @@ impl Privcmd {
         gfns: &mut [u64],
     ) -> Result<usize, Error> {
         const OP: &str = "memory_op populate_physmap";
+        let domid = domid.require_domain(OP)?;
         if gfns.is_empty() {
             return Ok(0);
         }
         let mut list = self.buffers().alloc_copy(gfns)?;
-        let mut reservation = self.buffers().alloc(abi::xen_memory_reservation {
-            extent_start: abi::PfnHandle {
-                p: list.as_mut_ptr(),
-            },
+        let mut reservation = self.buffers().alloc(abi::MemoryReservation {
+            extent_start: list.as_mut_ptr() as u64,
             nr_extents: gfns.len() as abi::xen_ulong_t,
             extent_order,
             mem_flags,
             domid: domid.get(),
+            _pad: [0; abi::RESERVATION_PAD],
         })?;
         let args = [abi::XENMEM_populate_physmap, reservation.as_arg(), 0, 0, 0];
         // SAFETY: the reservation and the extent list it points to are hypercall buffers
@@ -179,8 +181,10 @@ impl Privcmd {
     }
 
     /// Sets an HVM parameter of `domid` (`HVMOP_set_param`; `index` is an `HVM_PARAM_*`).
-    /// Not a dm_op: refused on a restricted handle.
+    /// Not a dm_op: refused on a restricted handle. `domid` must name a real domain (reserved
+    /// ids such as `DOMID_SELF` are refused before any syscall).
     pub fn hvm_set_param(&self, domid: DomId, index: u32, value: u64) -> Result<(), Error> {
+        let domid = domid.require_domain("hvm_op set_param")?;
         let mut p = self.buffers().alloc(abi::xen_hvm_param {
             domid: domid.get(),
             pad: 0,
@@ -201,10 +205,14 @@ impl Privcmd {
     }
 
     /// Shuts `domid` down with `reason` (`SCHEDOP_remote_shutdown`). Not a dm_op: refused on
-    /// a restricted handle (use `xen-devicemodel`'s dm_op form there).
+    /// a restricted handle (use `xen-devicemodel`'s dm_op form there). `domid` must name a real
+    /// domain: `DOMID_SELF` (the caller itself) and the other reserved ids are refused before
+    /// any syscall.
     pub fn remote_shutdown(&self, domid: DomId, reason: ShutdownReason) -> Result<(), Error> {
-        let mut s = self.buffers().alloc(abi::sched_remote_shutdown {
+        let domid = domid.require_domain("sched_op remote_shutdown")?;
+        let mut s = self.buffers().alloc(abi::RemoteShutdown {
             domain_id: domid.get(),
+            _pad: [0; abi::SHUTDOWN_PAD],
             reason: reason as u32,
         })?;
         let args = [abi::SCHEDOP_remote_shutdown, s.as_arg(), 0, 0, 0];
