@@ -170,7 +170,7 @@ impl DeviceModel {
     /// Issues one dm_op whose only buffer is the request `req`; `name` names it in errors.
     #[inline]
     pub(crate) fn op(&self, name: &'static str, dom: DomId, req: &mut xen_dm_op) -> Result<()> {
-        let dom = dom.require_domain(name)?;
+        // `Privcmd::dm_op` refuses reserved domain ids before the syscall.
         self.xen
             .dm_op(name, dom, &[xen_hypercall::DmOpBuf::from_mut(req)])
     }
@@ -245,6 +245,33 @@ mod tests {
     }
 
     const D: DomId = DomId::new(7);
+
+    /// Newer Xen refuses a dm_op with no buffer and a modified_memory with fewer than two:
+    /// neither is ever sent. (Any dm_op that reached the stand-in would fail with ENOTTY.)
+    #[cfg(feature = "hvm")]
+    #[test]
+    fn modified_memory_always_sends_its_extents() {
+        let dm = stand_in();
+        assert_eq!(
+            dm.modified_memory_bulk(D, &[]),
+            Ok(()),
+            "nothing to send, nothing sent"
+        );
+        let e = dm.modified_memory(D, 0x100, 0).unwrap_err();
+        assert!(e.is_invalid_argument() && !e.is_os(), "{e}");
+        let e = dm.modified_memory_call("dm_op modified_memory", D, &mut []);
+        assert!(!e.unwrap_err().is_os());
+        // With extents: two buffers, one dm_op (the stand-in's ENOTTY shows it was sent).
+        assert_eq!(
+            dm.modified_memory(D, 0x100, 1),
+            Err(enotty("dm_op modified_memory"))
+        );
+        for path in [DmOpPath::Ioctl, DmOpPath::Hypercall] {
+            dm.privcmd().set_dm_op_path(path);
+            let e = dm.privcmd().dm_op("dm_op x", D, &[]).unwrap_err();
+            assert!(e.is_invalid_argument() && !e.is_os(), "{e}");
+        }
+    }
 
     fn enotty(op: &'static str) -> Error {
         Error::os(op, Some(D), Errno::ENOTTY)

@@ -140,13 +140,21 @@ impl DeviceModel {
         Ok(())
     }
 
-    fn modified_memory_call(
+    pub(crate) fn modified_memory_call(
         &self,
         op: &'static str,
         dom: DomId,
         extents: &mut [xen_dm_op_modified_memory_extent],
     ) -> Result<()> {
-        let dom = dom.require_domain(op)?;
+        // Never a modified_memory without its extent buffer: newer Xen (4.22) refuses a
+        // modified_memory with fewer than two buffers.
+        if extents.is_empty() {
+            return Err(Error::InvalidArgument {
+                op,
+                domain: Some(dom),
+                reason: "needs at least one extent",
+            });
+        }
         let mut req = Self::request(XEN_DMOP_modified_memory);
         req.u.modified_memory.nr_extents = extents.len() as u32;
         req.u.modified_memory.opaque = 0;

@@ -58,8 +58,10 @@
 //! frame. The kernel returns success even when frames failed (except frames paged out,
 //! `ENOENT`), so the outcome array is always read. Paged-out frames are retried — only
 //! them, one ioctl per run of consecutive ones — with a bounded exponential backoff
-//! ([`RetryPolicy`]). On kernels without the V2 ioctl (`ENOTTY`) the old
-//! `IOCTL_PRIVCMD_MMAPBATCH` is used instead, remembered per handle ([`BatchIoctl`]). Any
+//! ([`RetryPolicy`]). On kernels without the V2 ioctl the old `IOCTL_PRIVCMD_MMAPBATCH` is
+//! used instead: a probe before the first map tells whether the V2 ioctl exists, whether the
+//! driver answers unknown ioctls with `ENOTTY` or (older drivers) `EINVAL`, and the answer is
+//! remembered per handle ([`BatchIoctl`]). Any
 //! failure that leaves the call without a result unmaps the range before returning: no
 //! failure path leaves anything mapped.
 //!

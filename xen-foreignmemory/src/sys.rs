@@ -102,38 +102,3 @@ pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
     // invalid arguments) would leave the mapping in place, which is safe.
     let _ = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
 }
-
-/// The old `IOCTL_PRIVCMD_MMAPBATCH`: maps `arr` (modified in place: the kernel sets the top
-/// bits of each failed entry) at `addr`.
-///
-/// # Safety
-/// As for [`xen_hypercall::Privcmd::mmapbatch_v2`]: `addr` is a privcmd mapping of this fd,
-/// whole and empty, or the start of a hole left by an earlier attempt, `arr.len()` pages long.
-pub(crate) unsafe fn mmapbatch_v1(
-    fd: BorrowedFd<'_>,
-    dom: u16,
-    addr: *mut u8,
-    arr: &mut [u64],
-) -> Result<(), Errno> {
-    count();
-    let mut req = xen_sys::privcmd::privcmd_mmapbatch {
-        num: c_int::try_from(arr.len()).map_err(|_| Errno::EINVAL)?,
-        dom,
-        addr: addr as u64,
-        arr: arr.as_mut_ptr(),
-    };
-    // SAFETY: `req` is live; `arr` points to `num` writable frame numbers; the caller
-    // vouches for `addr`.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            xen_sys::privcmd::IOCTL_PRIVCMD_MMAPBATCH as _,
-            &raw mut req,
-        )
-    };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
-}

@@ -37,6 +37,7 @@ static_assertions::const_assert_eq!(
 
 impl<'a> DmOpBuf<'a> {
     /// A buffer over bytes.
+    #[inline]
     pub fn from_bytes(bytes: &'a mut [u8]) -> DmOpBuf<'a> {
         DmOpBuf {
             ptr: bytes.as_mut_ptr().cast(),
@@ -46,6 +47,7 @@ impl<'a> DmOpBuf<'a> {
     }
 
     /// A buffer over one value (typically the `xen_dm_op` request struct).
+    #[inline]
     pub fn from_mut<T: Plain>(value: &'a mut T) -> DmOpBuf<'a> {
         DmOpBuf {
             ptr: (value as *mut T).cast(),
@@ -55,6 +57,7 @@ impl<'a> DmOpBuf<'a> {
     }
 
     /// A buffer over a slice of values (extents, bitmaps).
+    #[inline]
     pub fn from_slice_mut<T: Plain>(values: &'a mut [T]) -> DmOpBuf<'a> {
         DmOpBuf {
             ptr: values.as_mut_ptr().cast(),
@@ -64,6 +67,7 @@ impl<'a> DmOpBuf<'a> {
     }
 
     /// The buffer's size in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.size
     }
@@ -118,6 +122,17 @@ impl DmOpLimits {
             max_bufs,
             max_buf_size,
         }
+    }
+
+    /// `true` when [`DmOpLimits::check`] would accept `bufs`: the fast test of the dm_op path
+    /// (one comparison per buffer), with `check` giving the typed error when it fails.
+    #[inline]
+    pub fn fits(&self, bufs: &[DmOpBuf<'_>]) -> bool {
+        let mut ok = !bufs.is_empty() & (bufs.len() <= self.max_bufs);
+        for b in bufs {
+            ok &= b.size <= self.max_buf_size;
+        }
+        ok
     }
 
     /// Checks a buffer list: at least one buffer (the request header), at most `max_bufs`,

@@ -125,6 +125,8 @@ impl Error {
 
     /// An [`Error::Os`] from the calling thread's current `errno`; call it right after the
     /// failed syscall.
+    #[cold]
+    #[inline(never)]
     pub fn last_os_error(op: &'static str, domain: Option<DomId>) -> Error {
         Error::Os {
             op,

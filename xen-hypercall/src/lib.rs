@@ -17,8 +17,10 @@
 //!     Err(e) => return Err(e),
 //! }
 //!
-//! // Drop privilege: every open handle of every xen-rs crate now acts on domain 7 only.
+//! // Drop privilege: every open handle of every xen-rs crate now acts on domain 7 only,
+//! // and the process can open no new (unrestricted) handle.
 //! xen_hypercall::restrict_all(DomId::new(7))?;
+//! xen_hypercall::confine()?;
 //! # Ok::<(), xen_hypercall::Error>(())
 //! ```
 //!
@@ -58,14 +60,19 @@
 //! [`Privcmd::dm_op`] takes `&[DmOpBuf]`, a borrowed type laid out as the kernel's
 //! `privcmd_dm_op_buf`, so the list goes to `IOCTL_PRIVCMD_DM_OP` without copying: no heap
 //! allocation and exactly one syscall. The kernel's limits (16 buffers of 4096 bytes by
-//! default, [`DmOpLimits`]) are checked first with typed errors. Kernels without the ioctl
-//! (`ENOTTY`) get the `__HYPERVISOR_dm_op` hypercall instead, probed once per handle and
-//! remembered ([`DmOpPath`]).
+//! default, [`DmOpLimits`]) and the domain id (no reserved ids) are checked first with typed
+//! errors. Kernels without the ioctl get the `__HYPERVISOR_dm_op` hypercall instead: probed
+//! once per handle ([`Privcmd::has_ioctl`], reliable whether the kernel answers unknown
+//! ioctls with `ENOTTY` or, as older ones did, `EINVAL`) and remembered ([`DmOpPath`]).
 //!
-//! # Restriction
+//! # Restriction and confinement
 //! [`Privcmd::restrict`] limits one handle to one domain. [`restrict_all`] restricts every
 //! registered handle of the process: each handle type of the workspace registers its fd and a
 //! restrict function in [`RestrictRegistry::global`] when created and leaves it when dropped.
+//! Neither stops the process from opening a new, unrestricted handle afterwards: [`confine`]
+//! does (a seccomp filter that refuses every way of opening a file), so a device model that
+//! opens its handles, calls `restrict_all` and then `confine` is left with handles that reach
+//! its guest only. [`confine`] lists exactly what each step guarantees and what it does not.
 //!
 //! # How other crates build on xen-hypercall
 //! - **Ids and errors.** Take and return [`DomId`] and [`Error`] (re-export them, so users
@@ -95,6 +102,7 @@
 
 mod abi;
 mod buffer;
+mod confine;
 mod dm_op;
 mod domid;
 mod error;
@@ -105,6 +113,7 @@ mod restrict;
 mod sys;
 
 pub use buffer::{BufferPool, BufferSource, BufferStats, HypercallBuffer, HypercallSlice, Plain};
+pub use confine::confine;
 pub use dm_op::{DmOpBuf, DmOpLimits, DmOpPath};
 pub use domid::{
     DomId, DOMID_COW, DOMID_FIRST_RESERVED, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_SELF,
@@ -115,7 +124,7 @@ pub use irqfd::{
     EventFd, Ioeventfd, IoeventfdConfig, Irqfd, IOEVENTFD_MAX_VCPUS, VIRTIO_MMIO_QUEUE_NOTIFY,
 };
 pub use ops::{ShutdownReason, XenVersion};
-pub use privcmd::{restrict_privcmd_fd, Privcmd};
+pub use privcmd::{restrict_privcmd_fd, Privcmd, PrivcmdIoctl};
 pub use restrict::{restrict_all, RegisteredFd, RestrictFn, RestrictRegistry};
 
 /// The `nix` errno type used in [`Error`], re-exported so callers can match on it without

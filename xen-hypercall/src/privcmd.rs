@@ -32,6 +32,37 @@ pub struct Privcmd {
     dm_op_limits: DmOpLimits,
 }
 
+/// The privcmd ioctls whose presence [`Privcmd::has_ioctl`] can probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PrivcmdIoctl {
+    /// `IOCTL_PRIVCMD_HYPERCALL`.
+    Hypercall,
+    /// `IOCTL_PRIVCMD_MMAPBATCH` (the old batch map).
+    MmapBatch,
+    /// `IOCTL_PRIVCMD_MMAPBATCH_V2` (Linux 3.5).
+    MmapBatchV2,
+    /// `IOCTL_PRIVCMD_DM_OP` (Linux 4.11).
+    DmOp,
+    /// `IOCTL_PRIVCMD_RESTRICT` (Linux 4.11).
+    Restrict,
+    /// `IOCTL_PRIVCMD_MMAP_RESOURCE` (Linux 4.18).
+    MmapResource,
+}
+
+impl PrivcmdIoctl {
+    fn request(self) -> core::ffi::c_ulong {
+        match self {
+            PrivcmdIoctl::Hypercall => abi::IOCTL_PRIVCMD_HYPERCALL,
+            PrivcmdIoctl::MmapBatch => abi::IOCTL_PRIVCMD_MMAPBATCH,
+            PrivcmdIoctl::MmapBatchV2 => abi::IOCTL_PRIVCMD_MMAPBATCH_V2,
+            PrivcmdIoctl::DmOp => abi::IOCTL_PRIVCMD_DM_OP,
+            PrivcmdIoctl::Restrict => abi::IOCTL_PRIVCMD_RESTRICT,
+            PrivcmdIoctl::MmapResource => abi::IOCTL_PRIVCMD_MMAP_RESOURCE,
+        }
+    }
+}
+
 /// The registry kind of privcmd handles.
 const KIND: &str = "privcmd";
 
@@ -151,56 +182,95 @@ impl Privcmd {
     /// Issues a device-model operation on `domid` with `bufs` (the first holds the
     /// `xen_dm_op` request); `op` names it in errors (e.g. `"dm_op set_isa_irq_level"`).
     ///
-    /// The buffer list is checked against [`Privcmd::dm_op_limits`] first (typed errors, no
-    /// syscall). Then: exactly one `IOCTL_PRIVCMD_DM_OP` syscall and no heap allocation. On a
-    /// kernel without that ioctl (`ENOTTY`, seen once per handle and remembered) the
+    /// Checked first, with typed errors and no syscall: `domid` must name a real domain (a
+    /// dm_op acts on a guest: `DOMID_SELF` and the other reserved ids are refused), and the
+    /// buffer list must hold at least one buffer and fit [`Privcmd::dm_op_limits`]. Then:
+    /// exactly one `IOCTL_PRIVCMD_DM_OP` syscall and no heap allocation. Whether the kernel
+    /// has that ioctl is probed once per handle, before the first dm_op, the way that works
+    /// on old and new kernels alike ([`Privcmd::has_ioctl`]); without it, the
     /// `__HYPERVISOR_dm_op` hypercall is used instead, with the buffers copied through
     /// hypercall buffers and back ([`DmOpPath`]).
     ///
     /// Xen answers `EPERM` for a PV dom0 target and `EINVAL` for PV guests (dm_ops are for
     /// HVM/PVH); after [`Privcmd::restrict`], the kernel answers `EPERM` for other domains.
+    #[inline]
     pub fn dm_op(&self, op: &'static str, domid: DomId, bufs: &[DmOpBuf<'_>]) -> Result<(), Error> {
-        self.dm_op_limits.check(op, domid, bufs)?;
-        match self.dm_op_path() {
-            DmOpPath::Ioctl => self.dm_op_ioctl(op, domid, bufs),
-            DmOpPath::Hypercall => self.dm_op_hypercall(op, domid, bufs),
-            DmOpPath::Probe => match self.dm_op_ioctl(op, domid, bufs) {
-                Err(e) if e.errno() == Errno::ENOTTY => {
-                    self.set_dm_op_path(DmOpPath::Hypercall);
-                    self.dm_op_hypercall(op, domid, bufs)
-                }
-                result => {
-                    self.set_dm_op_path(DmOpPath::Ioctl);
-                    result
-                }
-            },
+        if !domid.is_domain() || !self.dm_op_limits.fits(bufs) {
+            return self.dm_op_refused(op, domid, bufs);
         }
+        if self.dm_op_path.load(Ordering::Relaxed) != DmOpPath::Ioctl as u8 {
+            return self.dm_op_other_path(op, domid, bufs);
+        }
+        let mut req = abi::privcmd_dm_op {
+            dom: domid.get(),
+            // `fits` checked the count against the limits, which never exceed u16::MAX.
+            num: bufs.len() as u16,
+            ubufs: bufs.as_ptr().cast(),
+        };
+        // SAFETY: `req` is a live privcmd_dm_op; `ubufs` points to `num` DmOpBufs, which have
+        // privcmd_dm_op_buf's layout (asserted), each describing memory mutably borrowed for
+        // the duration of the call.
+        let r = unsafe {
+            sys::ioctl_raw(
+                self.fd.as_fd(),
+                abi::IOCTL_PRIVCMD_DM_OP,
+                (&raw mut req).cast(),
+            )
+        };
+        if r < 0 {
+            return Err(Error::last_os_error(op, Some(domid)));
+        }
+        Ok(())
     }
 
-    fn dm_op_ioctl(
+    /// The typed refusal of a dm_op's arguments (reserved domain, buffer limits).
+    #[cold]
+    #[inline(never)]
+    fn dm_op_refused(
         &self,
         op: &'static str,
         domid: DomId,
         bufs: &[DmOpBuf<'_>],
     ) -> Result<(), Error> {
-        let mut req = abi::privcmd_dm_op {
-            dom: domid.get(),
-            // Checked against the limits, which never exceed u16::MAX.
-            num: u16::try_from(bufs.len()).unwrap_or(u16::MAX),
-            ubufs: bufs.as_ptr().cast(),
-        };
-        // SAFETY: `req` is a live privcmd_dm_op; `ubufs` points to `num` DmOpBufs, which have
-        // privcmd_dm_op_buf's layout (asserted), each describing memory mutably borrowed for
-        // the call, so the kernel and Xen may read and write it.
-        unsafe {
-            sys::ioctl(
-                self.fd.as_fd(),
-                abi::IOCTL_PRIVCMD_DM_OP,
-                (&raw mut req).cast(),
-            )
+        domid.require_domain(op)?;
+        self.dm_op_limits.check(op, domid, bufs)
+    }
+
+    /// A dm_op before the probe or on the hypercall path.
+    #[cold]
+    #[inline(never)]
+    fn dm_op_other_path(
+        &self,
+        op: &'static str,
+        domid: DomId,
+        bufs: &[DmOpBuf<'_>],
+    ) -> Result<(), Error> {
+        if self.dm_op_path() == DmOpPath::Probe {
+            let path = if self.has_ioctl(PrivcmdIoctl::DmOp) {
+                DmOpPath::Ioctl
+            } else {
+                DmOpPath::Hypercall
+            };
+            self.set_dm_op_path(path);
         }
-        .map(drop)
-        .map_err(|e| Error::os(op, Some(domid), e))
+        match self.dm_op_path() {
+            DmOpPath::Hypercall => self.dm_op_hypercall(op, domid, bufs),
+            _ => self.dm_op(op, domid, bufs),
+        }
+    }
+
+    /// Whether this handle's kernel driver knows `ioctl`.
+    ///
+    /// Asked with a null argument: a privcmd driver that knows the ioctl reads its argument
+    /// first and answers `EFAULT` (before any restriction check or any effect), while one
+    /// that does not answers `ENOTTY` (Linux 4.6 and later) or `EINVAL` (older drivers, which
+    /// is why keying on `ENOTTY` alone misses them). One syscall, no side effect; callers
+    /// remember the answer.
+    pub fn has_ioctl(&self, ioctl: PrivcmdIoctl) -> bool {
+        // SAFETY: every privcmd ioctl copies its argument from user space first; a null
+        // pointer makes that copy fail with EFAULT before the driver does anything else.
+        let r = unsafe { sys::ioctl(self.fd.as_fd(), ioctl.request(), core::ptr::null_mut()) };
+        r == Err(Errno::EFAULT)
     }
 
     fn dm_op_hypercall(
@@ -323,6 +393,51 @@ impl Privcmd {
         .map_err(|e| Error::os(OP, domain, e))
     }
 
+    /// `IOCTL_PRIVCMD_MMAPBATCH`, the old form of [`Privcmd::mmapbatch_v2`] for kernels without
+    /// it ([`Privcmd::has_ioctl`]): maps the frames in `arr` of `domid` at `addr`; the kernel
+    /// marks each frame that failed in `arr` itself (the top nibble of the entry:
+    /// `0x8000_0000` paged out, `0xf000_0000` other failures, on 64-bit kernels in the
+    /// upper bits as well), so pass a copy of the frame list. `Err` with `ENOENT` means some
+    /// frames are paged out.
+    ///
+    /// # Safety
+    /// As for [`Privcmd::mmapbatch_v2`], with `arr.len()` pages.
+    pub unsafe fn mmapbatch_v1(
+        &self,
+        domid: DomId,
+        addr: *mut c_void,
+        arr: &mut [u64],
+    ) -> Result<(), Error> {
+        const OP: &str = "privcmd mmapbatch";
+        let domain = Some(domid);
+        let num =
+            c_int::try_from(arr.len())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(Error::InvalidArgument {
+                    op: OP,
+                    domain,
+                    reason: "needs between 1 and i32::MAX frames",
+                })?;
+        let mut req = abi::privcmd_mmapbatch {
+            num,
+            dom: domid.get(),
+            addr: addr as u64,
+            arr: arr.as_mut_ptr(),
+        };
+        // SAFETY: `req` is live; `arr` points to `num` writable frame numbers; the caller
+        // vouches for `addr`.
+        unsafe {
+            sys::ioctl(
+                self.fd.as_fd(),
+                abi::IOCTL_PRIVCMD_MMAPBATCH,
+                (&raw mut req).cast(),
+            )
+        }
+        .map(drop)
+        .map_err(|e| Error::os(OP, domain, e))
+    }
+
     /// The size in frames of a resource of `domid` (`IOCTL_PRIVCMD_MMAP_RESOURCE` with no
     /// address): e.g. an ioreq server's pages or the grant table. `kind` and `id` are
     /// `XENMEM_resource_*` and its id (ioreq server id, grant table id).
@@ -393,12 +508,14 @@ impl Privcmd {
 }
 
 impl AsFd for Privcmd {
+    #[inline]
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
 
 impl AsRawFd for Privcmd {
+    #[inline]
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -413,7 +530,9 @@ impl From<OwnedFd> for Privcmd {
 }
 
 impl From<Privcmd> for OwnedFd {
-    /// Gives up the handle and returns its fd, open; it leaves the restrict registry.
+    /// Gives up the handle and returns its fd, open; it leaves the restrict registry, so a
+    /// later [`restrict_all`](crate::restrict_all) does not restrict it (a restriction made
+    /// before stays: it belongs to the open file).
     fn from(p: Privcmd) -> OwnedFd {
         p.fd.into_owned_fd()
     }
@@ -528,6 +647,97 @@ mod tests {
         assert_eq!(syscalls() - s0, 1);
         assert_eq!(p.buffers().stats().maps, maps);
         assert_eq!(r.unwrap_err().op(), "dm_op x");
+    }
+
+    #[test]
+    fn reserved_domain_ids_are_refused_before_any_syscall() {
+        let p = stand_in();
+        p.set_dm_op_path(DmOpPath::Ioctl);
+        let mut header = [0u8; 16];
+        for d in [
+            DomId::SELF,
+            DomId::IO,
+            DomId::XEN,
+            DomId::INVALID,
+            DomId::IDLE,
+        ] {
+            let s0 = syscalls();
+            let bufs = [DmOpBuf::from_bytes(&mut header)];
+            let e = p.dm_op("dm_op x", d, &bufs).unwrap_err();
+            assert!(e.is_invalid_argument() && !e.is_os(), "{e}");
+            assert_eq!(e.domain(), Some(d));
+            let e = p.populate_physmap(d, 0, 0, &mut [0x1000]).unwrap_err();
+            assert_eq!((e.op(), e.is_os()), ("memory_op populate_physmap", false));
+            assert!(p.populate_physmap(d, 0, 0, &mut []).is_err());
+            let e = p.hvm_set_param(d, 2, 1).unwrap_err();
+            assert_eq!((e.op(), e.is_os()), ("hvm_op set_param", false));
+            let e = p
+                .remote_shutdown(d, crate::ShutdownReason::Poweroff)
+                .unwrap_err();
+            assert_eq!((e.op(), e.is_os()), ("sched_op remote_shutdown", false));
+            assert_eq!(syscalls(), s0, "{d}: refused before any syscall");
+        }
+    }
+
+    /// An old privcmd driver: no DM_OP, no MMAPBATCH_V2, and unknown ioctls answer EINVAL.
+    fn old_driver(request: core::ffi::c_ulong, _arg: *mut c_void) -> Result<i64, Errno> {
+        match request {
+            abi::IOCTL_PRIVCMD_HYPERCALL | abi::IOCTL_PRIVCMD_MMAPBATCH => Err(Errno::ESRCH),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// A current driver: every ioctl exists and reads its argument (EFAULT on null).
+    fn new_driver(_request: core::ffi::c_ulong, arg: *mut c_void) -> Result<i64, Errno> {
+        if arg.is_null() {
+            Err(Errno::EFAULT)
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// A driver without DM_OP that answers unknown ioctls with ENOTTY (Linux 4.6 to 4.10).
+    fn enotty_driver(request: core::ffi::c_ulong, arg: *mut c_void) -> Result<i64, Errno> {
+        match request {
+            abi::IOCTL_PRIVCMD_DM_OP => Err(Errno::ENOTTY),
+            _ => new_driver(request, arg),
+        }
+    }
+
+    #[test]
+    fn probes_tell_missing_ioctls_whether_the_driver_answers_einval_or_enotty() {
+        let p = stand_in();
+        let mut header = [0u8; 16];
+        // (driver, has DM_OP, has MMAPBATCH_V2, has HYPERCALL, the dm_op's answer)
+        type Case = (crate::sys::FakeIoctl, bool, bool, bool, Result<(), Errno>);
+        let cases: [Case; 3] = [
+            // The old driver's hypercall answers ESRCH: the hypercall path was taken.
+            (old_driver, false, false, false, Err(Errno::ESRCH)),
+            (enotty_driver, false, true, true, Ok(())),
+            (new_driver, true, true, true, Ok(())),
+        ];
+        for (driver, dm_op, v2, hypercall, answer) in cases {
+            crate::sys::set_fake_ioctl(Some(driver));
+            assert_eq!(p.has_ioctl(PrivcmdIoctl::DmOp), dm_op);
+            assert_eq!(p.has_ioctl(PrivcmdIoctl::MmapBatchV2), v2);
+            assert_eq!(p.has_ioctl(PrivcmdIoctl::Hypercall), hypercall);
+            p.set_dm_op_path(DmOpPath::Probe);
+            let r = p.dm_op(
+                "dm_op x",
+                DomId::new(3),
+                &[DmOpBuf::from_bytes(&mut header)],
+            );
+            let path = if dm_op {
+                DmOpPath::Ioctl
+            } else {
+                DmOpPath::Hypercall
+            };
+            assert_eq!(p.dm_op_path(), path);
+            assert_eq!(r.map_err(|e| e.errno()), answer);
+        }
+        crate::sys::set_fake_ioctl(None);
+        // The real kernel answers ENOTTY for /dev/null: not a privcmd driver at all.
+        assert!(!p.has_ioctl(PrivcmdIoctl::DmOp));
     }
 
     #[test]

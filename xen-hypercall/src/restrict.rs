@@ -32,8 +32,12 @@ struct Inner {
 /// channels) puts its fd into the [global](RestrictRegistry::global) registry when it is
 /// created, through [`RestrictRegistry::register`], and leaves it when dropped. A device model
 /// opens everything it needs, then calls [`restrict_all`] (the counterpart of
-/// `xentoolcore_restrict_all`) to drop privilege: afterwards each handle can only act on that
-/// domain, so a compromised device model cannot touch other guests.
+/// `xentoolcore_restrict_all`) to drop privilege: afterwards each handle *registered at that
+/// moment* can only act on that domain. That alone does not confine the process: it can still
+/// open new, unrestricted handles, and an fd taken out of its handle (`OwnedFd::from`) has
+/// left the registry. To keep a compromised device model from reaching other guests, call
+/// [`confine`](crate::confine) after `restrict_all`: it stops the process from opening any
+/// file, Xen devices included.
 ///
 /// Soundness of keeping raw fds: the registry stores only the fd *number*, but the fd itself is
 /// owned by the [`RegisteredFd`] it hands back. Dropping a `RegisteredFd` removes the entry
@@ -72,7 +76,11 @@ static GLOBAL: RestrictRegistry = RestrictRegistry::new();
 /// Restricts every registered handle of the process to `domid`; see
 /// [`RestrictRegistry::restrict_all`] on the [global](RestrictRegistry::global) registry.
 ///
-/// Returns how many handles were restricted.
+/// Returns how many handles were restricted. Guarantees exactly this: each handle of the
+/// workspace open and registered now acts on `domid` only, for the rest of its life. Handles
+/// opened afterwards are not restricted, and fds taken out of their handles are not in the
+/// registry: follow with [`confine`](crate::confine) to stop the process from opening new
+/// ones.
 pub fn restrict_all(domid: DomId) -> Result<usize, Error> {
     GLOBAL.restrict_all(domid)
 }
@@ -267,12 +275,14 @@ impl RegisteredFd<'_> {
 }
 
 impl AsFd for RegisteredFd<'_> {
+    #[inline]
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
 
 impl AsRawFd for RegisteredFd<'_> {
+    #[inline]
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -37,6 +37,48 @@ pub(crate) fn open_rdwr_cloexec(path: &CStr) -> Result<OwnedFd, Errno> {
     nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
 }
 
+/// A stand-in for the kernel driver in unit tests: when set, [`ioctl`] and [`ioctl_raw`]
+/// answer with it instead of making the syscall (still counted). Lets the tests play an old
+/// privcmd driver that answers unknown ioctls with `EINVAL`.
+#[cfg(test)]
+pub(crate) type FakeIoctl = fn(c_ulong, *mut c_void) -> Result<c_long, Errno>;
+
+#[cfg(test)]
+thread_local! {
+    static FAKE: core::cell::Cell<Option<FakeIoctl>> = const { core::cell::Cell::new(None) };
+}
+
+/// Installs (or with `None` removes) this thread's [`FakeIoctl`].
+#[cfg(test)]
+#[cfg_attr(miri, allow(dead_code))]
+pub(crate) fn set_fake_ioctl(fake: Option<FakeIoctl>) {
+    FAKE.with(|f| f.set(fake));
+}
+
+/// `ioctl(fd, request, arg)` returning the raw result: `-1` with `errno` set on failure. The
+/// hot-path form: the caller reads `errno` only on its (cold) failure path.
+///
+/// # Safety
+/// As for [`ioctl`].
+#[inline(always)]
+pub(crate) unsafe fn ioctl_raw(fd: BorrowedFd<'_>, request: c_ulong, arg: *mut c_void) -> c_long {
+    count();
+    #[cfg(test)]
+    if let Some(fake) = FAKE.with(|f| f.get()) {
+        return match fake(request, arg) {
+            Ok(r) => r,
+            Err(e) => {
+                e.set();
+                -1
+            }
+        };
+    }
+    // SAFETY: the caller guarantees `arg` is valid for `request`; `fd` is open for the
+    // duration of the call because it is borrowed. Every variadic argument is passed as a
+    // full 64-bit value (`long`, `unsigned long`, pointer), as `syscall()` reads them.
+    unsafe { libc::syscall(libc::SYS_ioctl, c_long::from(fd.as_raw_fd()), request, arg) }
+}
+
 /// `ioctl(fd, request, arg)`, returning the kernel's full `long` result.
 ///
 /// Goes through `syscall(SYS_ioctl)` rather than libc's `ioctl()`, whose `int` return would
@@ -46,16 +88,14 @@ pub(crate) fn open_rdwr_cloexec(path: &CStr) -> Result<OwnedFd, Errno> {
 /// `arg` must be what the driver behind `fd` expects for `request`: for privcmd, a pointer to
 /// the request's struct, every pointer in it valid for the access the kernel and Xen make
 /// during the call.
+#[inline]
 pub(crate) unsafe fn ioctl(
     fd: BorrowedFd<'_>,
     request: c_ulong,
     arg: *mut c_void,
 ) -> Result<c_long, Errno> {
-    count();
-    // SAFETY: the caller guarantees `arg` is valid for `request`; `fd` is open for the
-    // duration of the call because it is borrowed. Every variadic argument is passed as a
-    // full 64-bit value (`long`, `unsigned long`, pointer), as `syscall()` reads them.
-    let ret = unsafe { libc::syscall(libc::SYS_ioctl, c_long::from(fd.as_raw_fd()), request, arg) };
+    // SAFETY: forwarded to the caller.
+    let ret = unsafe { ioctl_raw(fd, request, arg) };
     if ret == -1 {
         Err(Errno::last())
     } else {

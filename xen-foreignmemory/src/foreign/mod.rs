@@ -56,8 +56,9 @@ pub struct ForeignMemory {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum BatchIoctl {
-    /// Not known yet: the first map call tries `IOCTL_PRIVCMD_MMAPBATCH_V2` and falls back
-    /// to the old ioctl if the kernel lacks it (`ENOTTY`), remembering the answer.
+    /// Not known yet: the first map call probes for `IOCTL_PRIVCMD_MMAPBATCH_V2` (reliable
+    /// whether the driver answers unknown ioctls with `ENOTTY` or `EINVAL`) and uses the old
+    /// ioctl if the kernel lacks it, remembering the answer.
     Probe = 0,
     /// `IOCTL_PRIVCMD_MMAPBATCH_V2`: per-frame error codes in a separate array.
     V2 = 1,

@@ -1,7 +1,7 @@
 //! Mapping resources: [`ForeignMemory::resource_size`], [`ForeignMemory::map_resource`],
 //! [`ForeignMemory::map_resource_with`].
 
-use xen_hypercall::DomId;
+use xen_hypercall::{DomId, Errno, PrivcmdIoctl};
 
 use super::{check_domain, sizes, ForeignMemory, MapOptions};
 use crate::{Access, Error, Mapping, Resource, Result};
@@ -29,7 +29,7 @@ impl ForeignMemory {
         let frames = self
             .privcmd
             .resource_size(domid, resource.kind(), resource.id())
-            .map_err(|e| e.with_op(op))?;
+            .map_err(|e| self.resource_error(e.with_op(op)))?;
         resource_size_result(op, domid, frames)
     }
 
@@ -109,8 +109,23 @@ impl ForeignMemory {
                 mapping.base().as_ptr().cast(),
             )
         }
-        .map_err(|e| e.with_op(op))?;
+        .map_err(|e| self.resource_error(e.with_op(op)))?;
         Ok(mapping)
+    }
+}
+
+impl ForeignMemory {
+    /// A failed resource ioctl: `ENOTTY` or `EINVAL` from a driver that does not have
+    /// `IOCTL_PRIVCMD_MMAP_RESOURCE` at all (older drivers answer unknown ioctls with `EINVAL`)
+    /// becomes `ENOTTY`, so [`Error::is_not_supported`] holds on old and new kernels alike.
+    #[cold]
+    fn resource_error(&self, e: xen_hypercall::Error) -> xen_hypercall::Error {
+        let maybe_missing = matches!(e.errno(), Errno::ENOTTY | Errno::EINVAL) && e.is_os();
+        if maybe_missing && !self.privcmd.has_ioctl(PrivcmdIoctl::MmapResource) {
+            xen_hypercall::Error::os(e.op(), e.domain(), Errno::ENOTTY)
+        } else {
+            e
+        }
     }
 }
 
