@@ -56,6 +56,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     publishable()?;
+    // Instructions per hot-path operation (callgrind), each at or under its gate.
+    eprintln!("+ cargo xtask icount --check");
+    crate::icount::run(&["--check".to_string()])?;
     if !no_xen {
         // Last: the tests inside a real Xen machine. If QEMU cannot run, that fails CI.
         eprintln!("+ cargo xtask xen-test");

@@ -3,11 +3,13 @@
 //! - `cargo xtask ci`: every check CI runs (format, clippy, tests, bindings, aarch64, docs, the Xen machine).
 //! - `cargo xtask bindgen [--check]`: regenerate `xen-sys`'s committed bindings (or check them).
 //! - `cargo xtask xen-test [FILTER] [--shell] [--keep] [-v]`: run the workspace's tests on a real Xen in QEMU.
+//! - `cargo xtask icount [--check]`: instructions per hot-path operation, against their goals.
 //! - `cargo xtask demo`: boot Xen and serve an HVM guest's firmware with our Rust device model.
 
 mod bindgen;
 mod ci;
 mod demo;
+mod icount;
 mod payloads;
 mod util;
 mod xen_test;
@@ -22,6 +24,7 @@ fn usage() -> &'static str {
      \x20 bindgen [--check]   regenerate xen-sys bindings (or fail if the committed ones are stale)\n\
      \x20 xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS]\n\
      \x20                     run the workspace's Xen tests inside Xen 4.17 under QEMU\n\
+     \x20 icount [--check]    instructions per hot-path operation (callgrind), against the goals\n\
      \x20 demo [-v] [--timeout SECS]\n\
      \x20                     boot Xen and run the example device model against a SeaBIOS guest\n"
 }
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         "xen-test" => xen_test::run(&rest),
         "demo" => demo::run(&rest),
         "bindgen" => bindgen::run(&rest),
+        "icount" => icount::run(&rest),
         "-h" | "--help" | "help" => {
             print!("{}", usage());
             Ok(())

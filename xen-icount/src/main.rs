@@ -1,0 +1,346 @@
+//! `xen-icount ROW N`: runs one hot-path operation `N` times against a stand-in device that
+//! answers every request with success, for `cargo xtask icount`, which runs this binary under
+//! valgrind's callgrind with two values of `N` and divides the difference of the instruction
+//! counts by the difference of `N`: user-space instructions per operation, set-up excluded.
+//! Instruction counts are deterministic, unlike times on a shared machine.
+//!
+//! The stand-in: a memfd placed at fixed fd numbers (so `mmap` of it works like privcmd's),
+//! and a seccomp filter that answers, for those fds only, `ioctl` with 0, `read` with 4 bytes
+//! (one port; the buffer is left as it was) and `write` with 4 bytes, without running them.
+//! So the success paths run, and only our code and libc are counted.
+//!
+//! The `floor_*` rows are hand-written: fill the same struct, make the same syscalls, nothing
+//! else. Rows: see [`ROWS`].
+
+use std::hint::black_box;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use xen_devicemodel::{BufIoreqMode, DeviceModel, DomId, IoreqServer, IoreqServerId, IsaIrq};
+use xen_evtchn::{EventChannels, Port};
+use xen_foreignmemory::{ForeignMemory, ReadWrite, Resource};
+use xen_hypercall::{DmOpPath, Privcmd};
+
+/// The stand-in memfd; every fd numbered from here up is answered by the filter.
+const STAND_IN_FD: i32 = 900;
+/// The guest the operations name.
+const D: DomId = DomId::new(7);
+/// The stand-in's size: room for the largest mapping.
+const STAND_IN_BYTES: i64 = 1025 * 4096;
+
+/// Every row: its name, for `cargo xtask icount`.
+const ROWS: &[&str] = &[
+    "dm_op_set_isa_irq_level",
+    "dm_op_set_pci_intx_level",
+    "dm_op_inject_msi",
+    "dm_op_map_io_range",
+    "dm_op_track_dirty_vram",
+    "dm_op_modified_memory",
+    "evtchn_notify",
+    "evtchn_pending_unmask",
+    "map_1",
+    "map_64",
+    "map_1024",
+    "map_resource_2",
+    "dm_op_hypercall_fallback",
+    "floor_dm_op",
+    "floor_notify",
+    "floor_pending_unmask",
+    "floor_map",
+];
+
+fn fail(what: &str) -> ! {
+    eprintln!("xen-icount: {what}");
+    std::process::exit(2)
+}
+
+/// Makes fd `STAND_IN_FD` a memfd and installs the answering filter.
+fn stand_in() {
+    // SAFETY: plain syscalls on fds this function owns.
+    unsafe {
+        let m = libc::memfd_create(c"xen-icount".as_ptr(), 0);
+        if m < 0 || libc::ftruncate(m, STAND_IN_BYTES) != 0 || libc::dup2(m, STAND_IN_FD) < 0 {
+            fail("memfd stand-in");
+        }
+        libc::close(m);
+    }
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    let ld = |k| libc::sock_filter {
+        code: (BPF_LD | BPF_W | BPF_ABS) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k, jt, jf| libc::sock_filter {
+        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let ret = |k| libc::sock_filter {
+        code: (BPF_RET | BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // seccomp_data: nr at 0, args[0] (low half) at 16.
+    let jge = |k, jt, jf| libc::sock_filter {
+        code: (BPF_JMP | BPF_JGE | BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let filter = [
+        ld(16),
+        jge(STAND_IN_FD as u32, 0, 3),
+        ld(0),
+        jeq(libc::SYS_ioctl as u32, 0, 1),
+        ret(libc::SECCOMP_RET_ERRNO),
+        ret(libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: a valid filter program, copied by the kernel.
+    let ok = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const prog,
+                0,
+                0,
+            ) == 0
+    };
+    if !ok {
+        fail("seccomp stand-in filter");
+    }
+}
+
+/// A new fd on the stand-in, numbered from `STAND_IN_FD` up.
+fn stand_in_fd() -> OwnedFd {
+    // SAFETY: duplicates our memfd; the new fd is owned by the returned value only.
+    unsafe {
+        let fd = libc::fcntl(STAND_IN_FD, libc::F_DUPFD_CLOEXEC, STAND_IN_FD);
+        if fd < 0 {
+            fail("dup");
+        }
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+/// A FIFO opened read-write, numbered from `STAND_IN_FD` up, holding one port (5).
+fn fifo_fd() -> OwnedFd {
+    let path = std::env::temp_dir().join(format!("xen-icount-{}", std::process::id()));
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    // SAFETY: plain syscalls on a path and fds this function owns.
+    unsafe {
+        if libc::mkfifo(c.as_ptr(), 0o600) != 0 {
+            fail("mkfifo");
+        }
+        let f = libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        libc::unlink(c.as_ptr());
+        let fd = libc::fcntl(f, libc::F_DUPFD_CLOEXEC, STAND_IN_FD + 1);
+        libc::close(f);
+        if f < 0 || fd < 0 || libc::write(fd, (&raw const PORT).cast(), 4) != 4 {
+            fail("fifo stand-in");
+        }
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+/// The port the FIFO stand-in holds.
+static PORT: u32 = 5;
+
+fn privcmd(path: DmOpPath) -> Privcmd {
+    let p = Privcmd::from(stand_in_fd());
+    p.set_dm_op_path(path);
+    p
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(row), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u32>().ok()))
+    else {
+        eprintln!("usage: xen-icount ROW N   (rows: {})", ROWS.join(", "));
+        std::process::exit(2)
+    };
+    stand_in();
+    run(row, n);
+}
+
+fn run(row: &str, n: u32) {
+    match row {
+        "dm_op_set_isa_irq_level"
+        | "dm_op_set_pci_intx_level"
+        | "dm_op_inject_msi"
+        | "dm_op_map_io_range"
+        | "dm_op_track_dirty_vram"
+        | "dm_op_modified_memory"
+        | "dm_op_hypercall_fallback" => {
+            let path = if row == "dm_op_hypercall_fallback" {
+                DmOpPath::Hypercall
+            } else {
+                DmOpPath::Ioctl
+            };
+            let dm = DeviceModel::from_privcmd(Arc::new(privcmd(path)));
+            let srv = IoreqServer::from_id(&dm, D, IoreqServerId::new(1), BufIoreqMode::Atomic);
+            let irq = IsaIrq::new(3).unwrap_or_else(|_| fail("irq"));
+            let pci = xen_devicemodel::Sbdf::new(0, 0, 3, 0).unwrap_or_else(|_| fail("sbdf"));
+            let mut bitmap = [0u64; 2];
+            for i in 0..n {
+                let level = i & 1 == 0;
+                let r = match row {
+                    "dm_op_set_isa_irq_level" | "dm_op_hypercall_fallback" => {
+                        dm.set_isa_irq_level(black_box(D), irq, level)
+                    }
+                    "dm_op_set_pci_intx_level" => {
+                        dm.set_pci_intx_level(black_box(D), pci, xen_devicemodel::IntxPin::A, level)
+                    }
+                    "dm_op_inject_msi" => dm.inject_msi(black_box(D), 0xfee0_0000, 0x41),
+                    "dm_op_map_io_range" => srv.map_port_range(black_box(0x3f8..=0x3ff)),
+                    "dm_op_track_dirty_vram" => {
+                        dm.track_dirty_vram(black_box(D), 0xf0000, 100, &mut bitmap)
+                    }
+                    _ => dm.modified_memory(black_box(D), 0x100, 4),
+                };
+                // valgrind has its own model of Xen hypercalls and answers the dm_op hypercall
+                // (which it does not know) with an error itself: that row runs the error
+                // return too, an overestimate.
+                if r.is_err() && row != "dm_op_hypercall_fallback" {
+                    fail(row);
+                }
+            }
+            std::mem::forget(srv);
+        }
+        "evtchn_notify" | "evtchn_pending_unmask" => {
+            let ch = EventChannels::from_fd(fifo_fd());
+            for _ in 0..n {
+                if row == "evtchn_notify" {
+                    if ch.notify(black_box(Port::new(5))).is_err() {
+                        fail(row);
+                    }
+                } else {
+                    match ch.pending() {
+                        Ok(p) => {
+                            if ch.unmask(p).is_err() {
+                                fail(row);
+                            }
+                        }
+                        Err(_) => fail(row),
+                    }
+                }
+            }
+        }
+        "map_1" | "map_64" | "map_1024" => {
+            let count: usize = row[4..].parse().unwrap_or(1);
+            let fm = ForeignMemory::from_privcmd(privcmd(DmOpPath::Ioctl));
+            let gfns: Vec<u64> = (0x1000..0x1000 + count as u64).collect();
+            for _ in 0..n {
+                match fm.map(black_box(D), &gfns, ReadWrite) {
+                    Ok(m) => drop(black_box(m)),
+                    Err(_) => fail(row),
+                }
+            }
+        }
+        "map_resource_2" => {
+            let fm = ForeignMemory::from_privcmd(privcmd(DmOpPath::Ioctl));
+            for _ in 0..n {
+                match fm.map_resource(
+                    black_box(D),
+                    Resource::IoreqServer { id: 0 },
+                    0,
+                    2,
+                    ReadWrite,
+                ) {
+                    Ok(m) => drop(black_box(m)),
+                    Err(_) => fail(row),
+                }
+            }
+        }
+        "floor_dm_op" => {
+            let mut req = [0u8; 40];
+            for _ in 0..n {
+                req[0] = 5;
+                let mut buf = xen_sys::privcmd::privcmd_dm_op_buf {
+                    uptr: req.as_mut_ptr().cast(),
+                    size: req.len(),
+                };
+                let mut op = xen_sys::privcmd::privcmd_dm_op {
+                    dom: black_box(D.get()),
+                    num: 1,
+                    ubufs: &mut buf,
+                };
+                // SAFETY: the stand-in answers without reading.
+                let r = unsafe {
+                    libc::ioctl(
+                        STAND_IN_FD,
+                        xen_sys::privcmd::IOCTL_PRIVCMD_DM_OP as _,
+                        &mut op,
+                    )
+                };
+                black_box(r);
+            }
+        }
+        "floor_notify" => {
+            for _ in 0..n {
+                let mut arg = xen_sys::evtchn::ioctl_evtchn_notify { port: black_box(5) };
+                // SAFETY: as above.
+                let r = unsafe {
+                    libc::ioctl(
+                        STAND_IN_FD,
+                        xen_sys::evtchn::IOCTL_EVTCHN_NOTIFY as _,
+                        &mut arg,
+                    )
+                };
+                black_box(r);
+            }
+        }
+        "floor_pending_unmask" => {
+            let fifo = fifo_fd();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&fifo);
+            for _ in 0..n {
+                let mut port = 0u32;
+                // SAFETY: reads/writes 4 bytes of a local.
+                unsafe {
+                    if libc::read(fd, (&raw mut port).cast(), 4) != 4 {
+                        fail(row);
+                    }
+                    libc::write(fd, (&raw const port).cast(), 4);
+                }
+            }
+        }
+        "floor_map" => {
+            let gfn = [0x1000u64];
+            let mut err = [0i32];
+            for _ in 0..n {
+                // SAFETY: a fresh shared mapping of the stand-in, unmapped again.
+                unsafe {
+                    let p = libc::mmap(
+                        core::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        STAND_IN_FD,
+                        0,
+                    );
+                    let mut req = xen_sys::privcmd::privcmd_mmapbatch_v2 {
+                        num: 1,
+                        dom: black_box(D.get()),
+                        addr: p as u64,
+                        arr: gfn.as_ptr(),
+                        err: err.as_mut_ptr(),
+                    };
+                    libc::ioctl(
+                        STAND_IN_FD,
+                        xen_sys::privcmd::IOCTL_PRIVCMD_MMAPBATCH_V2 as _,
+                        &mut req,
+                    );
+                    libc::munmap(p, 4096);
+                }
+            }
+        }
+        _ => fail("unknown row"),
+    }
+}
