@@ -150,6 +150,7 @@ impl DeviceModel {
     }
 
     /// The underlying privcmd handle.
+    #[inline]
     pub fn privcmd(&self) -> &Arc<Privcmd> {
         &self.xen
     }

@@ -58,6 +58,7 @@ impl DeviceModel {
         self.track_dirty_vram_unchecked(dom, first_pfn, nr, bitmap)
     }
 
+    #[inline]
     pub(crate) fn track_dirty_vram_unchecked(
         &self,
         dom: DomId,
@@ -77,7 +78,7 @@ impl DeviceModel {
         let mut req = Self::request(XEN_DMOP_track_dirty_vram);
         req.u.track_dirty_vram.nr = nr;
         req.u.track_dirty_vram.first_pfn = first_pfn;
-        let dom = dom.require_domain(OP)?;
+        // `dm_op` refuses reserved domain ids before the syscall.
         self.privcmd().dm_op(
             OP,
             dom,
@@ -140,6 +141,7 @@ impl DeviceModel {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn modified_memory_call(
         &self,
         op: &'static str,

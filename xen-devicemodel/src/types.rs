@@ -279,31 +279,36 @@ pub enum IoreqMemAccess {
 /// The interval of frames `first ..= first + count - 1`, checked: `count >= 1`, fits Xen's
 /// 32-bit counts, no overflow.
 #[cfg(feature = "hvm")]
+#[inline]
 pub(crate) fn check_frames(
     op: &'static str,
     dom: crate::DomId,
     first: u64,
     count: u64,
 ) -> Result<u32, Error> {
-    if count == 0 {
-        return Err(Error::InvalidArgument {
-            op,
-            domain: Some(dom),
-            reason: "needs at least one frame",
-        });
+    match u32::try_from(count) {
+        Ok(n) if n != 0 && first.checked_add(count - 1).is_some() => Ok(n),
+        _ => Err(frames_refused(op, dom, first, count)),
     }
-    if first.checked_add(count - 1).is_none() {
-        return Err(Error::InvalidArgument {
-            op,
-            domain: Some(dom),
-            reason: "frame range overflows",
-        });
-    }
-    u32::try_from(count).map_err(|_| Error::InvalidArgument {
+}
+
+/// Why [`check_frames`] refused.
+#[cfg(feature = "hvm")]
+#[cold]
+#[inline(never)]
+fn frames_refused(op: &'static str, dom: crate::DomId, first: u64, count: u64) -> Error {
+    let reason = if count == 0 {
+        "needs at least one frame"
+    } else if first.checked_add(count - 1).is_none() {
+        "frame range overflows"
+    } else {
+        "more than 2^32-1 frames in one range"
+    };
+    Error::InvalidArgument {
         op,
         domain: Some(dom),
-        reason: "more than 2^32-1 frames in one range",
-    })
+        reason,
+    }
 }
 
 #[cfg(test)]

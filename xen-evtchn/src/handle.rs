@@ -307,14 +307,34 @@ impl EventChannels {
     /// ch.notify(port.port().get())?; // a plain u32 works too
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
+    #[inline]
     pub fn notify(&self, port: impl Into<Port>) -> Result<(), Error> {
         const OP: &str = "evtchn notify";
-        let port = port.into().require_valid(OP)?;
+        let port = port.into();
+        if !port.is_valid() {
+            return Err(invalid_port(OP));
+        }
         let arg = ioctl_evtchn_notify { port: port.get() };
         // SAFETY: the argument type of IOCTL_EVTCHN_NOTIFY, alive for the call.
-        unsafe { sys::ioctl(self.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) }
-            .map_err(|e| Error::os(OP, None, e))?;
+        let r = unsafe { sys::ioctl_once(self.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) };
+        if r < 0 {
+            return self.notify_failed(port);
+        }
         Ok(())
+    }
+
+    /// A failed notify: retried on `EINTR`, otherwise the error.
+    #[cold]
+    #[inline(never)]
+    fn notify_failed(&self, port: Port) -> Result<(), Error> {
+        let arg = ioctl_evtchn_notify { port: port.get() };
+        match Errno::last() {
+            // SAFETY: as in `notify`.
+            Errno::EINTR => unsafe { sys::ioctl(self.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) }
+                .map(drop)
+                .map_err(|e| Error::os("evtchn notify", None, e)),
+            e => Err(Error::os("evtchn notify", None, e)),
+        }
     }
 
     /// Waits for the next pending port and returns it (`xenevtchn_pending`). The port stays
@@ -334,7 +354,21 @@ impl EventChannels {
     /// }
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
+    #[inline]
     pub fn pending(&self) -> Result<Port, Error> {
+        // The common case in one `read` of one port: a blocking handle waits in the read
+        // itself, and on a non-blocking one a pending port is simply there. Everything else
+        // (nothing there yet, EINTR, end of file, errors) takes the general path.
+        let mut one = [Port::new(0)];
+        if sys::read_one(self.fd.as_fd(), &mut one[0]) {
+            return Ok(one[0]);
+        }
+        self.pending_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pending_slow(&self) -> Result<Port, Error> {
         let mut one = [Port::new(0)];
         self.read(&mut one, Wait::Forever)?;
         Ok(one[0])
@@ -489,8 +523,19 @@ impl EventChannels {
     /// ch.unmask(p)?;
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
+    #[inline]
     pub fn unmask(&self, port: impl Into<Port>) -> Result<(), Error> {
-        self.unmask_many(&[port.into()])
+        let ports = [port.into()];
+        if sys::write_one(self.fd.as_fd(), &ports[0]) {
+            return Ok(());
+        }
+        self.unmask_slow(&ports)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unmask_slow(&self, ports: &[Port]) -> Result<(), Error> {
+        self.unmask_many(ports)
     }
 
     /// Unmasks all of `ports`, 1024 per `write` (one write for what one
@@ -562,6 +607,16 @@ impl EventChannels {
     /// ```
     pub fn restricted_to(&self) -> Option<DomId> {
         self.fd.restricted_to()
+    }
+}
+
+/// The refusal of a port number that cannot name a port.
+#[cold]
+fn invalid_port(op: &'static str) -> Error {
+    Error::InvalidArgument {
+        op,
+        domain: None,
+        reason: "not an event-channel port number (0 is reserved; ports are below 2^17)",
     }
 }
 

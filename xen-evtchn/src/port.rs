@@ -53,6 +53,7 @@ impl Port {
     /// ```
     /// assert_eq!(xen_evtchn::Port::new(3).get(), 3);
     /// ```
+    #[inline]
     pub const fn get(self) -> u32 {
         self.0
     }
@@ -66,6 +67,7 @@ impl Port {
     /// assert!(!Port::new(0).is_valid());
     /// assert!(!Port::new(Port::LIMIT).is_valid());
     /// ```
+    #[inline]
     pub const fn is_valid(self) -> bool {
         self.0 != 0 && self.0 < Self::LIMIT
     }
@@ -248,6 +250,7 @@ impl Virq {
     /// ```
     /// assert_eq!(xen_evtchn::Virq::CON_RING.get(), 8);
     /// ```
+    #[inline]
     pub const fn get(self) -> u32 {
         self.0
     }

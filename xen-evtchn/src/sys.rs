@@ -52,6 +52,50 @@ pub(crate) unsafe fn ioctl<T>(
     retry_eintr(|| unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) })
 }
 
+/// One `ioctl` attempt: the raw result (`-1` with `errno` set on failure), for hot paths that
+/// handle failure (and `EINTR`) out of line.
+///
+/// # Safety
+/// As for [`ioctl`].
+#[inline(always)]
+pub(crate) unsafe fn ioctl_once<T>(
+    fd: BorrowedFd<'_>,
+    request: u32,
+    arg: *const T,
+) -> libc::c_long {
+    // SAFETY: the fd is open (borrowed); `arg` is valid for `request` (our contract). Through
+    // `syscall()`, which is a shorter path in glibc than its `ioctl()` wrapper; every
+    // argument is passed as a full 64-bit value.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioctl,
+            libc::c_long::from(fd.as_raw_fd()),
+            libc::c_ulong::from(request),
+            arg,
+        )
+    }
+}
+
+/// One `read` of exactly one port into `port`: `true` when it came; `false` for anything
+/// else (nothing there, `EINTR`, end of file, an error), which the caller redoes on its
+/// general path. `port` is left unspecified on `false`.
+#[inline(always)]
+pub(crate) fn read_one(fd: BorrowedFd<'_>, port: &mut Port) -> bool {
+    // SAFETY: `port` is valid for writes of 4 bytes; `Port` is a transparent `u32`, valid for
+    // every bit pattern.
+    let r = unsafe { libc::read(fd.as_raw_fd(), (port as *mut Port).cast(), 4) };
+    r == 4
+}
+
+/// One `write` of exactly one port: `true` when the kernel took it; `false` otherwise (the
+/// caller redoes it on its general path, which reports errors).
+#[inline(always)]
+pub(crate) fn write_one(fd: BorrowedFd<'_>, port: &Port) -> bool {
+    // SAFETY: `port` is valid for reads of 4 bytes.
+    let r = unsafe { libc::write(fd.as_raw_fd(), (port as *const Port).cast(), 4) };
+    r == 4
+}
+
 /// One `read` of at most `buf.len()` (and at most a page of) ports; returns how many came.
 /// `EAGAIN` (non-blocking, nothing pending) is returned as an error.
 pub(crate) fn read_ports(fd: BorrowedFd<'_>, buf: &mut [Port]) -> Result<usize, Errno> {

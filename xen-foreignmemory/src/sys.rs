@@ -29,6 +29,7 @@ fn count() {
 }
 
 /// The kernel's page size (cached; glibc answers from the auxiliary vector, no syscall).
+#[inline]
 pub(crate) fn page_size() -> usize {
     static PAGE: AtomicUsize = AtomicUsize::new(0);
     match PAGE.load(Ordering::Relaxed) {
@@ -62,6 +63,7 @@ pub(crate) enum Where {
 ///
 /// # Safety
 /// With [`Where::Replace`], the caller guarantees nothing in the program uses the range.
+#[inline]
 pub(crate) unsafe fn mmap_privcmd(
     fd: BorrowedFd<'_>,
     at: Where,

@@ -3,7 +3,7 @@
 use core::ffi::{c_int, c_void};
 use core::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 
@@ -29,6 +29,9 @@ pub struct Privcmd {
     fd: RegisteredFd<'static>,
     buffers: BufferPool,
     dm_op_path: AtomicU8,
+    /// `dm_op_limits.max_bufs` while the path is [`DmOpPath::Ioctl`], else 0: one comparison
+    /// on the fast path checks both the buffer count and the path.
+    dm_op_fast_bufs: AtomicUsize,
     dm_op_limits: DmOpLimits,
 }
 
@@ -76,6 +79,21 @@ pub fn restrict_privcmd_fd(fd: BorrowedFd<'_>, domid: DomId) -> Result<(), Error
         .map_err(|e| Error::os("privcmd restrict", Some(domid), e))
 }
 
+/// The refusal of a frame list `mmapbatch_v2` cannot take.
+#[cold]
+#[inline(never)]
+fn mmapbatch_refused(op: &'static str, domid: DomId, frames: usize) -> Error {
+    Error::InvalidArgument {
+        op,
+        domain: Some(domid),
+        reason: if frames > u32::MAX as usize {
+            "too many frames"
+        } else {
+            "needs as many error slots as frames, and at least one frame"
+        },
+    }
+}
+
 /// A friendly name of a hypercall number, for error messages.
 pub(crate) fn hypercall_name(op: u64) -> &'static str {
     match op {
@@ -114,6 +132,7 @@ impl Privcmd {
             fd: RestrictRegistry::global().register(KIND, fd, restrict_privcmd_fd),
             buffers: BufferPool::new(),
             dm_op_path: AtomicU8::new(DmOpPath::Probe as u8),
+            dm_op_fast_bufs: AtomicUsize::new(0),
             dm_op_limits,
         }
     }
@@ -177,6 +196,11 @@ impl Privcmd {
     /// probe. For tests, benchmarks with stand-in devices, and callers who know their kernel.
     pub fn set_dm_op_path(&self, path: DmOpPath) {
         self.dm_op_path.store(path as u8, Ordering::Relaxed);
+        let fast = match path {
+            DmOpPath::Ioctl => self.dm_op_limits.max_bufs,
+            _ => 0,
+        };
+        self.dm_op_fast_bufs.store(fast, Ordering::Relaxed);
     }
 
     /// Issues a device-model operation on `domid` with `bufs` (the first holds the
@@ -195,11 +219,16 @@ impl Privcmd {
     /// HVM/PVH); after [`Privcmd::restrict`], the kernel answers `EPERM` for other domains.
     #[inline]
     pub fn dm_op(&self, op: &'static str, domid: DomId, bufs: &[DmOpBuf<'_>]) -> Result<(), Error> {
-        if !domid.is_domain() || !self.dm_op_limits.fits(bufs) {
-            return self.dm_op_refused(op, domid, bufs);
+        // One pass for the common case: a real domain, the ioctl path, 1..=max_bufs buffers
+        // (`dm_op_fast_bufs` is 0 on the other paths), each within the size limit.
+        let mut fast = domid.is_domain()
+            & !bufs.is_empty()
+            & (bufs.len() <= self.dm_op_fast_bufs.load(Ordering::Relaxed));
+        for b in bufs {
+            fast &= b.len() <= self.dm_op_limits.max_buf_size;
         }
-        if self.dm_op_path.load(Ordering::Relaxed) != DmOpPath::Ioctl as u8 {
-            return self.dm_op_other_path(op, domid, bufs);
+        if !fast {
+            return self.dm_op_slow(op, domid, bufs);
         }
         let mut req = abi::privcmd_dm_op {
             dom: domid.get(),
@@ -218,33 +247,23 @@ impl Privcmd {
             )
         };
         if r < 0 {
-            return Err(Error::last_os_error(op, Some(domid)));
+            return Err(Error::os(op, Some(domid), sys::errno_of(r)));
         }
         Ok(())
     }
 
-    /// The typed refusal of a dm_op's arguments (reserved domain, buffer limits).
+    /// Everything but the fast path: the typed refusals (reserved domain, buffer limits),
+    /// then the probe or the hypercall path.
     #[cold]
     #[inline(never)]
-    fn dm_op_refused(
+    fn dm_op_slow(
         &self,
         op: &'static str,
         domid: DomId,
         bufs: &[DmOpBuf<'_>],
     ) -> Result<(), Error> {
         domid.require_domain(op)?;
-        self.dm_op_limits.check(op, domid, bufs)
-    }
-
-    /// A dm_op before the probe or on the hypercall path.
-    #[cold]
-    #[inline(never)]
-    fn dm_op_other_path(
-        &self,
-        op: &'static str,
-        domid: DomId,
-        bufs: &[DmOpBuf<'_>],
-    ) -> Result<(), Error> {
+        self.dm_op_limits.check(op, domid, bufs)?;
         if self.dm_op_path() == DmOpPath::Probe {
             let path = if self.has_ioctl(PrivcmdIoctl::DmOp) {
                 DmOpPath::Ioctl
@@ -352,6 +371,7 @@ impl Privcmd {
     /// [`AsFd`]) that is exactly `gfns.len()` pages long, or lie within such a mapping whose
     /// earlier map attempt left holes (the retry case); the mapping's previous contents are
     /// replaced by guest memory, so nothing may hold references into it.
+    #[inline]
     pub unsafe fn mmapbatch_v2(
         &self,
         domid: DomId,
@@ -360,21 +380,11 @@ impl Privcmd {
         errs: &mut [c_int],
     ) -> Result<(), Error> {
         const OP: &str = "privcmd mmapbatch_v2";
-        let domain = Some(domid);
-        if gfns.is_empty() || gfns.len() != errs.len() {
-            return Err(Error::InvalidArgument {
-                op: OP,
-                domain,
-                reason: "needs as many error slots as frames, and at least one frame",
-            });
+        if gfns.is_empty() || gfns.len() != errs.len() || gfns.len() > u32::MAX as usize {
+            return Err(mmapbatch_refused(OP, domid, gfns.len()));
         }
-        let num = u32::try_from(gfns.len()).map_err(|_| Error::InvalidArgument {
-            op: OP,
-            domain,
-            reason: "too many frames",
-        })?;
         let mut req = abi::privcmd_mmapbatch_v2 {
-            num,
+            num: gfns.len() as u32,
             dom: domid.get(),
             addr: addr as u64,
             arr: gfns.as_ptr().cast(),
@@ -382,15 +392,17 @@ impl Privcmd {
         };
         // SAFETY: `req` is live; `arr` and `err` point to `num` readable / writable elements;
         // the caller vouches for `addr`.
-        unsafe {
-            sys::ioctl(
+        let r = unsafe {
+            sys::ioctl_raw(
                 self.fd.as_fd(),
                 abi::IOCTL_PRIVCMD_MMAPBATCH_V2,
                 (&raw mut req).cast(),
             )
+        };
+        if r < 0 {
+            return Err(Error::os(OP, Some(domid), sys::errno_of(r)));
         }
-        .map(drop)
-        .map_err(|e| Error::os(OP, domain, e))
+        Ok(())
     }
 
     /// `IOCTL_PRIVCMD_MMAPBATCH`, the old form of [`Privcmd::mmapbatch_v2`] for kernels without

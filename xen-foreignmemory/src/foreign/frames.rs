@@ -16,31 +16,72 @@ use crate::{Access, Error, FrameError, Mapping, Result, PAGE_SIZE};
 
 const MAP_OP: &str = "foreignmemory map";
 
-/// The per-frame error array: on the stack for small batches, on the heap beyond.
-// Deliberately large: it lives on the stack for one call, to spare small batches an allocation.
-#[allow(clippy::large_enum_variant)]
-enum ErrBuf {
+/// The per-frame error array: on the stack up to [`ErrBuf::INLINE`] frames (32 bytes to
+/// clear), beyond that the handle's kept array (already zero: no allocation, no
+/// clearing), or a fresh one when another thread holds it or the map is very large.
+enum ErrBuf<'a> {
     Inline([c_int; ErrBuf::INLINE], usize),
+    Kept(std::sync::MutexGuard<'a, Vec<c_int>>, usize),
     Heap(Vec<c_int>),
 }
 
-impl ErrBuf {
-    const INLINE: usize = 64;
+impl<'a> ErrBuf<'a> {
+    const INLINE: usize = 8;
+    /// The most frames the kept array grows to (256 KiB).
+    const KEPT_MAX: usize = 65536;
 
-    fn new(n: usize) -> ErrBuf {
+    #[inline(always)]
+    fn new(kept: &'a std::sync::Mutex<Vec<c_int>>, n: usize) -> ErrBuf<'a> {
         if n <= Self::INLINE {
-            ErrBuf::Inline([0; Self::INLINE], n)
-        } else {
-            ErrBuf::Heap(vec![0; n])
+            return ErrBuf::Inline([0; Self::INLINE], n);
         }
+        Self::large(kept, n)
     }
 
+    #[inline]
+    fn large(kept: &'a std::sync::Mutex<Vec<c_int>>, n: usize) -> ErrBuf<'a> {
+        if n <= Self::KEPT_MAX {
+            if let Ok(mut v) = kept.try_lock() {
+                if v.len() < n {
+                    v.resize(n, 0);
+                }
+                return ErrBuf::Kept(v, n);
+            }
+        }
+        ErrBuf::Heap(vec![0; n])
+    }
+
+    #[inline(always)]
     fn as_mut(&mut self) -> &mut [c_int] {
         match self {
             ErrBuf::Inline(a, n) => &mut a[..*n],
+            ErrBuf::Kept(v, n) => &mut v[..*n],
             ErrBuf::Heap(v) => v,
         }
     }
+}
+
+/// `true` if any frame failed: an OR over all outcomes, which compiles to wide vector
+/// operations (the success path reads each outcome once and branches once).
+#[inline(always)]
+fn any_failed(errs: &[c_int]) -> bool {
+    if errs.len() < 32 {
+        return errs.iter().fold(0, |a, &e| a | e) != 0;
+    }
+    // Blocks of 32 outcomes into 32 lanes (eight vector registers), then the rest.
+    let mut lanes = [0 as c_int; 32];
+    let blocks = errs.chunks_exact(32);
+    let rest = blocks.remainder();
+    for block in blocks {
+        for (l, &e) in lanes.iter_mut().zip(block) {
+            *l |= e;
+        }
+    }
+    let mut acc = lanes.iter().fold(0, |a, &l| a | l);
+    for &e in rest {
+        acc |= e;
+    }
+    acc != 0
 }
 
 const ENOENT: c_int = -(Errno::ENOENT as c_int);
@@ -121,14 +162,40 @@ impl ForeignMemory {
         let (len, vma_len) = sizes(MAP_OP, domid, gfns.len() as u64)?;
         let at = opts.placement(MAP_OP, domid)?;
         let mapping = self.mmap::<A>(MAP_OP, domid, at, len, vma_len)?;
-        let mut errs = ErrBuf::new(gfns.len());
+        let mut errs = ErrBuf::new(&self.errs, gfns.len());
         let errs = errs.as_mut();
-        self.batch(domid, mapping.base(), gfns, errs, opts.retry_policy())?;
-        finish(mapping, domid, gfns, errs, opts.failure)
+        // SAFETY: `mapping` is a whole, empty privcmd mapping of exactly gfns.len() pages,
+        // referenced by nothing yet.
+        let r = unsafe { self.batch_once(domid, mapping.base().as_ptr(), gfns, errs) };
+        if r.is_ok() && !any_failed(errs) {
+            return Ok(mapping);
+        }
+        self.map_failures(r, mapping, domid, gfns, errs, opts)
     }
 
-    /// Maps `gfns` at `base` (a fresh privcmd mapping), then retries the paged-out frames.
-    fn batch(
+    /// Some frames failed: retry the paged-out ones, then apply the failure policy.
+    #[cold]
+    #[inline(never)]
+    fn map_failures<A: Access>(
+        &self,
+        first: Result<()>,
+        mapping: Mapping<A>,
+        domid: DomId,
+        gfns: &[u64],
+        errs: &mut [c_int],
+        opts: &MapOptions,
+    ) -> Result<Mapping<A>> {
+        let result = first
+            .and_then(|()| self.retry(domid, mapping.base(), gfns, errs, opts.retry_policy()))
+            .and_then(|()| finish(mapping, domid, gfns, errs, opts.failure));
+        // The kept array goes back all zero.
+        errs.fill(0);
+        result
+    }
+
+    /// Retries the paged-out frames of a map at `base` (a privcmd mapping of gfns.len()
+    /// pages, filled by one attempt).
+    fn retry(
         &self,
         domid: DomId,
         base: NonNull<u8>,
@@ -136,9 +203,6 @@ impl ForeignMemory {
         errs: &mut [c_int],
         retry: RetryPolicy,
     ) -> Result<()> {
-        // SAFETY: `base` is a whole, empty privcmd mapping of exactly gfns.len() pages,
-        // referenced by nothing yet.
-        unsafe { self.batch_once(domid, base.as_ptr(), gfns, errs)? };
         if sys::page_size() != PAGE_SIZE {
             // With kernel pages larger than Xen's, a run of frames may start inside a kernel
             // page whose other frames mapped, which the kernel cannot refill: no retries.
@@ -167,6 +231,7 @@ impl ForeignMemory {
     /// # Safety
     /// `addr` is a whole, empty privcmd mapping of this handle exactly `gfns.len()` pages
     /// long, or a hole of one left by an earlier call; nothing references it.
+    #[inline]
     unsafe fn batch_once(
         &self,
         domid: DomId,
@@ -174,13 +239,9 @@ impl ForeignMemory {
         gfns: &[u64],
         errs: &mut [c_int],
     ) -> Result<()> {
-        let mut which = self.batch_ioctl();
-        if which == BatchIoctl::Probe {
-            which = self.probe_batch_ioctl();
-        }
-        if which == BatchIoctl::V1 {
+        if self.batch_ioctl() != BatchIoctl::V2 {
             // SAFETY: forwarded from our caller.
-            return unsafe { self.batch_v1(domid, addr, gfns, errs) };
+            return unsafe { self.batch_other(domid, addr, gfns, errs) };
         }
         // SAFETY: forwarded from our caller.
         let r = unsafe {
@@ -189,9 +250,33 @@ impl ForeignMemory {
         };
         match r {
             Ok(()) => Ok(()),
-            // ENOENT as a whole means "some frames are paged out": they are marked.
-            Err(e) if e.errno() == Errno::ENOENT => Ok(()),
-            Err(e) => Err(e.with_op(MAP_OP).into()),
+            Err(e) => v2_failed(e),
+        }
+    }
+
+    /// [`batch_once`](Self::batch_once) before the probe, or with the old ioctl.
+    ///
+    /// # Safety
+    /// As for `batch_once`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn batch_other(
+        &self,
+        domid: DomId,
+        addr: *mut u8,
+        gfns: &[u64],
+        errs: &mut [c_int],
+    ) -> Result<()> {
+        let which = match self.batch_ioctl() {
+            BatchIoctl::Probe => self.probe_batch_ioctl(),
+            which => which,
+        };
+        if which == BatchIoctl::V1 {
+            // SAFETY: forwarded from our caller.
+            unsafe { self.batch_v1(domid, addr, gfns, errs) }
+        } else {
+            // SAFETY: forwarded from our caller; the path is now V2, so no recursion here.
+            unsafe { self.batch_once(domid, addr, gfns, errs) }
         }
     }
 
@@ -232,6 +317,18 @@ impl ForeignMemory {
             *err = v1_outcome(asked, now);
         }
         Ok(())
+    }
+}
+
+/// A failed `MMAPBATCH_V2`: `ENOENT` as a whole means "some frames are paged out" (they
+/// are marked, the call goes on); anything else fails the call.
+#[cold]
+#[inline(never)]
+fn v2_failed(e: xen_hypercall::Error) -> Result<()> {
+    if e.errno() == Errno::ENOENT {
+        Ok(())
+    } else {
+        Err(e.with_op(MAP_OP).into())
     }
 }
 
@@ -421,10 +518,37 @@ mod tests {
     }
 
     #[test]
-    fn error_buffer_is_inline_for_small_batches() {
-        assert!(matches!(ErrBuf::new(64), ErrBuf::Inline(..)));
-        assert_eq!(ErrBuf::new(64).as_mut().len(), 64);
-        assert!(matches!(ErrBuf::new(65), ErrBuf::Heap(_)));
-        assert_eq!(ErrBuf::new(1000).as_mut().len(), 1000);
+    fn error_buffer_is_inline_then_kept_then_fresh() {
+        let kept = std::sync::Mutex::new(Vec::new());
+        assert!(matches!(ErrBuf::new(&kept, 8), ErrBuf::Inline(..)));
+        assert_eq!(ErrBuf::new(&kept, 8).as_mut(), &[0; 8]);
+        {
+            let mut b = ErrBuf::new(&kept, 1000);
+            assert!(matches!(b, ErrBuf::Kept(..)));
+            assert_eq!(b.as_mut().len(), 1000);
+            // Held by this call: another one gets a fresh array.
+            assert!(matches!(ErrBuf::new(&kept, 9), ErrBuf::Heap(_)));
+        }
+        // Kept again (its capacity already there: no allocation), sized per call.
+        let cap = kept.lock().unwrap().capacity();
+        let mut b = ErrBuf::new(&kept, 9);
+        assert!(matches!(b, ErrBuf::Kept(..)));
+        assert_eq!(b.as_mut(), &[0; 9]);
+        drop(b);
+        assert_eq!(kept.lock().unwrap().capacity(), cap);
+        assert!(matches!(ErrBuf::new(&kept, ErrBuf::KEPT_MAX + 1), ErrBuf::Heap(_)));
+    }
+
+    #[test]
+    fn any_failed_sees_every_position() {
+        for n in [1, 7, 31, 32, 33, 64, 1000] {
+            let mut errs = vec![0; n];
+            assert!(!any_failed(&errs));
+            for i in 0..n {
+                errs[i] = ENOENT;
+                assert!(any_failed(&errs), "{n} {i}");
+                errs[i] = 0;
+            }
+        }
     }
 }

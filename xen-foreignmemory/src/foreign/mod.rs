@@ -45,6 +45,10 @@ mod resource;
 pub struct ForeignMemory {
     privcmd: Privcmd,
     batch: AtomicU8,
+    /// The per-frame outcome array of large maps, kept between calls: all zero whenever it is
+    /// not in use (the kernel writes zeros for frames that mapped, and a call that saw
+    /// failures zeroes it again), so a large map neither allocates nor clears it.
+    errs: std::sync::Mutex<Vec<core::ffi::c_int>>,
 }
 
 /// Which ioctl maps frames by number.
@@ -309,6 +313,7 @@ impl MapOptions {
     }
 
     /// The requested address, checked for alignment.
+    #[inline]
     fn placement(&self, op: &'static str, domid: DomId) -> Result<Where> {
         let (addr, at) = match self.placement {
             Placement::Anywhere => return Ok(Where::Hint(0)),
@@ -332,6 +337,7 @@ impl MapOptions {
 
 /// Refuses ids that can never name another domain's memory. `DOMID_SELF` in particular would
 /// let Xen map this domain's own frames, aliasing memory the program uses.
+#[inline]
 fn check_domain(op: &'static str, domid: DomId) -> Result<()> {
     if domid.is_domain() || domid == DomId::XEN || domid == DomId::IO {
         Ok(())
@@ -345,25 +351,35 @@ fn check_domain(op: &'static str, domid: DomId) -> Result<()> {
 }
 
 /// Bytes of `count` Xen pages, and of the kernel mapping holding them.
+#[inline]
 fn sizes(op: &'static str, domid: DomId, count: u64) -> Result<(usize, usize)> {
-    const REASON: &str = "the byte size of this many frames overflows";
-    if count == 0 {
-        return Err(Error::invalid(op, Some(domid), "needs at least one frame"));
+    // The kernel counts frames in an int (old ioctl) and pages in a long: stay below both
+    // (which also keeps the byte size far from overflowing).
+    if count == 0 || count > i32::MAX as u64 {
+        return Err(sizes_refused(op, domid, count));
     }
-    // The kernel counts frames in an int (old ioctl) and pages in a long: stay below both.
-    if count > i32::MAX as u64 {
-        return Err(Error::invalid(op, Some(domid), REASON));
-    }
-    let len = usize::try_from(count)
-        .ok()
-        .and_then(|c| c.checked_mul(PAGE_SIZE))
-        .filter(|&l| l <= isize::MAX as usize)
-        .ok_or(Error::invalid(op, Some(domid), REASON))?;
+    let Some(len) = (count as usize).checked_mul(PAGE_SIZE) else {
+        return Err(sizes_refused(op, domid, count));
+    };
     let page = sys::page_size();
-    let vma_len =
-        len.checked_next_multiple_of(page)
-            .ok_or(Error::invalid(op, Some(domid), REASON))?;
+    // Kernel pages are powers of two of at least PAGE_SIZE: round up without overflow, as
+    // `len` is at most 2^43 here.
+    let vma_len = (len + page - 1) & !(page - 1);
     Ok((len, vma_len))
+}
+
+#[cold]
+#[inline(never)]
+fn sizes_refused(op: &'static str, domid: DomId, count: u64) -> Error {
+    if count == 0 {
+        Error::invalid(op, Some(domid), "needs at least one frame")
+    } else {
+        Error::invalid(
+            op,
+            Some(domid),
+            "the byte size of this many frames overflows",
+        )
+    }
 }
 
 impl ForeignMemory {
@@ -390,6 +406,7 @@ impl ForeignMemory {
         ForeignMemory {
             privcmd,
             batch: AtomicU8::new(BatchIoctl::Probe as u8),
+            errs: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -454,6 +471,7 @@ impl ForeignMemory {
     /// assert_eq!(fm.batch_ioctl(), BatchIoctl::V2); // on any kernel since 3.x
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
+    #[inline]
     pub fn batch_ioctl(&self) -> BatchIoctl {
         BatchIoctl::from_u8(self.batch.load(Ordering::Relaxed))
     }
@@ -471,6 +489,7 @@ impl ForeignMemory {
     }
 
     /// Makes the empty privcmd mapping the map calls fill; unmapped again if they fail.
+    #[inline]
     fn mmap<A: Access>(
         &self,
         op: &'static str,
