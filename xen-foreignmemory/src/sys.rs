@@ -31,20 +31,27 @@ fn count() {
 /// The kernel's page size (cached; glibc answers from the auxiliary vector, no syscall).
 #[inline]
 pub(crate) fn page_size() -> usize {
-    static PAGE: AtomicUsize = AtomicUsize::new(0);
     match PAGE.load(Ordering::Relaxed) {
-        0 => {
-            // SAFETY: sysconf has no memory-safety preconditions.
-            let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-            let size = usize::try_from(raw)
-                .ok()
-                .filter(|s| s.is_power_of_two() && *s >= crate::PAGE_SIZE)
-                .unwrap_or(crate::PAGE_SIZE);
-            PAGE.store(size, Ordering::Relaxed);
-            size
-        }
+        0 => first_page_size(),
         size => size,
     }
+}
+
+/// The cached page size of [`page_size`].
+static PAGE: AtomicUsize = AtomicUsize::new(0);
+
+/// Asks for the page size once (out of line: it keeps the map paths' registers free).
+#[cold]
+#[inline(never)]
+fn first_page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = usize::try_from(raw)
+        .ok()
+        .filter(|s| s.is_power_of_two() && *s >= crate::PAGE_SIZE)
+        .unwrap_or(crate::PAGE_SIZE);
+    PAGE.store(size, Ordering::Relaxed);
+    size
 }
 
 /// Where `mmap` may put a mapping.

@@ -226,8 +226,8 @@ pub enum BufferSource {
 ///
 /// Pages come from `/dev/xen/hypercall` (opened on first use), or locked anonymous memory when
 /// that device does not exist ([`BufferSource`]). A dropped buffer's mapping goes back into a
-/// cache of [`BufferPool::CACHE_SLOTS`] mappings and is zeroed and reused by the next request
-/// that fits, so a repeated call maps nothing and allocates nothing ([`BufferStats`] shows it).
+/// cache of [`BufferPool::CACHE_SLOTS`] mappings and is reused by the next request that fits
+/// (cleared as far as that request reaches, not the whole mapping), so a repeated call maps nothing and allocates nothing ([`BufferStats`] shows it).
 ///
 /// Each [`Privcmd`](crate::Privcmd) has one ([`Privcmd::buffers`](crate::Privcmd::buffers)).
 pub struct BufferPool {
@@ -291,8 +291,9 @@ impl BufferPool {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Zeroed pages for at least `bytes` bytes (at least one page).
-    fn acquire(&self, bytes: usize) -> Result<Pages, Error> {
+    /// Pages for at least `bytes` bytes (at least one page), the first `zero` bytes zeroed
+    /// (fresh mappings are all zero; a cached one is cleared only as far as it will be used).
+    fn acquire(&self, bytes: usize, zero: usize) -> Result<Pages, Error> {
         let page = sys::page_size();
         let len = bytes
             .max(1)
@@ -314,8 +315,8 @@ impl BufferPool {
             if let Some(pages) = best.and_then(|i| cache[i].take()) {
                 drop(cache);
                 // SAFETY: the mapping is ours (just taken from the cache, so nothing else
-                // references it), `pages.len` bytes long, and writable.
-                unsafe { core::ptr::write_bytes(pages.ptr.as_ptr(), 0, pages.len) };
+                // references it), writable, and `pages.len >= len >= bytes >= zero`.
+                unsafe { core::ptr::write_bytes(pages.ptr.as_ptr(), 0, zero.min(pages.len)) };
                 self.reuses.fetch_add(1, Ordering::Relaxed);
                 return Ok(pages);
             }
@@ -404,7 +405,8 @@ impl BufferPool {
     /// A buffer holding `value`.
     pub fn alloc<T: Plain>(&self, value: T) -> Result<HypercallBuffer<'_, T>, Error> {
         let bytes = Self::check_layout::<T>(1)?;
-        let pages = self.acquire(bytes)?;
+        // The value is written over all its bytes: nothing to clear.
+        let pages = self.acquire(bytes, 0)?;
         // SAFETY: the pages are ours, page-aligned (>= align_of::<T>(), checked) and at least
         // size_of::<T>() bytes.
         unsafe { pages.ptr.as_ptr().cast::<T>().write(value) };
@@ -418,7 +420,7 @@ impl BufferPool {
     /// A zeroed buffer of `len` values.
     pub fn alloc_slice<T: Plain>(&self, len: usize) -> Result<HypercallSlice<'_, T>, Error> {
         let bytes = Self::check_layout::<T>(len)?;
-        let pages = self.acquire(bytes)?;
+        let pages = self.acquire(bytes, bytes)?;
         Ok(HypercallSlice {
             pool: self,
             pages,

@@ -94,6 +94,17 @@ fn mmapbatch_refused(op: &'static str, domid: DomId, frames: usize) -> Error {
     }
 }
 
+/// The refusal of a resource map `mmap_resource` cannot take.
+#[cold]
+#[inline(never)]
+fn mmap_resource_refused(domid: DomId) -> Error {
+    Error::InvalidArgument {
+        op: "privcmd mmap_resource",
+        domain: Some(domid),
+        reason: "needs a non-null address and at least one frame",
+    }
+}
+
 /// A friendly name of a hypercall number, for error messages.
 pub(crate) fn hypercall_name(op: u64) -> &'static str {
     match op {
@@ -481,6 +492,7 @@ impl Privcmd {
     /// # Safety
     /// `addr` must be the start of a mapping made with `mmap` of this handle's fd, at least
     /// `num` pages long (Xen pages: 4 KiB), with nothing holding references into it.
+    #[inline]
     pub unsafe fn mmap_resource(
         &self,
         domid: DomId,
@@ -492,11 +504,7 @@ impl Privcmd {
     ) -> Result<(), Error> {
         const OP: &str = "privcmd mmap_resource";
         if num == 0 || addr.is_null() {
-            return Err(Error::InvalidArgument {
-                op: OP,
-                domain: Some(domid),
-                reason: "needs a non-null address and at least one frame",
-            });
+            return Err(mmap_resource_refused(domid));
         }
         let mut req = abi::privcmd_mmap_resource {
             dom: domid.get(),
@@ -507,15 +515,17 @@ impl Privcmd {
             addr: addr as u64,
         };
         // SAFETY: `req` is live; the caller vouches for `addr`.
-        unsafe {
-            sys::ioctl(
+        let r = unsafe {
+            sys::ioctl_raw(
                 self.fd.as_fd(),
                 abi::IOCTL_PRIVCMD_MMAP_RESOURCE,
                 (&raw mut req).cast(),
             )
+        };
+        if r < 0 {
+            return Err(Error::os(OP, Some(domid), sys::errno_of(r)));
         }
-        .map(drop)
-        .map_err(|e| Error::os(OP, Some(domid), e))
+        Ok(())
     }
 }
 

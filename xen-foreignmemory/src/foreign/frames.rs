@@ -536,7 +536,10 @@ mod tests {
         assert_eq!(b.as_mut(), &[0; 9]);
         drop(b);
         assert_eq!(kept.lock().unwrap().capacity(), cap);
-        assert!(matches!(ErrBuf::new(&kept, ErrBuf::KEPT_MAX + 1), ErrBuf::Heap(_)));
+        assert!(matches!(
+            ErrBuf::new(&kept, ErrBuf::KEPT_MAX + 1),
+            ErrBuf::Heap(_)
+        ));
     }
 
     #[test]
