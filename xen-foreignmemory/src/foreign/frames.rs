@@ -93,8 +93,9 @@ impl ForeignMemory {
     ///
     /// `access` is [`ReadOnly`](crate::ReadOnly) or [`ReadWrite`](crate::ReadWrite) and
     /// becomes the mapping's type. One `mmap` and one ioctl, whatever the number of frames
-    /// (plus retries of paged-out frames only); no allocation up to 64 frames, one array of
-    /// error codes beyond.
+    /// (plus retries of paged-out frames only). No allocation: the per-frame outcomes go to
+    /// the stack up to 8 frames and beyond that to an array the handle keeps (allocated by
+    /// its first large map; a map made while another thread holds it gets a fresh one).
     ///
     /// Refused before any syscall: an empty list, a byte size that overflows, reserved
     /// domain ids such as `DOMID_SELF`. A domain that does not exist gives `ESRCH`
