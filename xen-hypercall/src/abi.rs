@@ -23,12 +23,14 @@ pub(crate) use xen_sys::xen::{domid_t, xen_ulong_t};
 
 cfg_if::cfg_if! {
     if #[cfg(target_arch = "aarch64")] {
-        /// `XEN_GUEST_HANDLE(xen_pfn_t)`: a 64-bit union on Arm.
+        /// `XEN_GUEST_HANDLE(xen_pfn_t)`: a 64-bit union on Arm (named by a size check only).
+        #[allow(dead_code)]
         pub(crate) type PfnHandle = xen_sys::xen::__guest_handle_64_xen_pfn_t;
         /// `XEN_GUEST_HANDLE(void)`: a 64-bit union on Arm.
         pub(crate) type VoidHandle = xen_sys::xen::__guest_handle_64_void;
     } else {
-        /// `XEN_GUEST_HANDLE(xen_pfn_t)`: a plain pointer on x86.
+        /// `XEN_GUEST_HANDLE(xen_pfn_t)`: a plain pointer on x86 (named by a size check only).
+        #[allow(dead_code)]
         pub(crate) type PfnHandle = xen_sys::xen::__guest_handle_xen_pfn_t;
         /// `XEN_GUEST_HANDLE(void)`: a plain pointer on x86.
         pub(crate) type VoidHandle = xen_sys::xen::__guest_handle_void;

@@ -62,6 +62,8 @@ plain!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
 unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
 
 /// The size of the field a projection closure names (for the no-padding checks).
+// Used only in `const _` assertions, which Rust 1.85's dead-code lint does not count as a use.
+#[allow(dead_code)]
 const fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
     size_of::<F>()
 }
