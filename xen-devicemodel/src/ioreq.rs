@@ -148,9 +148,9 @@ impl IoreqServer {
 
     /// Claims the I/O ports `ports` (inclusive), `XEN_DMOP_map_io_range_to_ioreq_server` with
     /// `XEN_DMOP_IO_RANGE_PORT`. An empty range (start > end) is refused before the call.
+    #[inline]
     pub fn map_port_range(&self, ports: RangeInclusive<u16>) -> Result<()> {
-        self.range(
-            true,
+        self.range::<true>(
             XEN_DMOP_IO_RANGE_PORT,
             (*ports.start()).into(),
             (*ports.end()).into(),
@@ -159,9 +159,9 @@ impl IoreqServer {
 
     /// Releases ports claimed with [`IoreqServer::map_port_range`]
     /// (`XEN_DMOP_unmap_io_range_from_ioreq_server`); the range must be the one claimed.
+    #[inline]
     pub fn unmap_port_range(&self, ports: RangeInclusive<u16>) -> Result<()> {
-        self.range(
-            false,
+        self.range::<false>(
             XEN_DMOP_IO_RANGE_PORT,
             (*ports.start()).into(),
             (*ports.end()).into(),
@@ -170,36 +170,38 @@ impl IoreqServer {
 
     /// Claims the guest-physical bytes `addrs` (inclusive) as MMIO,
     /// `XEN_DMOP_map_io_range_to_ioreq_server` with `XEN_DMOP_IO_RANGE_MEMORY`.
+    #[inline]
     pub fn map_mmio_range(&self, addrs: RangeInclusive<u64>) -> Result<()> {
-        self.range(true, XEN_DMOP_IO_RANGE_MEMORY, *addrs.start(), *addrs.end())
+        self.range::<true>(XEN_DMOP_IO_RANGE_MEMORY, *addrs.start(), *addrs.end())
     }
 
     /// Releases an MMIO range (`XEN_DMOP_unmap_io_range_from_ioreq_server`).
+    #[inline]
     pub fn unmap_mmio_range(&self, addrs: RangeInclusive<u64>) -> Result<()> {
-        self.range(
-            false,
-            XEN_DMOP_IO_RANGE_MEMORY,
-            *addrs.start(),
-            *addrs.end(),
-        )
+        self.range::<false>(XEN_DMOP_IO_RANGE_MEMORY, *addrs.start(), *addrs.end())
     }
 
     /// Claims the PCI configuration space of `device`: the guest's config accesses to it
     /// (through ports 0xcf8/0xcfc or MMCONFIG) arrive as `IOREQ_TYPE_PCI_CONFIG` requests
     /// (`XEN_DMOP_map_io_range_to_ioreq_server` with `XEN_DMOP_IO_RANGE_PCI`).
+    #[inline]
     pub fn map_pci(&self, device: Sbdf) -> Result<()> {
         let raw = u64::from(device.to_raw());
-        self.range(true, XEN_DMOP_IO_RANGE_PCI, raw, raw)
+        self.range::<true>(XEN_DMOP_IO_RANGE_PCI, raw, raw)
     }
 
     /// Releases a PCI device's config space (`XEN_DMOP_unmap_io_range_from_ioreq_server`).
+    #[inline]
     pub fn unmap_pci(&self, device: Sbdf) -> Result<()> {
         let raw = u64::from(device.to_raw());
-        self.range(false, XEN_DMOP_IO_RANGE_PCI, raw, raw)
+        self.range::<false>(XEN_DMOP_IO_RANGE_PCI, raw, raw)
     }
 
-    fn range(&self, map: bool, kind: u32, start: u64, end: u64) -> Result<()> {
-        let (name, op) = if map {
+    /// `XEN_DMOP_map_io_range_to_ioreq_server` (`MAP`) or its unmap twin for one range.
+    /// Inlined into each public wrapper, so the operation and its name are constants there.
+    #[inline(always)]
+    fn range<const MAP: bool>(&self, kind: u32, start: u64, end: u64) -> Result<()> {
+        let (name, op) = if MAP {
             (
                 "dm_op map_io_range_to_ioreq_server",
                 XEN_DMOP_map_io_range_to_ioreq_server,
@@ -211,11 +213,7 @@ impl IoreqServer {
             )
         };
         if start > end {
-            return Err(Error::InvalidArgument {
-                op: name,
-                domain: Some(self.dom),
-                reason: "range start is after its end",
-            });
+            return Err(self.empty_range(name));
         }
         let mut req = DeviceModel::request(op);
         // Map and unmap share the range struct.
@@ -227,6 +225,17 @@ impl IoreqServer {
             end,
         };
         self.dm.op(name, self.dom, &mut req)
+    }
+
+    /// The refusal of an empty range (out of line: the success path stays small).
+    #[cold]
+    #[inline(never)]
+    fn empty_range(&self, name: &'static str) -> Error {
+        Error::InvalidArgument {
+            op: name,
+            domain: Some(self.dom),
+            reason: "range start is after its end",
+        }
     }
 
     /// Claims the guest memory of type [`MemType::IoreqServer`] for this server: accesses
