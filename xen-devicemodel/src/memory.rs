@@ -31,6 +31,29 @@ const EXTENTS_PER_CALL: usize = 256;
 /// Frames per `XENMEM_populate_physmap` call of [`DeviceModel::populate_ram`].
 const POPULATE_CHUNK: usize = 512;
 
+/// `true` if `first ..= first + nr - 1` is a non-empty run of frame numbers that does not
+/// overflow: [`check_frames`] for a `u32` count, as one add and two branches on the success
+/// path.
+#[inline(always)]
+fn frames_fit(first: u64, nr: u32) -> bool {
+    let (_, overflows) = first.overflowing_add(u64::from(nr).wrapping_sub(1));
+    nr != 0 && !overflows
+}
+
+/// The refusal [`check_frames`] gives for a run [`frames_fit`] refused (out of line).
+#[cold]
+#[inline(never)]
+fn frames_refused(op: &'static str, dom: DomId, first: u64, nr: u32) -> Error {
+    match check_frames(op, dom, first, nr.into()) {
+        Err(e) => e,
+        Ok(_) => Error::InvalidArgument {
+            op,
+            domain: Some(dom),
+            reason: "frame range overflows",
+        },
+    }
+}
+
 impl DeviceModel {
     /// Starts or continues tracking writes to the `bitmap.len() * 64`-or-fewer frames
     /// `first_pfn ..= first_pfn + nr - 1` and fetches which were written since the last call
@@ -52,7 +75,9 @@ impl DeviceModel {
         bitmap: &mut [u64],
     ) -> Result<()> {
         const OP: &str = "dm_op track_dirty_vram";
-        check_frames(OP, dom, first_pfn, nr.into())?;
+        if !frames_fit(first_pfn, nr) {
+            return Err(frames_refused(OP, dom, first_pfn, nr));
+        }
         #[cfg(feature = "vram")]
         crate::vram::refuse_if_claimed(OP, dom)?;
         self.track_dirty_vram_unchecked(dom, first_pfn, nr, bitmap)
@@ -102,7 +127,9 @@ impl DeviceModel {
     /// does not see these marks.)
     pub fn modified_memory(&self, dom: DomId, first_pfn: u64, nr: u32) -> Result<()> {
         const OP: &str = "dm_op modified_memory";
-        check_frames(OP, dom, first_pfn, nr.into())?;
+        if !frames_fit(first_pfn, nr) {
+            return Err(frames_refused(OP, dom, first_pfn, nr));
+        }
         let mut extent = [xen_dm_op_modified_memory_extent {
             nr,
             pad: 0,
