@@ -48,7 +48,9 @@ pub struct ForeignMemory {
     /// The per-frame outcome array of large maps, kept between calls: all zero whenever it is
     /// not in use (the kernel writes zeros for frames that mapped, and a call that saw
     /// failures zeroes it again), so a large map neither allocates nor clears it.
-    errs: std::sync::Mutex<Vec<core::ffi::c_int>>,
+    errs: frames::KeptErrs,
+    /// The kernel's page size, looked up once.
+    page: usize,
 }
 
 /// Which ioctl maps frames by number.
@@ -312,9 +314,24 @@ impl MapOptions {
         self
     }
 
+    /// `true` when the kernel picks the address (the default).
+    #[inline(always)]
+    fn is_anywhere(&self) -> bool {
+        matches!(self.placement, Placement::Anywhere)
+    }
+
     /// The requested address, checked for alignment.
-    #[inline]
+    #[inline(always)]
     fn placement(&self, op: &'static str, domid: DomId) -> Result<Where> {
+        if self.is_anywhere() {
+            return Ok(Where::Hint(0));
+        }
+        self.placement_at(op, domid)
+    }
+
+    /// [`placement`](Self::placement) of a requested address (out of line).
+    #[inline(never)]
+    fn placement_at(&self, op: &'static str, domid: DomId) -> Result<Where> {
         let (addr, at) = match self.placement {
             Placement::Anywhere => return Ok(Where::Hint(0)),
             Placement::Near(a) => (a, Where::Hint(a)),
@@ -337,22 +354,37 @@ impl MapOptions {
 
 /// Refuses ids that can never name another domain's memory. `DOMID_SELF` in particular would
 /// let Xen map this domain's own frames, aliasing memory the program uses.
-#[inline]
+#[inline(always)]
 fn check_domain(op: &'static str, domid: DomId) -> Result<()> {
-    if domid.is_domain() || domid == DomId::XEN || domid == DomId::IO {
+    // Real domains, then DOMID_SELF (the first reserved id, refused) followed by DOMID_IO and
+    // DOMID_XEN (allowed): one range test and one equality.
+    const _: () = assert!(
+        DomId::SELF.get() == DomId::FIRST_RESERVED.get()
+            && DomId::SELF.get() + 1 == DomId::IO.get()
+            && DomId::IO.get() + 1 == DomId::XEN.get()
+    );
+    let d = domid.get();
+    if d <= DomId::XEN.get() && d != DomId::SELF.get() {
         Ok(())
     } else {
-        Err(Error::invalid(
-            op,
-            Some(domid),
-            "not a domain whose memory can be mapped (DOMID_SELF and other reserved ids are refused)",
-        ))
+        Err(domain_refused(op, domid))
     }
 }
 
+/// The refusal of [`check_domain`] (out of line).
+#[cold]
+#[inline(never)]
+fn domain_refused(op: &'static str, domid: DomId) -> Error {
+    Error::invalid(
+        op,
+        Some(domid),
+        "not a domain whose memory can be mapped (DOMID_SELF and other reserved ids are refused)",
+    )
+}
+
 /// Bytes of `count` Xen pages, and of the kernel mapping holding them.
-#[inline]
-fn sizes(op: &'static str, domid: DomId, count: u64) -> Result<(usize, usize)> {
+#[inline(always)]
+fn sizes(op: &'static str, domid: DomId, count: u64, page: usize) -> Result<(usize, usize)> {
     // The kernel counts frames in an int (old ioctl) and pages in a long: stay below both
     // (which also keeps the byte size far from overflowing).
     if count == 0 || count > i32::MAX as u64 {
@@ -361,7 +393,6 @@ fn sizes(op: &'static str, domid: DomId, count: u64) -> Result<(usize, usize)> {
     let Some(len) = (count as usize).checked_mul(PAGE_SIZE) else {
         return Err(sizes_refused(op, domid, count));
     };
-    let page = sys::page_size();
     // Kernel pages are powers of two of at least PAGE_SIZE: round up without overflow, as
     // `len` is at most 2^43 here.
     let vma_len = (len + page - 1) & !(page - 1);
@@ -406,7 +437,8 @@ impl ForeignMemory {
         ForeignMemory {
             privcmd,
             batch: AtomicU8::new(BatchIoctl::Probe as u8),
-            errs: std::sync::Mutex::new(Vec::new()),
+            errs: frames::KeptErrs::new(),
+            page: sys::page_size(),
         }
     }
 
@@ -489,7 +521,7 @@ impl ForeignMemory {
     }
 
     /// Makes the empty privcmd mapping the map calls fill; unmapped again if they fail.
-    #[inline]
+    #[inline(always)]
     fn mmap<A: Access>(
         &self,
         op: &'static str,
@@ -498,23 +530,77 @@ impl ForeignMemory {
         len: usize,
         vma_len: usize,
     ) -> Result<Mapping<A>> {
-        // SAFETY: `Where::Replace` only comes from `MapOptions::at_replacing`, whose caller
-        // vouched for the range.
-        let ptr =
-            unsafe { sys::mmap_privcmd(self.privcmd.as_fd(), at, vma_len, A::PROTECTION.prot()) }
-                .map_err(|e| Error::os(op, Some(domid), e))?;
+        // SAFETY: forwarded: `Where::Replace` only comes from `MapOptions::at_replacing`,
+        // whose caller vouched for the range.
+        let ptr = unsafe { self.mmap_empty::<A>(op, domid, at, vma_len)? };
         // SAFETY: a fresh privcmd mapping of `vma_len` bytes with A's protection, owned by
         // nobody else. Its frames are not mapped yet: it is only handed out after the map
         // ioctl succeeded, with its failed frames recorded as holes.
-        let mapping = unsafe { Mapping::from_raw(ptr, len, vma_len, domid) };
+        Ok(unsafe { Mapping::from_raw(ptr, len, vma_len, domid) })
+    }
+
+    /// Makes an empty privcmd mapping of `vma_len` bytes with A's protection, owned by the
+    /// caller (who must unmap it).
+    ///
+    /// # Safety
+    /// With [`Where::Replace`], nothing in the program may use the range.
+    #[inline(always)]
+    unsafe fn mmap_empty<A: Access>(
+        &self,
+        op: &'static str,
+        domid: DomId,
+        at: Where,
+        vma_len: usize,
+    ) -> Result<core::ptr::NonNull<u8>> {
+        // SAFETY: forwarded from our caller.
+        let ptr = match unsafe {
+            sys::mmap_privcmd(self.privcmd.as_fd(), at, vma_len, A::PROTECTION.prot())
+        } {
+            Ok(p) => p,
+            Err(e) => return Err(mmap_refused(op, domid, e)),
+        };
         if let Where::NoReplace(a) = at {
             if ptr.as_ptr() as usize != a {
-                // An old kernel took MAP_FIXED_NOREPLACE as a hint and put it elsewhere.
-                return Err(Error::os(op, Some(domid), Errno::EEXIST));
+                return Err(misplaced(op, domid, ptr, vma_len));
             }
         }
-        Ok(mapping)
+        Ok(ptr)
     }
+}
+
+impl ForeignMemory {
+    /// [`mmap_empty`](Self::mmap_empty) where `opts` asks for an address (out of line: the
+    /// default placement stays on the short path).
+    #[inline(never)]
+    fn mmap_placed<A: Access>(
+        &self,
+        op: &'static str,
+        domid: DomId,
+        opts: &MapOptions,
+        vma_len: usize,
+    ) -> Result<core::ptr::NonNull<u8>> {
+        let at = opts.placement_at(op, domid)?;
+        // SAFETY: `Where::Replace` only comes from `MapOptions::at_replacing`, whose caller
+        // vouched for the range.
+        unsafe { self.mmap_empty::<A>(op, domid, at, vma_len) }
+    }
+}
+
+/// A failed `mmap` of the privcmd device (out of line).
+#[cold]
+#[inline(never)]
+fn mmap_refused(op: &'static str, domid: DomId, e: Errno) -> Error {
+    Error::os(op, Some(domid), e)
+}
+
+/// An old kernel took `MAP_FIXED_NOREPLACE` as a hint and put the mapping elsewhere: undone,
+/// and refused as if the range were taken.
+#[cold]
+#[inline(never)]
+fn misplaced(op: &'static str, domid: DomId, ptr: core::ptr::NonNull<u8>, vma_len: usize) -> Error {
+    // SAFETY: the mapping was just made by the caller and nothing references it.
+    unsafe { sys::munmap(ptr, vma_len) };
+    Error::os(op, Some(domid), Errno::EEXIST)
 }
 
 impl AsFd for ForeignMemory {
@@ -620,12 +706,13 @@ mod tests {
     #[test]
     fn sizes_and_overflow() {
         let d = DomId::new(1);
-        assert_eq!(sizes("t", d, 1).unwrap().0, PAGE_SIZE);
-        assert_eq!(sizes("t", d, 1024).unwrap().0, 1024 * PAGE_SIZE);
-        assert!(sizes("t", d, 0).is_err());
-        assert!(sizes("t", d, u64::MAX).is_err());
-        assert!(sizes("t", d, 1 << 31).is_err());
-        let (len, vma) = sizes("t", d, 3).unwrap();
+        let pg = sys::page_size();
+        assert_eq!(sizes("t", d, 1, pg).unwrap().0, PAGE_SIZE);
+        assert_eq!(sizes("t", d, 1024, pg).unwrap().0, 1024 * PAGE_SIZE);
+        assert!(sizes("t", d, 0, pg).is_err());
+        assert!(sizes("t", d, u64::MAX, pg).is_err());
+        assert!(sizes("t", d, 1 << 31, pg).is_err());
+        let (len, vma) = sizes("t", d, 3, pg).unwrap();
         assert!(vma >= len && vma % sys::page_size() == 0);
     }
 

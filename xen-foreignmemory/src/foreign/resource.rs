@@ -91,7 +91,7 @@ impl ForeignMemory {
     ) -> Result<Mapping<A>> {
         let op = resource.map_op();
         check_domain(op, domid)?;
-        let (len, vma_len) = sizes(op, domid, count as u64)?;
+        let (len, vma_len) = sizes(op, domid, count as u64, self.page)?;
         if u32::try_from(count).is_err() || frame.checked_add(count as u32).is_none() {
             return Err(Error::invalid(op, Some(domid), "the frame range overflows"));
         }
