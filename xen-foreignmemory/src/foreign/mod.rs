@@ -12,7 +12,7 @@ use std::time::Duration;
 use xen_hypercall::{DomId, Errno, Privcmd};
 
 use crate::sys::{self, Where};
-use crate::{Access, Error, Mapping, Result, PAGE_SIZE};
+use crate::{Access, Error, Result, PAGE_SIZE};
 
 mod frames;
 mod resource;
@@ -28,7 +28,7 @@ mod resource;
 ///   [`map_resource`](ForeignMemory::map_resource): ioreq server pages, grant tables,
 ///   vmtrace buffers (`IOCTL_PRIVCMD_MMAP_RESOURCE`).
 ///
-/// Each returns a [`Mapping`] that owns its address range and does not borrow the handle.
+/// Each returns a [`Mapping`](crate::Mapping) that owns its address range and does not borrow the handle.
 /// `ForeignMemory` is `Send + Sync`; every method takes `&self`.
 ///
 /// ```no_run
@@ -99,7 +99,7 @@ pub enum FailurePolicy {
     #[default]
     AllOrNothing,
     /// The call succeeds when at least one frame mapped; the others are listed by
-    /// [`Mapping::frame_errors`] and refuse access. When *no* frame mapped (for instance
+    /// [`Mapping::frame_errors`](crate::Mapping::frame_errors) and refuse access. When *no* frame mapped (for instance
     /// the domain does not exist) the call fails with [`Error::Frame`] as above.
     PerFrame,
 }
@@ -320,16 +320,8 @@ impl MapOptions {
         matches!(self.placement, Placement::Anywhere)
     }
 
-    /// The requested address, checked for alignment.
-    #[inline(always)]
-    fn placement(&self, op: &'static str, domid: DomId) -> Result<Where> {
-        if self.is_anywhere() {
-            return Ok(Where::Hint(0));
-        }
-        self.placement_at(op, domid)
-    }
-
-    /// [`placement`](Self::placement) of a requested address (out of line).
+    /// The requested address, checked for alignment (out of line: the default placement
+    /// never comes here).
     #[inline(never)]
     fn placement_at(&self, op: &'static str, domid: DomId) -> Result<Where> {
         let (addr, at) = match self.placement {
@@ -518,25 +510,6 @@ impl ForeignMemory {
     /// ```
     pub fn set_batch_ioctl(&self, which: BatchIoctl) {
         self.batch.store(which as u8, Ordering::Relaxed);
-    }
-
-    /// Makes the empty privcmd mapping the map calls fill; unmapped again if they fail.
-    #[inline(always)]
-    fn mmap<A: Access>(
-        &self,
-        op: &'static str,
-        domid: DomId,
-        at: Where,
-        len: usize,
-        vma_len: usize,
-    ) -> Result<Mapping<A>> {
-        // SAFETY: forwarded: `Where::Replace` only comes from `MapOptions::at_replacing`,
-        // whose caller vouched for the range.
-        let ptr = unsafe { self.mmap_empty::<A>(op, domid, at, vma_len)? };
-        // SAFETY: a fresh privcmd mapping of `vma_len` bytes with A's protection, owned by
-        // nobody else. Its frames are not mapped yet: it is only handed out after the map
-        // ioctl succeeded, with its failed frames recorded as holes.
-        Ok(unsafe { Mapping::from_raw(ptr, len, vma_len, domid) })
     }
 
     /// Makes an empty privcmd mapping of `vma_len` bytes with A's protection, owned by the

@@ -3,7 +3,7 @@
 
 use xen_hypercall::{DomId, Errno, PrivcmdIoctl};
 
-use super::{check_domain, sizes, ForeignMemory, MapOptions};
+use super::{check_domain, sizes, ForeignMemory, MapOptions, Where};
 use crate::{Access, Error, Mapping, Resource, Result};
 
 impl ForeignMemory {
@@ -92,26 +92,46 @@ impl ForeignMemory {
         let op = resource.map_op();
         check_domain(op, domid)?;
         let (len, vma_len) = sizes(op, domid, count as u64, self.page)?;
-        if u32::try_from(count).is_err() || frame.checked_add(count as u32).is_none() {
-            return Err(Error::invalid(op, Some(domid), "the frame range overflows"));
+        // `frame + count` must fit the kernel's 32-bit frame index.
+        if count as u64 > u64::from(u32::MAX - frame) {
+            return Err(range_refused(op, domid));
         }
-        let at = opts.placement(op, domid)?;
-        let mapping = self.mmap::<A>(op, domid, at, len, vma_len)?;
+        let base = if opts.is_anywhere() {
+            // SAFETY: not `Where::Replace`.
+            unsafe { self.mmap_empty::<A>(op, domid, Where::Hint(0), vma_len)? }
+        } else {
+            self.mmap_placed::<A>(op, domid, opts, vma_len)?
+        };
         // SAFETY: a whole, fresh privcmd mapping of this handle, `count` pages long,
-        // referenced by nothing; on failure it is unmapped when `mapping` drops.
-        unsafe {
+        // referenced by nothing.
+        let r = unsafe {
             self.privcmd.mmap_resource(
                 domid,
                 resource.kind(),
                 resource.id(),
                 frame,
                 count as u64,
-                mapping.base().as_ptr().cast(),
+                base.as_ptr().cast(),
             )
+        };
+        // SAFETY: that mapping, `vma_len` bytes with A's protection, owned by nobody else;
+        // handed out only if the ioctl filled it, unmapped (dropped) otherwise.
+        let mapping = unsafe { Mapping::from_raw(base, len, vma_len, domid) };
+        match r {
+            Ok(()) => Ok(mapping),
+            Err(e) => {
+                drop(mapping);
+                Err(self.resource_error(e.with_op(op)).into())
+            }
         }
-        .map_err(|e| self.resource_error(e.with_op(op)))?;
-        Ok(mapping)
     }
+}
+
+/// The refusal of a frame range past the kernel's 32-bit index (out of line).
+#[cold]
+#[inline(never)]
+fn range_refused(op: &'static str, domid: DomId) -> Error {
+    Error::invalid(op, Some(domid), "the frame range overflows")
 }
 
 impl ForeignMemory {
