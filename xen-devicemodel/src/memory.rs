@@ -67,6 +67,7 @@ impl DeviceModel {
     /// `nr` bits ([`Error::InvalidArgument`] otherwise). With the `vram` feature, a domain
     /// whose tracking belongs to a `VramRegion` of this process is
     /// refused with `EBUSY`. HVM guests with hardware-assisted paging.
+    #[inline]
     pub fn track_dirty_vram(
         &self,
         dom: DomId,
@@ -125,6 +126,7 @@ impl DeviceModel {
     /// is not in log-dirty mode. (With hardware-assisted paging,
     /// [`DeviceModel::track_dirty_vram`] reports the guest's own writes, from page types, and
     /// does not see these marks.)
+    #[inline]
     pub fn modified_memory(&self, dom: DomId, first_pfn: u64, nr: u32) -> Result<()> {
         const OP: &str = "dm_op modified_memory";
         if !frames_fit(first_pfn, nr) {

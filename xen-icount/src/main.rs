@@ -231,9 +231,16 @@ fn run(row: &str, n: u32) {
                     repeat(n, strict, |_| srv.map_port_range(black_box(0x3f8..=0x3ff)))
                 }
                 "dm_op_track_dirty_vram" => repeat(n, strict, |_| {
-                    dm.track_dirty_vram(black_box(D), 0xf0000, 100, &mut bitmap)
+                    dm.track_dirty_vram(
+                        black_box(D),
+                        black_box(0xf0000),
+                        black_box(100),
+                        &mut bitmap,
+                    )
                 }),
-                _ => repeat(n, strict, |_| dm.modified_memory(black_box(D), 0x100, 4)),
+                _ => repeat(n, strict, |_| {
+                    dm.modified_memory(black_box(D), black_box(0x100), black_box(4))
+                }),
             }
             std::mem::forget(srv);
         }
@@ -262,9 +269,9 @@ fn run(row: &str, n: u32) {
             for _ in 0..n {
                 match fm.map_resource(
                     black_box(D),
-                    Resource::IoreqServer { id: 0 },
-                    0,
-                    2,
+                    black_box(Resource::IoreqServer { id: 0 }),
+                    black_box(0),
+                    black_box(2),
                     ReadWrite,
                 ) {
                     Ok(m) => drop(black_box(m)),

@@ -208,6 +208,7 @@ impl ForeignMemory {
     /// }
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
+    #[inline(always)]
     pub fn map<A: Access>(&self, domid: DomId, gfns: &[u64], access: A) -> Result<Mapping<A>> {
         self.map_with(domid, gfns, access, &MapOptions::new())
     }
@@ -249,6 +250,7 @@ impl ForeignMemory {
     /// # let _ = m;
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
+    #[inline(always)]
     pub fn map_with<A: Access>(
         &self,
         domid: DomId,
@@ -290,7 +292,7 @@ impl ForeignMemory {
         let (len, vma_len) = sizes(MAP_OP, domid, count as u64, self.page)?;
         let base = if opts.is_anywhere() {
             // SAFETY: not `Where::Replace`.
-            unsafe { self.mmap_empty::<A>(MAP_OP, domid, Where::Hint(0), vma_len)? }
+            unsafe { self.mmap_empty::<A>(|| MAP_OP, domid, Where::Hint(0), vma_len)? }
         } else {
             self.mmap_placed::<A>(MAP_OP, domid, opts, vma_len)?
         };

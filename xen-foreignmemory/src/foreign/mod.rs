@@ -355,12 +355,18 @@ fn check_domain(op: &'static str, domid: DomId) -> Result<()> {
             && DomId::SELF.get() + 1 == DomId::IO.get()
             && DomId::IO.get() + 1 == DomId::XEN.get()
     );
-    let d = domid.get();
-    if d <= DomId::XEN.get() && d != DomId::SELF.get() {
+    if domain_ok(domid) {
         Ok(())
     } else {
         Err(domain_refused(op, domid))
     }
+}
+
+/// The test of [`check_domain`].
+#[inline(always)]
+fn domain_ok(domid: DomId) -> bool {
+    let d = domid.get();
+    d <= DomId::XEN.get() && d != DomId::SELF.get()
 }
 
 /// The refusal of [`check_domain`] (out of line).
@@ -513,14 +519,15 @@ impl ForeignMemory {
     }
 
     /// Makes an empty privcmd mapping of `vma_len` bytes with A's protection, owned by the
-    /// caller (who must unmap it).
+    /// caller (who must unmap it). `op` names the operation in errors (only computed for
+    /// one).
     ///
     /// # Safety
     /// With [`Where::Replace`], nothing in the program may use the range.
     #[inline(always)]
     unsafe fn mmap_empty<A: Access>(
         &self,
-        op: &'static str,
+        op: impl FnOnce() -> &'static str,
         domid: DomId,
         at: Where,
         vma_len: usize,
@@ -530,11 +537,11 @@ impl ForeignMemory {
             sys::mmap_privcmd(self.privcmd.as_fd(), at, vma_len, A::PROTECTION.prot())
         } {
             Ok(p) => p,
-            Err(e) => return Err(mmap_refused(op, domid, e)),
+            Err(e) => return Err(mmap_refused(op(), domid, e)),
         };
         if let Where::NoReplace(a) = at {
             if ptr.as_ptr() as usize != a {
-                return Err(misplaced(op, domid, ptr, vma_len));
+                return Err(misplaced(op(), domid, ptr, vma_len));
             }
         }
         Ok(ptr)
@@ -555,7 +562,7 @@ impl ForeignMemory {
         let at = opts.placement_at(op, domid)?;
         // SAFETY: `Where::Replace` only comes from `MapOptions::at_replacing`, whose caller
         // vouched for the range.
-        unsafe { self.mmap_empty::<A>(op, domid, at, vma_len) }
+        unsafe { self.mmap_empty::<A>(|| op, domid, at, vma_len) }
     }
 }
 

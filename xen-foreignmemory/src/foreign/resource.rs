@@ -3,7 +3,7 @@
 
 use xen_hypercall::{DomId, Errno, PrivcmdIoctl};
 
-use super::{check_domain, sizes, ForeignMemory, MapOptions, Where};
+use super::{check_domain, domain_ok, sizes, ForeignMemory, MapOptions, Where};
 use crate::{Access, Error, Mapping, Resource, Result};
 
 impl ForeignMemory {
@@ -56,6 +56,7 @@ impl ForeignMemory {
     /// println!("vCPU 0 ioreq at {:#x}", field!(vcpu0, addr)?.read());
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
+    #[inline(always)]
     pub fn map_resource<A: Access>(
         &self,
         domid: DomId,
@@ -80,6 +81,7 @@ impl ForeignMemory {
     /// # let _ = m;
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
+    #[inline(always)]
     pub fn map_resource_with<A: Access>(
         &self,
         domid: DomId,
@@ -89,18 +91,20 @@ impl ForeignMemory {
         _access: A,
         opts: &MapOptions,
     ) -> Result<Mapping<A>> {
-        let op = resource.map_op();
-        check_domain(op, domid)?;
-        let (len, vma_len) = sizes(op, domid, count as u64, self.page)?;
-        // `frame + count` must fit the kernel's 32-bit frame index.
-        if count as u64 > u64::from(u32::MAX - frame) {
-            return Err(range_refused(op, domid));
+        // The checks of `check_domain`, `sizes` and the 32-bit frame index, with the
+        // operation's name (and which check failed) only worked out for a refusal.
+        let n = count as u64;
+        if !domain_ok(domid) || n == 0 || n > i32::MAX as u64 || n > u64::from(u32::MAX - frame) {
+            return Err(refused(resource.map_op(), domid, count, self.page));
         }
+        let len = count * crate::PAGE_SIZE;
+        // Kernel pages are powers of two of at least PAGE_SIZE; `len` is below 2^43.
+        let vma_len = (len + self.page - 1) & !(self.page - 1);
         let base = if opts.is_anywhere() {
             // SAFETY: not `Where::Replace`.
-            unsafe { self.mmap_empty::<A>(op, domid, Where::Hint(0), vma_len)? }
+            unsafe { self.mmap_empty::<A>(|| resource.map_op(), domid, Where::Hint(0), vma_len)? }
         } else {
-            self.mmap_placed::<A>(op, domid, opts, vma_len)?
+            self.mmap_placed::<A>(resource.map_op(), domid, opts, vma_len)?
         };
         // SAFETY: a whole, fresh privcmd mapping of this handle, `count` pages long,
         // referenced by nothing.
@@ -121,16 +125,22 @@ impl ForeignMemory {
             Ok(()) => Ok(mapping),
             Err(e) => {
                 drop(mapping);
-                Err(self.resource_error(e.with_op(op)).into())
+                Err(self.resource_error(e.with_op(resource.map_op())).into())
             }
         }
     }
 }
 
-/// The refusal of a frame range past the kernel's 32-bit index (out of line).
+/// The refusal of a resource map's arguments (out of line), as the checks in order give it.
 #[cold]
 #[inline(never)]
-fn range_refused(op: &'static str, domid: DomId) -> Error {
+fn refused(op: &'static str, domid: DomId, count: usize, page: usize) -> Error {
+    if let Err(e) = check_domain(op, domid) {
+        return e;
+    }
+    if let Err(e) = sizes(op, domid, count as u64, page) {
+        return e;
+    }
     Error::invalid(op, Some(domid), "the frame range overflows")
 }
 
