@@ -7,12 +7,14 @@
 #![allow(missing_docs)]
 
 use std::fs::{File, OpenOptions};
+use std::mem::{offset_of, size_of};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use xen_devicemodel::*;
+use xen_sys::hvm;
 use xen_testkit::protocol::{self as p, fnv1a64, pattern_byte};
 use xen_testkit::{require_xen, xl, Guest, GuestConfig, TestGuest};
 
@@ -86,18 +88,18 @@ impl IoreqPage {
     }
 
     fn slot(&self, vcpu: usize) -> *mut u8 {
-        // SAFETY: one ioreq_t (32 bytes) per vCPU, all within the page for our guests.
-        unsafe { self.ptr.add(32 * vcpu) }
+        // SAFETY: one ioreq_t per vCPU, all within the page for our guests.
+        unsafe { self.ptr.add(size_of::<hvm::ioreq>() * vcpu) }
     }
 
     fn state(&self, vcpu: usize) -> u8 {
-        // SAFETY: byte 0x1e of ioreq_t holds state (bits 0-3), data_is_ptr, dir, df.
-        unsafe { core::ptr::read_volatile(self.slot(vcpu).add(0x1e)) & 0xf }
+        // SAFETY: the flag byte of ioreq_t holds state (bits 0-3), data_is_ptr, dir, df.
+        unsafe { core::ptr::read_volatile(self.slot(vcpu).add(OFF_FLAGS)) & FLAGS_STATE }
     }
 
     fn vp_eport(&self, vcpu: usize) -> u32 {
-        // SAFETY: vp_eport is the u32 at offset 0x18.
-        unsafe { core::ptr::read_volatile(self.slot(vcpu).add(0x18).cast::<u32>()) }
+        // SAFETY: vp_eport is an aligned u32 of the slot.
+        unsafe { core::ptr::read_volatile(self.slot(vcpu).add(OFF_VP_EPORT).cast::<u32>()) }
     }
 }
 
@@ -170,9 +172,21 @@ struct Req {
     kind: u8,
 }
 
-const IOREQ_TYPE_PIO: u8 = 0;
-const IOREQ_TYPE_COPY: u8 = 1;
-const IOREQ_TYPE_PCI_CONFIG: u8 = 2;
+const IOREQ_TYPE_PIO: u8 = hvm::IOREQ_TYPE_PIO as u8;
+const IOREQ_TYPE_COPY: u8 = hvm::IOREQ_TYPE_COPY as u8;
+const IOREQ_TYPE_PCI_CONFIG: u8 = hvm::IOREQ_TYPE_PCI_CONFIG as u8;
+/// Offsets in `ioreq_t`, from the generated struct (`_bitfield_1` is the flag byte:
+/// `state:4, data_is_ptr:1, dir:1, df:1`).
+const OFF_DATA: usize = offset_of!(hvm::ioreq, data);
+const OFF_COUNT: usize = offset_of!(hvm::ioreq, count);
+const OFF_SIZE: usize = offset_of!(hvm::ioreq, size);
+const OFF_VP_EPORT: usize = offset_of!(hvm::ioreq, vp_eport);
+const OFF_FLAGS: usize = offset_of!(hvm::ioreq, _bitfield_1);
+const OFF_TYPE: usize = offset_of!(hvm::ioreq, type_);
+const FLAGS_STATE: u8 = 0xf;
+const FLAG_READ: u8 = (hvm::IOREQ_READ as u8) << 5;
+const STATE_IOREQ_READY: u8 = hvm::STATE_IOREQ_READY as u8;
+const STATE_IORESP_READY: u8 = hvm::STATE_IORESP_READY as u8;
 
 /// A minimal synchronous server for vCPU 0: waits for a request, answers reads with
 /// `answer`, completes it and notifies.
@@ -205,7 +219,7 @@ impl Serve {
     /// Serves one request if one arrives within `timeout`.
     fn one(&self, timeout: Duration, answer: u64, gave_up: impl Fn() -> bool) -> Option<Req> {
         let t0 = Instant::now();
-        while self.page.state(0) != 1 {
+        while self.page.state(0) != STATE_IOREQ_READY {
             if t0.elapsed() > timeout || gave_up() {
                 if t0.elapsed() > timeout {
                     let mut slot = [0u8; 32];
@@ -221,27 +235,30 @@ impl Serve {
         }
         fence(Ordering::Acquire);
         let s = self.page.slot(0);
-        // SAFETY: fields of ioreq_t at their offsets (addr 0, data 8, count 16, size 20,
-        // flags 0x1e, type 0x1f); the page is mapped while `self` lives.
+        // SAFETY: fields of ioreq_t at their offsets (from the generated struct, addr first);
+        // the page is mapped while `self` lives.
         let req = unsafe {
-            let flags = core::ptr::read_volatile(s.add(0x1e));
+            let flags = core::ptr::read_volatile(s.add(OFF_FLAGS));
             Req {
                 addr: core::ptr::read_volatile(s.cast::<u64>()),
-                data: core::ptr::read_volatile(s.add(8).cast::<u64>()),
-                count: core::ptr::read_volatile(s.add(16).cast::<u32>()),
-                size: core::ptr::read_volatile(s.add(20).cast::<u32>()),
-                read: flags & 0x20 != 0,
-                kind: core::ptr::read_volatile(s.add(0x1f)),
+                data: core::ptr::read_volatile(s.add(OFF_DATA).cast::<u64>()),
+                count: core::ptr::read_volatile(s.add(OFF_COUNT).cast::<u32>()),
+                size: core::ptr::read_volatile(s.add(OFF_SIZE).cast::<u32>()),
+                read: flags & FLAG_READ != 0,
+                kind: core::ptr::read_volatile(s.add(OFF_TYPE)),
             }
         };
         // SAFETY: as above; we own the request until we mark it IORESP_READY.
         unsafe {
             if req.read {
-                core::ptr::write_volatile(s.add(8).cast::<u64>(), answer);
+                core::ptr::write_volatile(s.add(OFF_DATA).cast::<u64>(), answer);
             }
             fence(Ordering::Release);
-            let flags = core::ptr::read_volatile(s.add(0x1e));
-            core::ptr::write_volatile(s.add(0x1e), (flags & 0xf0) | 3);
+            let flags = core::ptr::read_volatile(s.add(OFF_FLAGS));
+            core::ptr::write_volatile(
+                s.add(OFF_FLAGS),
+                (flags & !FLAGS_STATE) | STATE_IORESP_READY,
+            );
         }
         fence(Ordering::SeqCst);
         self.evt.notify();

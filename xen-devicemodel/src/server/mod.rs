@@ -135,10 +135,6 @@ pub struct Server {
     dom: DomId,
 }
 
-// SAFETY: the raw pointers in `slots` and `ring` point into `ioreq_page` / `buf_page`, which
-// the Server owns and moves with it; nothing else in it is tied to a thread.
-unsafe impl Send for Server {}
-
 /// How many ports one wake-up reads at most (on the stack).
 const PORTS_PER_READ: usize = 64;
 
