@@ -1,7 +1,7 @@
 //! Without the `bindgen` feature: nothing (the committed bindings under `src/bindings/` are used).
 //!
 //! With it: regenerates the target architecture's modules and `abi.rs` into `OUT_DIR` with the
-//! same generator `cargo xtask bindgen` uses (`codegen/mod.rs`), from the installed headers or
+//! same generator `cargo xtask bindgen` uses (`codegen/`), from the installed headers or
 //! those under `XEN_SYS_INCLUDE_DIR`, and sets `cfg(xen_sys_bindgen)` so `lib.rs` includes them.
 //! On docs.rs (`DOCS_RS` set; `all-features` turns `bindgen` on there too, but it has no Xen
 //! headers) it does nothing, and the committed bindings are documented.
@@ -27,7 +27,7 @@ fn main() {
     use std::path::PathBuf;
 
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=codegen/mod.rs");
+    println!("cargo:rerun-if-changed=codegen");
     println!("cargo:rerun-if-env-changed=XEN_SYS_INCLUDE_DIR");
     println!("cargo:rerun-if-env-changed=XEN_SYS_PRIVCMD_INCLUDE_DIR");
     println!("cargo:rerun-if-env-changed=DOCS_RS");

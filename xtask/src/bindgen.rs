@@ -1,6 +1,6 @@
 //! `cargo xtask bindgen [--check]`: regenerate xen-sys's committed bindings, or check them.
 //!
-//! The generator itself lives in `xen-sys/codegen/mod.rs`, shared with xen-sys's `build.rs`
+//! The generator itself lives in `xen-sys/codegen/` (`mod.rs` and its modules), shared with xen-sys's `build.rs`
 //! (feature `bindgen`), so both produce the same modules.
 
 #[path = "../../xen-sys/codegen/mod.rs"]
@@ -192,9 +192,14 @@ fn stale_files(files: &[codegen::GeneratedFile]) -> Result<Vec<PathBuf>, String>
     Ok(stale)
 }
 
-/// `cargo xtask bindgen --check`: fails when a fresh generation differs from the committed files
-/// (ignoring the lines that only name this machine's package and tool versions).
+/// `cargo xtask bindgen --check`: fails when xen-sys's Cargo features differ from the area table,
+/// or a fresh generation differs from the committed files (ignoring the lines that only name this
+/// machine's package and tool versions).
 pub fn check() -> Result<(), String> {
+    let manifest = workspace_root().join("xen-sys/Cargo.toml");
+    let manifest = std::fs::read_to_string(&manifest)
+        .map_err(|e| format!("reading {}: {e}", manifest.display()))?;
+    codegen::check_cargo_features(&manifest)?;
     let files = generate_all()?;
     let dir = bindings_dir();
     let mut problems = Vec::new();
