@@ -9,8 +9,7 @@
 //!   syscall — the cost the library adds per operation.
 //! - with Xen (when `/dev/xen/privcmd` exists): the same operations on dom0, which Xen refuses
 //!   with `EPERM` after decoding the dm_op (dom0 is PV): a round trip into the hypervisor. The
-//!   per-operation cost on a real HVM guest is printed by the `dm_op_costs_on_a_guest` test of
-//!   `tests/xen.rs`.
+//!   per-operation cost on a real HVM guest is printed by the `guest_dm_op` bench.
 //! - Debian's C libxendevicemodel, in the same run when it can be loaded (`dlopen` at run
 //!   time: nothing here or in the crate links it): the same two calls on dom0, for the ratio.
 

@@ -419,7 +419,7 @@ mod tests {
     #[cfg(feature = "hvm")]
     #[test]
     fn non_dm_ops_are_refused_on_a_restricted_handle() {
-        // A real restricted handle needs Xen (tests/xen.rs); here the unrestricted stand-in
+        // A real restricted handle needs Xen (tests/xen_domain.rs); here the unrestricted stand-in
         // reaches the kernel, which answers ENOTTY.
         let dm = stand_in();
         let e = dm.populate_ram(D, 0x1000, 1).unwrap_err();

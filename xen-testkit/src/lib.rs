@@ -8,6 +8,8 @@
 //!   `xen-testkit/guest`) and typed methods that make it do port I/O, MMIO, PCI config accesses,
 //!   memory fills and hypercalls at run time, through a mailbox page ([`protocol`]).
 //! - [`privcmd`]: minimal, test-only raw hypercalls and foreign mappings.
+//! - [`ioreq`]: raw ioreq-server scaffolding (an ioreq page, an event channel, a one-request
+//!   server) for the device-model tests, and the helpers they share ([`report!`]).
 //! - [`alloc`]: a counting global allocator, for "this hot path allocates nothing" tests.
 //! - The `xen-testkit-dm` binary: a device model that emulates nothing, so HVM guests run without
 //!   QEMU in dom0; it answers libxl's handshake with `xen_devicemodel::libxl`.
@@ -27,6 +29,7 @@
 
 pub mod alloc;
 pub mod guest;
+pub mod ioreq;
 pub mod privcmd;
 pub mod protocol;
 pub mod testguest;
