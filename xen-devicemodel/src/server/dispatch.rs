@@ -2,7 +2,8 @@
 //! holds them, the synchronous ioreq types (`rep` counts, `data_is_ptr` copies through
 //! guest memory), and the buffered ring's records.
 
-use super::device::{Device, Key};
+use super::ctx::{Ctx, DeviceErrors, NoPlatform, Platform};
+use super::device::{Access, Device, Key};
 use super::guestmem::GuestMem;
 use super::slot::{self, Ioreq, Ring};
 use super::{Refusal, Stats};
@@ -19,6 +20,8 @@ pub(crate) const MAX_REP_COUNT: u32 = 4096;
 /// after looking at the stop flag and the other vCPUs.
 pub(crate) const RING_RECORDS_PER_TURN: u32 = slot::BUF_SLOTS;
 
+#[cfg(test)]
+mod ctx_tests;
 #[cfg(all(test, not(miri)))]
 mod props;
 #[cfg(test)]
@@ -45,28 +48,68 @@ impl GuestMemory for GuestMem {
 }
 
 /// The devices and the request logic, apart from Xen's handles.
-pub(crate) struct Dispatch<M> {
+pub(crate) struct Dispatch<M, P = NoPlatform> {
     pub(crate) devices: Vec<Box<dyn Device>>,
     pub(super) keys: Vec<(Key, usize)>,
     pub(crate) stats: Stats,
     pub(crate) mem: M,
     /// The last request refused (see [`Refusal`]).
     pub(crate) last_refusal: Option<Refusal>,
+    /// Interrupts and claims for the devices' [`Ctx`].
+    pub(crate) plat: P,
+    /// Errors the devices reported.
+    pub(crate) errors: DeviceErrors,
+    /// The vCPU of the request in hand (`None` for buffered records).
+    pub(crate) vcpu: Option<u32>,
 }
 
 /// Bytes of guest memory copied at a time for `data_is_ptr` requests (on the stack).
 const COPY_CHUNK: usize = 512;
 
-impl<M: GuestMemory> Dispatch<M> {
-    /// A new dispatch over `devices` and guest memory `mem`.
+impl<M: GuestMemory> Dispatch<M, NoPlatform> {
+    /// A new dispatch over `devices` and guest memory `mem`, without interrupts or claims.
+    #[cfg(test)]
     pub(crate) fn new(devices: Vec<Box<dyn Device>>, keys: Vec<(Key, usize)>, mem: M) -> Self {
+        Dispatch::with_platform(devices, keys, mem, NoPlatform(crate::DomId::new(1)))
+    }
+}
+
+impl<M: GuestMemory, P: Platform> Dispatch<M, P> {
+    /// A new dispatch over `devices`, guest memory `mem` and platform `plat`.
+    pub(crate) fn with_platform(
+        devices: Vec<Box<dyn Device>>,
+        keys: Vec<(Key, usize)>,
+        mem: M,
+        plat: P,
+    ) -> Self {
         Dispatch {
             devices,
             keys,
             stats: Stats::default(),
             mem,
             last_refusal: None,
+            plat,
+            errors: DeviceErrors::default(),
+            vcpu: None,
         }
+    }
+
+    /// Calls device `i` with a [`Ctx`] for `access`.
+    fn call(&mut self, i: usize, access: Access) -> u64 {
+        let mut ctx = Ctx {
+            plat: &self.plat,
+            mem: &mut self.mem,
+            keys: &mut self.keys,
+            device: i,
+            vcpu: self.vcpu,
+            errors: &mut self.errors,
+        };
+        let v = match self.devices.get_mut(i) {
+            Some(d) => d.access(&mut ctx, access),
+            None => u64::MAX,
+        };
+        self.stats.device_errors = self.errors.count;
+        v
     }
 
     /// Counts and records a refused request (no allocation: the record is plain data).
@@ -78,6 +121,7 @@ impl<M: GuestMemory> Dispatch<M> {
     /// Handles at most [`RING_RECORDS_PER_TURN`] buffered records; returns whether records
     /// are left for the next turn.
     pub(super) fn drain_ring(&mut self, ring: Ring) -> bool {
+        self.vcpu = None;
         for _ in 0..RING_RECORDS_PER_TURN {
             let Some(r) = ring.peek() else {
                 return false;
@@ -120,7 +164,7 @@ impl<M: GuestMemory> Dispatch<M> {
     fn port_read(&mut self, port: u16, size: u8) -> u64 {
         let p = u64::from(port);
         match self.find(|k| matches!(*k, Key::Port(a, b) if a <= p && p <= b)) {
-            Some(i) => u64::from(self.devices[i].port_read(port, size)) & mask(size),
+            Some(i) => self.call(i, Access::PortRead { port, size }) & mask(size),
             None => {
                 self.stats.unclaimed += 1;
                 mask(size)
@@ -131,14 +175,17 @@ impl<M: GuestMemory> Dispatch<M> {
     fn port_write(&mut self, port: u16, size: u8, value: u64) {
         let p = u64::from(port);
         match self.find(|k| matches!(*k, Key::Port(a, b) if a <= p && p <= b)) {
-            Some(i) => self.devices[i].port_write(port, size, (value & mask(size)) as u32),
+            Some(i) => {
+                let value = (value & mask(size)) as u32;
+                self.call(i, Access::PortWrite { port, size, value });
+            }
             None => self.stats.unclaimed += 1,
         }
     }
 
     fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
         match self.find(|k| matches!(*k, Key::Mmio(a, b) if a <= addr && addr <= b)) {
-            Some(i) => self.devices[i].mmio_read(addr, size) & mask(size),
+            Some(i) => self.call(i, Access::MmioRead { addr, size }) & mask(size),
             None => {
                 self.stats.unclaimed += 1;
                 mask(size)
@@ -148,7 +195,10 @@ impl<M: GuestMemory> Dispatch<M> {
 
     fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
         match self.find(|k| matches!(*k, Key::Mmio(a, b) if a <= addr && addr <= b)) {
-            Some(i) => self.devices[i].mmio_write(addr, size, value & mask(size)),
+            Some(i) => {
+                let value = value & mask(size);
+                self.call(i, Access::MmioWrite { addr, size, value });
+            }
             None => self.stats.unclaimed += 1,
         }
     }
@@ -182,17 +232,26 @@ impl<M: GuestMemory> Dispatch<M> {
                 };
                 let dev = Sbdf::from_raw(raw);
                 if req.read {
-                    let v = self.devices[i].pci_config_read(dev, reg, size);
-                    Some(u64::from(v) & mask(size))
+                    let v = self.call(i, Access::PciRead { dev, reg, size });
+                    Some(v & mask(size))
                 } else {
-                    let v = (req.data & mask(size)) as u32;
-                    self.devices[i].pci_config_write(dev, reg, size, v);
+                    let value = (req.data & mask(size)) as u32;
+                    let a = Access::PciWrite {
+                        dev,
+                        reg,
+                        size,
+                        value,
+                    };
+                    self.call(i, a);
                     None
                 }
             }
             slot::IOREQ_TYPE_INVALIDATE => {
                 self.stats.invalidate += 1;
                 self.mem.invalidate();
+                for d in &mut self.devices {
+                    d.mappings_invalidated();
+                }
                 None
             }
             slot::IOREQ_TYPE_TIMEOFFSET => {

@@ -30,6 +30,24 @@
 //! # Ok::<(), xen_devicemodel::Error>(())
 //! ```
 //!
+//! # Devices that do more ([`Ctx`])
+//! A device that raises interrupts, does DMA or moves its BARs overrides [`Device::access`]
+//! instead of (or besides) the per-kind methods; it gets a [`Ctx`] with each access:
+//! - interrupts: [`Ctx::set_isa_irq_level`], [`Ctx::set_pci_intx_level`],
+//!   [`Ctx::set_pci_link_route`],
+//!   [`Ctx::inject_msi`] (one dm_op each), and [`Ctx::interrupts`] / [`Server::interrupts`],
+//!   an [`Interrupts`] handle for the device model's other threads;
+//! - DMA: [`Ctx::read_guest`] / [`Ctx::write_guest`] copy through the loop's cache of
+//!   foreign mappings (no mapping per request for the frames in use; the cache is dropped on
+//!   `IOREQ_TYPE_INVALIDATE`, and [`Device::mappings_invalidated`] tells devices that keep
+//!   mappings of their own);
+//! - claims at run time: [`Ctx::claim`] / [`Ctx::release`] (a BAR placed or moved);
+//! - the guest and the vCPU of the request ([`Ctx::domid`], [`Ctx::vcpu`]);
+//! - errors: [`Ctx::report`] counts one ([`Stats::device_errors`],
+//!   [`Server::last_device_error`]); [`Ctx::fail`] also ends the loop with it.
+//!
+//! `Box<dyn Device>` and `Arc<Mutex<impl Device>>` are devices too.
+//!
 //! # Set-up ([`ServerBuilder::build`])
 //! 1. `XEN_DMOP_create_ioreq_server` with the buffered mode asked for.
 //! 2. Its pages mapped with `XENMEM_acquire_resource` ([`xen_foreignmemory`]'s
@@ -86,6 +104,7 @@
 //! claimed range whose device does not override the method gets all-ones on reads and is
 //! ignored on writes.
 
+mod ctx;
 mod device;
 mod dispatch;
 mod guestmem;
@@ -102,13 +121,15 @@ use std::sync::Arc;
 use xen_evtchn::{EventChannels, Port};
 use xen_foreignmemory::{Mapping, ReadWrite};
 
-use crate::{DeviceModel, DomId, IoreqServer};
+use crate::{DeviceModel, DomId, Error, IoreqServer};
+use ctx::XenPlatform;
 use dispatch::Dispatch;
 use guestmem::GuestMem;
 use slot::{Ring, Slot};
 use stop::StopInner;
 
-pub use device::{Claim, Device};
+pub use ctx::{Ctx, Interrupts, MAX_CLAIMS};
+pub use device::{Access, Claim, Device};
 pub use setup::ServerBuilder;
 pub use stats::{Refusal, Stats};
 pub use stop::StopHandle;
@@ -118,7 +139,8 @@ pub use stop::StopHandle;
 /// `Send`: set it up on one thread and run it on another.
 pub struct Server {
     // Teardown order (Drop, then fields in this order): disable, unbind the channels
-    // (in Drop), unmap the pages, destroy the server, close the channel handle.
+    // (in Drop), unmap the pages, drop the devices and destroy the server (in `d`), close
+    // the channel handle.
     vcpu_ports: Vec<Port>,
     buf_port: Option<Port>,
     slots: Vec<Slot>,
@@ -127,9 +149,8 @@ pub struct Server {
     ring_backlog: bool,
     buf_page: Option<Mapping<ReadWrite>>,
     ioreq_page: Mapping<ReadWrite>,
-    d: Dispatch<GuestMem>,
+    d: Dispatch<GuestMem, XenPlatform>,
     stop: Arc<StopInner>,
-    server: IoreqServer,
     ch: EventChannels,
     dm: DeviceModel,
     dom: DomId,
@@ -146,7 +167,18 @@ impl Server {
 
     /// The ioreq server (its id, and dm_ops on it such as claiming more ranges).
     pub fn ioreq_server(&self) -> &IoreqServer {
-        &self.server
+        &self.d.plat.server
+    }
+
+    /// The guest's interrupt lines and MSIs, for threads of the device model's own (a
+    /// device's [`Ctx`] has the same during a request).
+    pub fn interrupts(&self) -> Interrupts {
+        Interrupts::new(self.dm.clone(), self.dom)
+    }
+
+    /// The last error a device reported ([`Ctx::report`], [`Ctx::fail`]).
+    pub fn last_device_error(&self) -> Option<Error> {
+        self.d.errors.last
     }
 
     /// The device-model handle.
@@ -181,7 +213,7 @@ impl core::fmt::Debug for Server {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Server")
             .field("dom", &self.dom)
-            .field("server", &self.server)
+            .field("server", &self.d.plat.server)
             .field("vcpus", &self.slots.len())
             .field("devices", &self.d.devices.len())
             .field("stats", &self.d.stats)

@@ -12,14 +12,15 @@ use crate::{Errno, Error, Result};
 
 impl Server {
     /// Serves requests on this thread until [`StopHandle::stop`](super::StopHandle::stop) is
-    /// called or an event-channel operation fails.
+    /// called, an event-channel operation fails, or a device calls
+    /// [`Ctx::fail`](super::Ctx::fail) (then its error is returned, after the requests
+    /// already posted are completed).
     pub fn run(&mut self) -> Result<()> {
         self.d.mem.retry = BLOCKING_RETRY;
         let mut buf = [Port::default(); PORTS_PER_READ];
         loop {
-            if self.stop.flag.load(Ordering::Acquire) {
-                self.serve_all_slots()?;
-                return Ok(());
+            if let Some(r) = self.stopping() {
+                return r;
             }
             let n = self.ch.try_pending_many(&mut buf)?.len();
             // Buffered records left from the last turn are served without waiting.
@@ -36,7 +37,14 @@ impl Server {
     /// from the previous batch (more than one ring's worth arrived) are served at once,
     /// without waiting. For loops of your own: call it again soon, and it never does more
     /// than a bounded amount of work (see "Bounded work" in the module docs).
+    ///
+    /// After a device's [`Ctx::fail`](super::Ctx::fail), it completes the requests already
+    /// posted and returns that error (then and on every later call).
     pub fn run_once(&mut self, timeout: std::time::Duration) -> Result<usize> {
+        if let Some(e) = self.d.errors.fatal {
+            self.serve_all_slots()?;
+            return Err(e);
+        }
         self.d.mem.retry = BLOCKING_RETRY;
         let mut buf = [Port::default(); PORTS_PER_READ];
         let mut n = self.ch.try_pending_many(&mut buf)?.len();
@@ -48,7 +56,21 @@ impl Server {
         if n > 0 || self.ring_backlog {
             self.serve_ports(&buf[..n])?;
         }
+        if let Some(e) = self.d.errors.fatal {
+            self.serve_all_slots()?;
+            return Err(e);
+        }
         Ok(n)
+    }
+
+    /// When the loop must end (stopped, or a device failed): completes the requests already
+    /// posted and says what to return.
+    pub(super) fn stopping(&mut self) -> Option<Result<()>> {
+        let fatal = self.d.errors.fatal;
+        if fatal.is_none() && !self.stop.flag.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.serve_all_slots().and(fatal.map_or(Ok(()), Err)))
     }
 
     /// Waits until the event channels or the stop eventfd are readable, at most
@@ -116,6 +138,7 @@ impl Server {
     fn serve_slot(&mut self, v: usize) -> Result<()> {
         let s = self.slots[v];
         if let Some(req) = s.take() {
+            self.d.vcpu = Some(v as u32);
             let answer = self.d.handle(&req);
             s.complete(answer);
             self.ch.notify(self.vcpu_ports[v])?;

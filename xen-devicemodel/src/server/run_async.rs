@@ -1,7 +1,6 @@
 //! The tokio loop: `Server::run_async` (feature `tokio`).
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
 
 use xen_evtchn::Port;
 
@@ -41,9 +40,8 @@ impl Server {
         let stop = self.stop.clone();
         let mut buf = [Port::default(); PORTS_PER_READ];
         loop {
-            if stop.flag.load(Ordering::Acquire) {
-                self.serve_all_slots()?;
-                return Ok(());
+            if let Some(r) = self.stopping() {
+                return r;
             }
             let n = self.ch.try_pending_many(&mut buf)?.len();
             if n == 0 && !self.ring_backlog {

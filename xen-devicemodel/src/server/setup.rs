@@ -8,6 +8,7 @@ use std::sync::Arc;
 use xen_evtchn::EventChannels;
 use xen_foreignmemory::{ForeignMemory, Mapping, ReadWrite, Resource};
 
+use super::ctx::XenPlatform;
 use super::device::{Claim, Device, Key};
 use super::dispatch::Dispatch;
 use super::guestmem::GuestMem;
@@ -71,12 +72,7 @@ impl ServerBuilder {
         let index = self.devices.len();
         self.devices.push(Box::new(device));
         for c in claims {
-            let key = match &c {
-                Claim::Ports(r) => Key::Port((*r.start()).into(), (*r.end()).into()),
-                Claim::Mmio(r) => Key::Mmio(*r.start(), *r.end()),
-                Claim::Pci(s) => Key::Pci(s.to_raw()),
-            };
-            self.keys.push((key, index));
+            self.keys.push((Key::of(&c), index));
             self.claims.push(c);
         }
         self
@@ -116,14 +112,18 @@ impl ServerBuilder {
             buf_page,
             ioreq_page,
             ring_backlog: false,
-            d: Dispatch::new(self.devices, self.keys, GuestMem::new(fm, dom)),
+            d: Dispatch::with_platform(
+                self.devices,
+                self.keys,
+                GuestMem::new(fm, dom),
+                XenPlatform { server },
+            ),
             stop: Arc::new(StopInner {
                 flag: AtomicBool::new(false),
                 efd: eventfd()?,
                 #[cfg(feature = "tokio")]
                 notify: tokio::sync::Notify::new(),
             }),
-            server,
             ch,
             dm,
             dom,
@@ -141,7 +141,7 @@ impl ServerBuilder {
         if let Some(page) = &srv.buf_page {
             // SAFETY: the buffered page is mapped for as long as the Server lives.
             srv.ring = Some(unsafe { Ring::new(page.as_mut_ptr()) });
-            if let Some(remote) = srv.server.info()?.bufioreq_port {
+            if let Some(remote) = srv.d.plat.server.info()?.bufioreq_port {
                 srv.buf_port = Some(srv.ch.bind_interdomain(dom, remote)?.release());
             }
         }
@@ -232,7 +232,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Stop Xen sending requests, then release the channels; the pages are unmapped and
         // the server destroyed as the fields drop.
-        let _ = self.server.disable();
+        let _ = self.d.plat.server.disable();
         for &p in &self.vcpu_ports {
             let _ = self.ch.unbind(p);
         }

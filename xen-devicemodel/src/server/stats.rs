@@ -32,6 +32,10 @@ pub struct Stats {
     /// Guest-memory copies of `data_is_ptr` requests that failed (the request was still
     /// completed, with whatever was copied).
     pub memory_errors: u64,
+    /// Errors devices reported ([`Ctx::report`](super::Ctx::report) and
+    /// [`Ctx::fail`](super::Ctx::fail)); [`Server::last_device_error`](super::Server::last_device_error)
+    /// tells the last one.
+    pub device_errors: u64,
     /// Wake-ups of the loop with at least one port pending.
     pub wakeups: u64,
     /// Notifications sent back (one per completed synchronous request).
@@ -67,6 +71,9 @@ impl core::fmt::Display for Stats {
         )?;
         if self.refused > 0 {
             write!(f, " refused={}", self.refused)?;
+        }
+        if self.device_errors > 0 {
+            write!(f, " device-errors={}", self.device_errors)?;
         }
         Ok(())
     }
