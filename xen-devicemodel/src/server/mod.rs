@@ -46,7 +46,9 @@
 //! - errors: [`Ctx::report`] counts one ([`Stats::device_errors`],
 //!   [`Server::last_device_error`]); [`Ctx::fail`] also ends the loop with it.
 //!
-//! `Box<dyn Device>` and `Arc<Mutex<impl Device>>` are devices too.
+//! `Box<dyn Device>` and `Arc<Mutex<impl Device>>` are devices too. [`Harness`] calls a
+//! device on the host, without Xen (its interrupts and claims recorded, a buffer as guest
+//! RAM), for device crates' unit tests.
 //!
 //! # Set-up ([`ServerBuilder::build`])
 //! 1. `XEN_DMOP_create_ioreq_server` with the buffered mode asked for.
@@ -108,6 +110,7 @@ mod ctx;
 mod device;
 mod dispatch;
 mod guestmem;
+mod harness;
 mod run;
 #[cfg(feature = "tokio")]
 mod run_async;
@@ -130,6 +133,7 @@ use stop::StopInner;
 
 pub use ctx::{Ctx, Interrupts, MAX_CLAIMS};
 pub use device::{Access, Claim, Device};
+pub use harness::{Harness, HarnessEvent};
 pub use setup::ServerBuilder;
 pub use stats::{Refusal, Stats};
 pub use stop::StopHandle;
