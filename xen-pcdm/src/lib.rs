@@ -1,10 +1,18 @@
 //! A PC device model for Xen HVM guests, built on xen-rs's ioreq-server runtime
 //! ([`xen_devicemodel::server`]).
 //!
+//! - [`pc`]: the i440FX host bridge and the PIIX3 ISA bridge (PIRQ routes become
+//!   `set_pci_link_route`).
+//! - [`uart`]: a 16550A on ISA IRQ 4, interrupt-driven both ways.
 //! - [`blk`]: virtio-blk requests over rust-vmm's `virtio-queue`, against any `vm-memory`
 //!   `GuestMemory` (in Xen: guest RAM mapped once through `xen-foreignmemory`).
 //! - [`virtio_pci`]: the virtio 1.x modern PCI transport (1af4:1042) of that disk, with
 //!   MSI-X through `inject_msi` and INTx when MSI-X is off; its BAR follows the guest.
+//! - [`xen_ram`]: guest RAM mapped once through `xen-foreignmemory`, dropped on
+//!   `IOREQ_TYPE_INVALIDATE`.
 
 pub mod blk;
+pub mod pc;
+pub mod uart;
 pub mod virtio_pci;
+pub mod xen_ram;
