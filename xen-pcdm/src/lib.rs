@@ -4,6 +4,8 @@
 //! - [`pc`]: the i440FX host bridge and the PIIX3 ISA bridge (PIRQ routes become
 //!   `set_pci_link_route`).
 //! - [`uart`]: a 16550A on ISA IRQ 4, interrupt-driven both ways.
+//! - [`fw_cfg`]: the firmware configuration device (ports 0x510/0x511, DMA at 0x514) that
+//!   SeaBIOS reads on a QEMU i440FX.
 //! - [`blk`]: virtio-blk requests over rust-vmm's `virtio-queue`, against any `vm-memory`
 //!   `GuestMemory` (in Xen: guest RAM mapped once through `xen-foreignmemory`).
 //! - [`virtio_pci`]: the virtio 1.x modern PCI transport (1af4:1042) of that disk, with
@@ -12,6 +14,7 @@
 //!   `IOREQ_TYPE_INVALIDATE`.
 
 pub mod blk;
+pub mod fw_cfg;
 pub mod pc;
 pub mod uart;
 pub mod virtio_pci;
