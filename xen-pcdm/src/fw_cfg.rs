@@ -39,6 +39,14 @@ pub const ID: u16 = 0x01;
 pub const RAM_SIZE: u16 = 0x03;
 /// Item: number of CPUs.
 pub const NB_CPUS: u16 = 0x05;
+/// Item: the kernel's protected-mode part (after the setup sectors).
+pub const KERNEL_DATA: u16 = 0x11;
+/// Item: the initial ramdisk.
+pub const INITRD_DATA: u16 = 0x12;
+/// Item: the kernel command line (NUL-terminated).
+pub const CMDLINE_DATA: u16 = 0x15;
+/// Item: the kernel's real-mode setup sectors (with the boot header filled in).
+pub const SETUP_DATA: u16 = 0x18;
 /// Item: the file directory.
 pub const FILE_DIR: u16 = 0x19;
 /// First file selector.
@@ -152,14 +160,10 @@ impl FwCfg {
             while left > 0 {
                 let n = left.min(CHUNK);
                 let item = self.item();
-                for (i, b) in buf[..n].iter_mut().enumerate() {
-                    *b = self
-                        .off
-                        .checked_add(i)
-                        .and_then(|o| item.get(o))
-                        .copied()
-                        .unwrap_or(0);
-                }
+                let have = item.get(self.off..).unwrap_or(&[]);
+                let k = have.len().min(n);
+                buf[..k].copy_from_slice(&have[..k]);
+                buf[k..n].fill(0);
                 ctx.write_guest(addr, &buf[..n]).map_err(drop)?;
                 self.off = self.off.saturating_add(n);
                 addr = addr.checked_add(n as u64).ok_or(())?;
