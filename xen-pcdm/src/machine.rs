@@ -69,6 +69,15 @@ pub fn register(
         crate::fw_cfg::RAM_SIZE,
         cfg.ram_bytes.to_le_bytes().to_vec(),
     );
+    // SeaBIOS on a "QEMU" machine takes RAM above 4 GiB from the CMOS unless fw_cfg has an
+    // `etc/e820` table; Xen's CMOS has no such field (it reads as all-ones: a terabyte of RAM
+    // that is not there). The table here only repeats the reservation of the BIOS's last
+    // 256 KiB below 4 GiB; the RAM map itself comes from hvmloader.
+    let mut e820 = Vec::with_capacity(20);
+    e820.extend_from_slice(&0xfffc_0000u64.to_le_bytes());
+    e820.extend_from_slice(&0x4_0000u64.to_le_bytes());
+    e820.extend_from_slice(&2u32.to_le_bytes()); // E820_RESERVED
+    fw.add_file("etc/e820", e820);
     let fw_cfg = Arc::new(Mutex::new(fw));
     let chipset_claims = lock(&chipset).claims();
     let uart_claims = lock(&uart).claims();

@@ -9,6 +9,10 @@
 //!   and 13 are reserved. A write becomes `set_pci_link_route`, so the interrupt a PCI
 //!   function's INTx reaches through its link follows what the firmware programmed.
 //!
+//! - the configuration address register at port 0xcf8 reads back what was written (Linux
+//!   checks this before it uses configuration mechanism #1; Xen latches the register for
+//!   its own routing of 0xcfc but passes the access on to the device model).
+//!
 //! Other registers read as the datasheets' defaults; the writable ones (command, latency,
 //! PAM and SMRAM of the host bridge, the ISA bridge's routing and control bytes) keep what
 //! is written, the rest ignores writes.
@@ -73,7 +77,12 @@ pub struct Chipset {
     isa_sbdf: Sbdf,
     /// Link routes as last given to Xen (so unchanged writes cost no dm_op).
     routes: [Option<Option<u8>>; 4],
+    /// The configuration address register (port 0xcf8).
+    cf8: u32,
 }
+
+/// The configuration address register's port.
+pub const PORT_CF8: u16 = 0xcf8;
 
 impl Default for Chipset {
     fn default() -> Self {
@@ -117,12 +126,18 @@ impl Chipset {
             host_sbdf: f(HOST_BRIDGE),
             isa_sbdf: f(ISA_BRIDGE),
             routes: [None; 4],
+            cf8: 0,
         }
     }
 
-    /// The claims to register it with: the two functions' config spaces.
-    pub fn claims(&self) -> [Claim; 2] {
-        [Claim::Pci(self.host_sbdf), Claim::Pci(self.isa_sbdf)]
+    /// The claims to register it with: the two functions' config spaces and the
+    /// configuration address register.
+    pub fn claims(&self) -> [Claim; 3] {
+        [
+            Claim::Pci(self.host_sbdf),
+            Claim::Pci(self.isa_sbdf),
+            Claim::Ports(PORT_CF8..=PORT_CF8 + 3),
+        ]
     }
 
     /// The ISA IRQ link `link` (0-3) is routed to, `None` when disabled.
@@ -185,6 +200,19 @@ impl Device for Chipset {
                 }
                 0
             }
+            // Configuration mechanism #1's address: whole 32-bit accesses only.
+            Access::PortWrite {
+                port: PORT_CF8,
+                size: 4,
+                value,
+            } => {
+                self.cf8 = value;
+                0
+            }
+            Access::PortRead {
+                port: PORT_CF8,
+                size: 4,
+            } => self.cf8.into(),
             Access::PciRead { .. } => u32::MAX.into(),
             _ => u64::MAX,
         }
@@ -269,6 +297,26 @@ mod tests {
         );
         assert_eq!(c.route(0), Some(5));
         assert_eq!(c.route(1), None);
+        // The configuration address register reads back (whole dwords only).
+        let cf8 = |h: &mut Harness, c: &mut Chipset, size: u8| {
+            h.access(
+                c,
+                Access::PortRead {
+                    port: PORT_CF8,
+                    size,
+                },
+            )
+        };
+        h.access(
+            &mut c,
+            Access::PortWrite {
+                port: PORT_CF8,
+                size: 4,
+                value: 0x8000_0000,
+            },
+        );
+        assert_eq!(cf8(&mut h, &mut c, 4), 0x8000_0000);
+        assert_eq!(cf8(&mut h, &mut c, 1), u64::MAX);
         // Other registers of the ISA bridge do not touch the routes.
         w(&mut h, &mut c, 0x4c, 1, 0x4d);
         assert!(h.events().is_empty());
