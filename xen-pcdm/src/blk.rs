@@ -150,6 +150,12 @@ pub struct BlkStats {
     pub bytes_read: u64,
     /// Bytes written to the disk.
     pub bytes_written: u64,
+    /// Queue notifications from the driver.
+    pub notifies: u64,
+    /// Interrupts sent as MSI-X messages.
+    pub msi: u64,
+    /// Interrupts raised on INTA#.
+    pub intx: u64,
 }
 
 /// The sizes of a checked chain.

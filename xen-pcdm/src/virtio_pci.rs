@@ -322,10 +322,12 @@ impl<R: GuestRam, D: Disk> VirtioBlk<R, D> {
                 return;
             }
             let (addr, data) = (self.msix[v].addr, self.msix[v].data);
+            self.stats.msi += 1;
             if let Err(e) = ctx.inject_msi(addr, data) {
                 ctx.report(e);
             }
         } else {
+            self.stats.intx += 1;
             self.isr |= isr_bit;
             if self.command() & 0x400 == 0 {
                 self.set_intx(ctx, true);
@@ -502,6 +504,7 @@ impl<R: GuestRam, D: Disk> VirtioBlk<R, D> {
     }
 
     fn notify(&mut self, ctx: &mut Ctx<'_>) {
+        self.stats.notifies += 1;
         if self.broken.is_some() || self.status & S_DRIVER_OK == 0 {
             return;
         }

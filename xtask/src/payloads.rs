@@ -9,6 +9,7 @@
 //!   a PVH kernel (xl's `kernel` with `type = "pvh"`);
 //! - `testguest-pv.elf`: the same guest as ELF64 with only the PV notes (entry `pv_entry`, which
 //!   just blocks), a PV kernel;
+//! - `linux-guest.bzImage`: dom0's kernel image, for HVM guests that boot Linux (xen-pcdm);
 //! - `xen-testkit-dm`: the fake device model (`xen-testkit/src/bin/xen-testkit-dm.rs`) that xl's
 //!   `device_model_override` starts for HVM guests: it answers libxl's QMP handshake and writes
 //!   the device-model state to xenstore.
@@ -92,7 +93,18 @@ pub fn build() -> Result<Vec<Payload>, String> {
             host: pv,
             dom0: format!("{dir}/testguest-pv.elf"),
         },
+        linux_guest_kernel()?,
     ])
+}
+
+/// dom0's own kernel image (the bzImage), also booted as an HVM guest's kernel by the PC
+/// device model's tests: `/opt/xen-rs/linux-guest.bzImage`.
+fn linux_guest_kernel() -> Result<Payload, String> {
+    let sys = crate::xen_test::system::System::find()?;
+    Ok(Payload {
+        host: sys.kernel,
+        dom0: "/opt/xen-rs/linux-guest.bzImage".into(),
+    })
 }
 
 /// Builds the fake device model alone (a binary of xen-testkit, built like the test

@@ -28,6 +28,9 @@ pub const MODULES: &[&str] = &[
     "xen-gntdev",
     "xen-gntalloc",
     "xenfs",
+    // Not for dom0 itself: the Linux HVM guest of xen-pcdm's tests takes them from here.
+    "virtio_blk",
+    "virtio_pci",
 ];
 
 /// Xen tools copied into dom0 (from Xen's `bin/`), with their libraries.
