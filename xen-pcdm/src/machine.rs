@@ -31,6 +31,17 @@ pub struct Config {
     pub vcpus: u16,
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("dom", &self.dom)
+            .field("ram_bytes", &self.ram_bytes)
+            .field("disk", &self.disk.is_some())
+            .field("vcpus", &self.vcpus)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The devices whose state outlives the run (shared with the server).
 pub struct Machine {
     /// The UART (to feed it input).
@@ -41,6 +52,14 @@ pub struct Machine {
     pub disk: Option<Arc<Mutex<VirtioBlk<XenRam, FileDisk>>>>,
     /// The firmware configuration device.
     pub fw_cfg: Arc<Mutex<FwCfg>>,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("disk", &self.disk.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The guest's RAM regions for DMA: below the VGA hole, and from the BIOS area to the end

@@ -81,6 +81,17 @@ pub struct Chipset {
     cf8: u32,
 }
 
+impl std::fmt::Debug for Chipset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chipset")
+            .field("host", &self.host_sbdf)
+            .field("isa", &self.isa_sbdf)
+            .field("routes", &self.routes)
+            .field("cf8", &self.cf8)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The configuration address register's port.
 pub const PORT_CF8: u16 = 0xcf8;
 

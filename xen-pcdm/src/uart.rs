@@ -47,6 +47,18 @@ pub struct Uart {
     pub tx_bytes: u64,
 }
 
+impl std::fmt::Debug for Uart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uart")
+            .field("base", &self.base)
+            .field("ier", &self.ier)
+            .field("lcr", &self.lcr)
+            .field("rx_queued", &self.rx.len())
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Uart {
     /// A UART at ports `base..base+8` on ISA IRQ `irq`, writing the guest's bytes to `out`.
     pub fn new(base: u16, irq: IsaIrq, out: Box<dyn Write + Send>) -> Uart {

@@ -121,6 +121,18 @@ pub struct VirtioBlk<R, D> {
     stats: BlkStats,
 }
 
+impl<R, D> std::fmt::Debug for VirtioBlk<R, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioBlk")
+            .field("sbdf", &self.sbdf)
+            .field("bar", &self.claimed)
+            .field("status", &self.status)
+            .field("queue_size", &self.queue_size)
+            .field("queue_ready", &self.queue.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R: GuestRam, D: Disk> VirtioBlk<R, D> {
     /// A disk at PCI function `sbdf`, reaching guest memory through `ram`, backed by
     /// `disk`; `serial` (up to 20 bytes) answers `VIRTIO_BLK_T_GET_ID`.

@@ -80,6 +80,7 @@ macro_rules! generated {
             non_snake_case,
             dead_code,
             missing_docs,
+            missing_debug_implementations,
             unsafe_op_in_unsafe_fn,
             unknown_lints,
             unnecessary_transmutes,

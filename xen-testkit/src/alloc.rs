@@ -24,6 +24,7 @@ thread_local! {
 
 /// The system allocator, counting every allocation and reallocation of each thread
 /// (see [`allocations`]). Deallocations are not counted.
+#[derive(Debug)]
 pub struct CountingAllocator;
 
 // SAFETY: every method forwards to the system allocator with the caller's arguments; the counter

@@ -28,6 +28,18 @@ pub struct ServerBuilder {
     claims: Vec<Claim>,
 }
 
+impl core::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("dom", &self.dom)
+            .field("mode", &self.mode)
+            .field("restrict", &self.restrict)
+            .field("devices", &self.devices.len())
+            .field("claims", &self.claims.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerBuilder {
     /// A server for guest `dom`, with a buffered ring in [`BufIoreqMode::Atomic`] mode (as
     /// QEMU uses), no devices, and no privilege drop.
