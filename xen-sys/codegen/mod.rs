@@ -16,7 +16,7 @@
 //!
 //! One job per module: [`areas`] (what is generated), [`bindings`] (running bindgen),
 //! [`provenance`] (each file's header), [`scan`] (reading bindgen's output back), [`probe`] and
-//! [`asm`] (the C compilers' values and `abi.rs`), [`compare`] (`--check`), and [`features`]
+//! [`asm`] (the C compilers' values and `abi.rs`), [`compare`](mod@compare) (`--check`), and [`features`]
 //! (xen-sys's Cargo features, derived from the areas). This file drives them.
 
 mod areas;
