@@ -156,7 +156,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         kernel,
         initrd: image.path.clone(),
         log: log.clone(),
-        timeout: Some(opts.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+        timeout: Some(machine::Deadlines::fixed(
+            opts.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        )),
         shell: false,
         verbose: opts.verbose,
         label: "demo",

@@ -7,7 +7,7 @@
 //! device model prints to the console, destroys the guest and exits with the device model's
 //! status. The host reads it back by the marker lines below.
 
-use crate::xen_test::init_script::{power_off, sh_quote, toolstack_start};
+use crate::xen_test::init_script::{heartbeat, power_off, sh_quote, toolstack_start};
 use crate::xen_test::PAYLOAD_DIR;
 
 /// Printed once the guest exists: followed by its domain id.
@@ -119,6 +119,7 @@ pub fn demo() -> String {
 /// dom0's `/init` for the demo.
 pub fn init(modules: &[String], xen_bin: &str) -> String {
     let mut s = toolstack_start("demo", modules, xen_bin);
+    s += &heartbeat();
     s += &format!("{PAYLOAD_DIR}/demo\nrc=$?\n");
     s += &power_off();
     s

@@ -22,6 +22,11 @@ pub const END_MARKER: &str = "=== xen-test: end ";
 pub const LEFTOVER_MARKER: &str = "xen-test: warning: ";
 /// Printed when every executable has run.
 pub const DONE_MARKER: &str = "=== xen-test: all test executables ran";
+/// Printed by dom0 every [`HEARTBEAT_SECS`] seconds while it runs (not shown): a machine that
+/// stays silent much longer has stopped.
+pub const HEARTBEAT_MARKER: &str = "=== heartbeat ";
+/// How often dom0 prints [`HEARTBEAT_MARKER`].
+pub const HEARTBEAT_SECS: u32 = 15;
 /// How many test threads each executable gets.
 pub const TEST_THREADS: u32 = 1;
 
@@ -50,6 +55,9 @@ pub fn sh_quote(s: &str) -> String {
 /// The `/init` script.
 pub fn init(cfg: &InitConfig) -> String {
     let mut s = toolstack_start("xen-test", cfg.modules, cfg.xen_bin);
+    if !cfg.shell {
+        s += &heartbeat();
+    }
     if cfg.shell {
         s += "echo 'xen-test: dom0 shell. Tests are in /opt/xen-rs/tests; `run-tests [FILTER]` runs them all;'\n";
         s += "echo 'xen-test: `exit` ends the machine (Ctrl-C goes to dom0).'\n";
@@ -65,6 +73,15 @@ pub fn init(cfg: &InitConfig) -> String {
     }
     s += &power_off();
     s
+}
+
+/// A background loop printing [`HEARTBEAT_MARKER`] with dom0's uptime and load every
+/// [`HEARTBEAT_SECS`] seconds (for a non-interactive console: the host's silence watchdog
+/// counts on it).
+pub fn heartbeat() -> String {
+    format!(
+        "( while sleep {HEARTBEAT_SECS}; do echo \"{HEARTBEAT_MARKER}$(cut -d' ' -f1 /proc/uptime) s, load $(cut -d' ' -f1-3 /proc/loadavg)\"; done ) &\n"
+    )
 }
 
 /// The start of a dom0 `/init` (generated for `cargo xtask <task>`): kernel file systems, the
@@ -89,6 +106,9 @@ pub fn toolstack_start(task: &str, modules: &[String], xen_bin: &str) -> String 
     s +=
         "mkdir -p /run/xen /run/xenstored /run/lock /var/lib/xen /var/lib/xenstored /var/log/xen\n";
     s += "problem() { echo \"xen-test: dom0: $*\"; }\n";
+    // Every sysrq function, also from the console (Ctrl-O + key on hvc): the host asks a
+    // silent machine for dom0's blocked tasks and CPU backtraces that way.
+    s += "echo 1 > /proc/sys/kernel/sysrq\n";
     s += "for m in";
     for m in modules {
         s += " ";
@@ -218,8 +238,16 @@ mod tests {
         assert!(s.contains("'/lib/modules/r/kernel/drivers/xen/xen-privcmd.ko'"));
         assert!(s.contains("of=/dev/port bs=1 seek=244"));
         assert!(!s.contains("cttyhack"));
+        // A heartbeat for the host's silence watchdog, before the tests; sysrq on.
+        assert!(pos(HEARTBEAT_MARKER) < pos("/opt/xen-rs/run-tests"));
+        assert!(s.contains(&format!("while sleep {HEARTBEAT_SECS}; do")));
+        assert!(s.contains("echo 1 > /proc/sys/kernel/sysrq"));
         let sh = init(&cfg(&mods, &tests, None, true));
         assert!(sh.contains("setsid cttyhack sh"));
+        assert!(
+            !sh.contains(HEARTBEAT_MARKER),
+            "no heartbeat in an interactive shell"
+        );
         assert!(!sh.contains("run-tests\n"));
     }
 

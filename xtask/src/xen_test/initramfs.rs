@@ -585,7 +585,7 @@ pub fn test_run_tree(
         tests: &names,
         filter: opts.filter.as_deref(),
         shell: opts.shell,
-        exe_timeout_secs: (opts.timeout.unwrap_or(super::DEFAULT_TIMEOUT).as_secs() / 2).max(1),
+        exe_timeout_secs: super::exe_timeout(opts).as_secs().max(1),
     };
     run_tree(&cfg, tests, payloads, inputs.base)
 }

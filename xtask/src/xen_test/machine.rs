@@ -11,9 +11,10 @@
 //! 1.4 GiB) and dom0 with 512 MiB (building a bigger dom0 costs boot time; guests get the rest).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,53 @@ const DOM0_MEM: &str = "512M";
 const FATAL_GRACE: Duration = Duration::from_secs(3);
 /// How many hidden lines to show after a machine failure (the whole log is in the log file).
 const HIDDEN_TAIL: usize = 200;
+/// After asking a silent machine for its state, how long to collect the answers.
+const DIAGNOSIS_GRACE: Duration = Duration::from_secs(15);
+/// How long one QMP exchange may take (a wedged QEMU must not wedge us).
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When a run is over: a machine that prints nothing for `silence` is taken as hung (it is
+/// asked for its state, which is printed, and ended at once); otherwise the run may last
+/// `base`, and each sign of progress (a test or an executable finished) moves the deadline to
+/// at least `progress` later, never beyond `cap` after the start. So a slow machine that keeps
+/// going finishes, and a stuck one is named quickly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// No console output for this long: hung.
+    pub silence: Duration,
+    /// The deadline without progress.
+    pub base: Duration,
+    /// How far each sign of progress pushes the deadline.
+    pub progress: Duration,
+    /// The hard limit.
+    pub cap: Duration,
+}
+
+impl Deadlines {
+    /// A fixed deadline of `d` with the default silence watchdog.
+    pub fn fixed(d: Duration) -> Deadlines {
+        Deadlines {
+            silence: DEFAULT_SILENCE,
+            base: d,
+            progress: Duration::ZERO,
+            cap: d,
+        }
+    }
+
+    /// The deadline (from the start) given the time of the last progress.
+    pub fn deadline(&self, last_progress: Option<Duration>) -> Duration {
+        let d = match last_progress {
+            Some(p) => self.base.max(p + self.progress),
+            None => self.base,
+        };
+        d.min(self.cap.max(self.base))
+    }
+}
+
+/// How long a machine may stay silent. dom0 prints a heartbeat line every
+/// [`super::init_script::HEARTBEAT_SECS`] seconds, so only a machine that stopped (or whose
+/// dom0 stopped scheduling) stays silent this long, even on a busy host.
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(60);
 
 /// What to boot and how.
 pub struct Config {
@@ -40,8 +88,8 @@ pub struct Config {
     pub initrd: PathBuf,
     /// Where the whole console goes.
     pub log: PathBuf,
-    /// Deadline for the whole run (none for `--shell`).
-    pub timeout: Option<Duration>,
+    /// When to give up (none for `--shell`).
+    pub timeout: Option<Deadlines>,
     /// Interactive dom0 shell: stdin goes to the console; once dom0's /init runs, output passes
     /// through raw.
     pub shell: bool,
@@ -82,7 +130,14 @@ pub fn xen_cmdline() -> String {
 /// dom0's command line (no commas: QEMU splits `-initrd` on them).
 pub const DOM0_CMDLINE: &str = "console=hvc0 earlyprintk=xen rdinit=/init";
 
-/// The QEMU command for `cfg`.
+/// Where QEMU's QMP socket goes for a run by this process (short: a socket path has at most
+/// 107 bytes).
+pub fn qmp_socket_path() -> PathBuf {
+    std::env::temp_dir().join(format!("xen-rs-qmp-{}.sock", std::process::id()))
+}
+
+/// The QEMU command for `cfg`: no monitor on the console, but a QMP socket
+/// ([`qmp_socket_path`]) to ask the emulated CPUs' state when the machine goes silent.
 pub fn qemu_command(cfg: &Config) -> Command {
     let mut c = Command::new(&cfg.qemu);
     c.args(["-machine", "q35", "-accel", "tcg", "-cpu", "max,-smap"])
@@ -95,7 +150,11 @@ pub fn qemu_command(cfg: &Config) -> Command {
             "-nic",
             "none",
         ])
-        .args(["-monitor", "none"])
+        .args(["-monitor", "none", "-qmp"])
+        .arg(format!(
+            "unix:{},server=on,wait=off",
+            qmp_socket_path().display()
+        ))
         .args([
             "-chardev",
             "stdio,id=con,signal=off",
@@ -179,16 +238,25 @@ pub fn boot(cfg: &Config) -> Result<Outcome, String> {
         "{}: booting Xen + dom0 under QEMU{}",
         cfg.label,
         cfg.timeout
-            .map(|t| format!(" (deadline {} s)", t.as_secs()))
+            .map(|t| format!(
+                " (deadline {} s, longer while tests progress, at most {} s; silence limit {} s)",
+                t.base.as_secs(),
+                t.cap.max(t.base).as_secs(),
+                t.silence.as_secs()
+            ))
             .unwrap_or_default()
     );
+    // Not interactive: our own pipe, to send Xen's debug keys and dom0's sysrq to a silent
+    // machine.
     cmd.stdin(if cfg.shell {
         Stdio::inherit()
     } else {
-        Stdio::null()
+        Stdio::piped()
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
+    let qmp = qmp_socket_path();
+    let _ = fs::remove_file(&qmp);
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -198,6 +266,8 @@ pub fn boot(cfg: &Config) -> Result<Outcome, String> {
     if let Ok(None) = child.try_wait() {
         let _ = child.kill();
     }
+    let _ = child.wait();
+    let _ = fs::remove_file(&qmp);
     result
 }
 
@@ -208,6 +278,7 @@ fn watch(
     start: Instant,
 ) -> Result<Outcome, String> {
     let mut stdout = child.stdout.take().ok_or("no stdout from QEMU")?;
+    let mut stdin = child.stdin.take();
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 16 * 1024];
@@ -237,18 +308,24 @@ fn watch(
     let mut peak = None;
     let mut fatal_at: Option<Instant> = None;
     let mut killed = false;
-    let deadline = cfg.timeout.map(|d| start + d);
     let mut stdout_term = std::io::stdout();
     let mut raw = false;
+    let mut last_output = Instant::now();
+    let mut progress_seen = 0u64;
+    let mut last_progress: Option<Duration> = None;
+    // Set once the machine went silent and was asked for its state: when to end it.
+    let mut diagnosis_until: Option<Instant> = None;
 
     loop {
         let now = Instant::now();
         let mut wait = Duration::from_millis(500);
-        if let Some(d) = deadline {
-            wait = wait.min(d.saturating_duration_since(now));
+        if let Some(d) = cfg.timeout {
+            let deadline = start + d.deadline(last_progress);
+            wait = wait.min(deadline.saturating_duration_since(now));
         }
         match rx.recv_timeout(wait) {
             Ok(chunk) => {
+                last_output = Instant::now();
                 con.log
                     .write_all(&chunk)
                     .map_err(|e| format!("writing the console log: {e}"))?;
@@ -280,6 +357,10 @@ fn watch(
                         fatal_at = Some(Instant::now());
                     }
                 }
+                if t.progress != progress_seen {
+                    progress_seen = t.progress;
+                    last_progress = Some(start.elapsed());
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -288,12 +369,53 @@ fn watch(
             peak = Some(peak.map_or(k, |p: u64| p.max(k)));
         }
         let now = Instant::now();
-        if let Some(d) = deadline {
-            if now >= d && !killed {
+        if let Some(d) = cfg.timeout {
+            let silent = now.duration_since(last_output);
+            if diagnosis_until.is_none() && !killed && silent >= d.silence {
                 problems.push(format!(
-                    "timed out after {} s; QEMU killed (raise the deadline with --timeout SECS)",
-                    cfg.timeout.unwrap_or_default().as_secs()
+                    "the machine printed nothing for {} s (at {:.0} s after QEMU started): \
+                     taken as hung; its state (QEMU's CPUs, Xen's debug keys, dom0's sysrq) \
+                     is printed above",
+                    silent.as_secs(),
+                    start.elapsed().as_secs_f64()
                 ));
+                println!(
+                    "---- {}: the machine printed nothing for {} s; asking QEMU, Xen and dom0 \
+                     for their state:",
+                    cfg.label,
+                    silent.as_secs()
+                );
+                // From here on every console line is shown: it is the diagnosis.
+                con.verbose = true;
+                con.screen = None;
+                for l in qmp_diagnosis(&qmp_socket_path()) {
+                    println!("qemu: {l}");
+                }
+                if let Some(w) = stdin.as_mut() {
+                    ask_over_serial(w);
+                }
+                diagnosis_until = Some(Instant::now() + DIAGNOSIS_GRACE);
+            }
+            let deadline = start + d.deadline(last_progress);
+            if now >= deadline && !killed && diagnosis_until.is_none() {
+                problems.push(format!(
+                    "timed out after {} s{}; QEMU killed (raise the deadline with --timeout SECS)",
+                    start.elapsed().as_secs(),
+                    match last_progress {
+                        Some(p) => format!(
+                            " (the last test finished {} s before)",
+                            start.elapsed().saturating_sub(p).as_secs()
+                        ),
+                        None => String::new(),
+                    }
+                ));
+                let _ = child.kill();
+                killed = true;
+            }
+        }
+        if let Some(u) = diagnosis_until {
+            if now >= u && !killed {
+                println!("---- {}: end of the diagnosis; QEMU killed", cfg.label);
                 let _ = child.kill();
                 killed = true;
             }
@@ -305,6 +427,7 @@ fn watch(
             }
         }
     }
+    drop(stdin);
     if !con.partial.is_empty() {
         let rest = std::mem::take(&mut con.partial);
         if raw {
@@ -325,7 +448,7 @@ fn watch(
     }
     let machine_failed =
         !problems.is_empty() || t.alarms.iter().any(|a| a.fatal()) || !t.init_started;
-    if machine_failed && !con.verbose && !con.hidden.is_empty() {
+    if machine_failed && !cfg.verbose && !con.hidden.is_empty() {
         let from = con.hidden.len().saturating_sub(HIDDEN_TAIL);
         println!(
             "---- {}: the machine failed; last {} lines of Xen's and dom0's log (all in {}):",
@@ -345,6 +468,98 @@ fn watch(
         elapsed,
         peak_rss_kib: peak,
     })
+}
+
+/// Asks a silent machine for its state over the serial console: Ctrl-A three times switches
+/// the console's input to Xen, which then takes debug keys (`q` domains and vCPUs, `e` event
+/// channels, `r` run queues, `d` registers and stacks of every CPU); three more give the input
+/// back to dom0, whose console (hvc) takes Ctrl-O + key as sysrq (`w` blocked tasks, `l`
+/// backtraces of the active CPUs). The answers arrive on the console.
+fn ask_over_serial(w: &mut ChildStdin) {
+    let mut keys: Vec<u8> = Vec::new();
+    keys.extend_from_slice(b"\x01\x01\x01");
+    keys.extend_from_slice(b"qerd");
+    keys.extend_from_slice(b"\x01\x01\x01");
+    keys.extend_from_slice(b"\x0fw\x0fl");
+    // One key at a time, with a pause: the emulated UART has a small FIFO, and Xen's key
+    // handlers print a lot.
+    for k in keys {
+        if w.write_all(&[k]).and_then(|()| w.flush()).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(if k < 0x20 { 50 } else { 700 }));
+    }
+}
+
+/// Asks QEMU over QMP for its run state and the emulated CPUs' registers; the answer's lines,
+/// or why there is none (a QEMU whose main loop is stuck does not answer: that is a finding
+/// too).
+pub fn qmp_diagnosis(socket: &Path) -> Vec<String> {
+    match qmp_ask(
+        socket,
+        &["query-status", "info cpus", "info registers -a", "x/8i $pc"],
+    ) {
+        Ok(v) => v,
+        Err(e) => vec![format!("no answer over QMP ({}): {e}", socket.display())],
+    }
+}
+
+fn qmp_ask(socket: &Path, questions: &[&str]) -> Result<Vec<String>, String> {
+    let s = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(QMP_TIMEOUT))
+        .and_then(|()| s.set_write_timeout(Some(QMP_TIMEOUT)))
+        .map_err(|e| format!("socket timeouts: {e}"))?;
+    let mut w = s.try_clone().map_err(|e| format!("socket clone: {e}"))?;
+    let mut r = BufReader::new(s);
+    let mut reply = |w: &mut UnixStream, cmd: Option<serde_json::Value>| {
+        if let Some(c) = cmd {
+            w.write_all(format!("{c}\n").as_bytes())
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) => return Err("QEMU closed the socket".to_string()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| format!("bad JSON ({e}): {line}"))?;
+            // Events ("event") may come in between; the greeting has "QMP".
+            if v.get("return").is_some() || v.get("error").is_some() || v.get("QMP").is_some() {
+                return Ok(v);
+            }
+        }
+    };
+    reply(&mut w, None)?;
+    reply(
+        &mut w,
+        Some(serde_json::json!({"execute": "qmp_capabilities"})),
+    )?;
+    let mut out = Vec::new();
+    for q in questions {
+        let cmd = if q.starts_with("query-") {
+            serde_json::json!({"execute": q})
+        } else {
+            serde_json::json!({"execute": "human-monitor-command",
+                               "arguments": {"command-line": q}})
+        };
+        out.push(format!("({q})"));
+        match reply(&mut w, Some(cmd)) {
+            Ok(v) => match &v["return"] {
+                serde_json::Value::String(text) => {
+                    out.extend(text.lines().map(str::to_string));
+                }
+                serde_json::Value::Null => out.push(v.to_string()),
+                other => out.push(other.to_string()),
+            },
+            Err(e) => {
+                out.push(format!("no answer: {e}"));
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -384,5 +599,30 @@ mod tests {
             "{s}"
         );
         assert!(xen_cmdline().contains("noreboot"));
+        assert!(s.contains("-monitor none -qmp unix:"), "{s}");
+        assert!(s.contains(",server=on,wait=off"), "{s}");
+    }
+
+    #[test]
+    fn deadlines_grow_with_progress_up_to_the_cap() {
+        let s = Duration::from_secs;
+        let d = Deadlines {
+            silence: s(60),
+            base: s(300),
+            progress: s(330),
+            cap: s(1200),
+        };
+        assert_eq!(d.deadline(None), s(300));
+        // Early progress does not shorten the deadline.
+        assert_eq!(d.deadline(Some(s(10))), s(340));
+        assert_eq!(d.deadline(Some(s(0))), s(330));
+        // A run that keeps finishing tests goes on...
+        assert_eq!(d.deadline(Some(s(500))), s(830));
+        // ...but never beyond the cap.
+        assert_eq!(d.deadline(Some(s(1000))), s(1200));
+        let f = Deadlines::fixed(s(180));
+        assert_eq!(f.deadline(None), s(180));
+        assert_eq!(f.deadline(Some(s(170))), s(180));
+        assert_eq!(f.silence, DEFAULT_SILENCE);
     }
 }

@@ -33,8 +33,31 @@ pub const PAYLOAD_DIR: &str = "/opt/xen-rs";
 /// Where the test executables live in dom0.
 pub const TESTS_DIR: &str = "/opt/xen-rs/tests";
 
-/// Default deadline for the whole machine run (QEMU start to exit).
+/// Default deadline for the whole machine run (QEMU start to exit) while no test finishes.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The hard limit of a run that keeps making progress, in multiples of its deadline.
+const CAP_FACTOR: u32 = 4;
+
+/// How long dom0 lets one test executable run before killing it (and naming it): the run's
+/// deadline (`--timeout`), so that a slow executable on a busy host still finishes.
+pub fn exe_timeout(opts: &Options) -> Duration {
+    opts.timeout.unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// The machine's deadlines for `opts`: `--timeout` (default 300 s) while nothing finishes; each
+/// finished test or executable allows one more executable's time (plus a margin, so that dom0
+/// names a stuck executable before the host ends the machine); at most four times `--timeout`
+/// in all. A machine silent for `--silence` (default [`machine::DEFAULT_SILENCE`]) is
+/// diagnosed and ended at once.
+pub fn deadlines(opts: &Options) -> machine::Deadlines {
+    let base = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    machine::Deadlines {
+        silence: opts.silence.unwrap_or(machine::DEFAULT_SILENCE),
+        base,
+        progress: exe_timeout(opts) + Duration::from_secs(30),
+        cap: base * CAP_FACTOR,
+    }
+}
 
 /// Command-line options of `cargo xtask xen-test`.
 #[derive(Debug, Default, PartialEq)]
@@ -51,9 +74,11 @@ pub struct Options {
     pub packages: Vec<String>,
     /// Deadline for the machine run; `None` means the default.
     pub timeout: Option<Duration>,
+    /// How long the machine may print nothing; `None` means the default.
+    pub silence: Option<Duration>,
 }
 
-const USAGE: &str = "usage: cargo xtask xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS]\n\
+const USAGE: &str = "usage: cargo xtask xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS] [--silence SECS]\n\
 \n\
 Runs the workspace's tests (with --include-ignored) inside dom0 of Xen 4.17 under QEMU.\n\
 \x20 FILTER           libtest filter, passed to every test executable\n\
@@ -61,7 +86,11 @@ Runs the workspace's tests (with --include-ignored) inside dom0 of Xen 4.17 unde
 \x20 --keep           keep the staging directories and print where they are\n\
 \x20 -v, --verbose    show Xen's and dom0's boot log and kernel messages as they come\n\
 \x20 -p, --package P  only build and run package P's tests (repeatable)\n\
-\x20 --timeout SECS   deadline for the machine run (default 300)\n";
+\x20 --timeout SECS   deadline while no test finishes, and each executable's limit (default 300;\n\
+\x20                  each finished test extends the run, up to 4x this in all; a machine that\n\
+\x20                  prints nothing for --silence SECS is diagnosed and ended at once)\n\
+\x20 --silence SECS   how long the machine may print nothing (default 60; dom0 prints a\n\
+\x20                  heartbeat every 15 s)\n";
 
 /// Parses the arguments after `xen-test`. `Ok(None)` means help was asked for.
 pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
@@ -80,6 +109,7 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
                 o.packages.push(p.clone());
             }
             "--timeout" => o.timeout = Some(util::timeout_arg(it.next(), USAGE)?),
+            "--silence" => o.silence = Some(util::timeout_arg(it.next(), USAGE)?),
             s if s.starts_with("--package=") => o.packages.push(s["--package=".len()..].into()),
             s if s.starts_with("-p") && s.len() > 2 => o.packages.push(s[2..].into()),
             s if s.starts_with('-') => return Err(format!("unknown option `{s}`\n\n{USAGE}")),
@@ -146,7 +176,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         timeout: if opts.shell {
             None
         } else {
-            Some(opts.timeout.unwrap_or(DEFAULT_TIMEOUT))
+            Some(deadlines(&opts))
         },
         shell: opts.shell,
         verbose: opts.verbose,

@@ -1,7 +1,7 @@
 //! Reading the serial console: which lines are boot noise, which are the tests' own output,
 //! what each test executable reported, signs of a crash, and the final verdict and counts.
 
-use super::init_script::{BEGIN_MARKER, DONE_MARKER, END_MARKER, INIT_MARKER};
+use super::init_script::{BEGIN_MARKER, DONE_MARKER, END_MARKER, HEARTBEAT_MARKER, INIT_MARKER};
 
 /// A libtest summary line: `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 2 filtered out; ...`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -194,6 +194,8 @@ pub struct Transcript {
     pub runs: Vec<ExeRun>,
     /// Crash signs seen.
     pub alarms: Vec<Alarm>,
+    /// Signs of progress so far: executables begun and ended, tests finished.
+    pub progress: u64,
     current: Option<usize>,
 }
 
@@ -212,7 +214,11 @@ impl Transcript {
         if !self.init_started {
             return false;
         }
+        if line.starts_with(HEARTBEAT_MARKER) {
+            return false;
+        }
         if let Some(name) = line.strip_prefix(BEGIN_MARKER) {
+            self.progress += 1;
             self.runs.push(ExeRun {
                 name: name.trim().to_string(),
                 ..ExeRun::default()
@@ -221,6 +227,7 @@ impl Transcript {
             return true;
         }
         if let Some(rest) = line.strip_prefix(END_MARKER) {
+            self.progress += 1;
             if let Some((name, tail)) = rest.trim().rsplit_once(" exit ") {
                 if let Some(r) = self.runs.iter_mut().rev().find(|r| r.name == name) {
                     let (code, secs) = match tail.split_once(" after ") {
@@ -239,6 +246,9 @@ impl Transcript {
             return true;
         }
         if let Some(i) = self.current {
+            if is_test_result(line) {
+                self.progress += 1;
+            }
             if let Some(s) = parse_summary(line) {
                 self.runs[i].summary = Some(s);
             } else if is_libtest_header(line) {
@@ -247,6 +257,18 @@ impl Transcript {
         }
         !(is_xen_chatter(line) || is_kernel(line)) || is_notable_kernel(line)
     }
+}
+
+/// A libtest line for one finished test: `test NAME ... ok|FAILED|ignored[, reason]`.
+fn is_test_result(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("test ") else {
+        return false;
+    };
+    let Some((_, outcome)) = rest.rsplit_once(" ... ") else {
+        return false;
+    };
+    let outcome = outcome.trim_end();
+    outcome == "ok" || outcome == "FAILED" || outcome.starts_with("ignored")
 }
 
 /// The slowest executables, slowest first, as `name N s` (for keeping the run in its budget).
@@ -485,6 +507,30 @@ bench: something 12 ns/call\n\
                 skipped: 1
             }
         );
+    }
+
+    #[test]
+    fn progress_counts_finished_tests_and_executables() {
+        let mut t = Transcript::default();
+        t.feed(INIT_MARKER);
+        assert!(
+            !t.feed("=== heartbeat 12.5 s, load 1.00 0.50 0.20"),
+            "hidden"
+        );
+        assert_eq!(t.progress, 0);
+        t.feed("=== xen-test: begin a.test.a");
+        t.feed("running 3 tests");
+        t.feed("test one ... ok");
+        t.feed("test two ... FAILED");
+        t.feed("test three ... ignored, needs Xen");
+        t.feed("test four ... ignored");
+        assert_eq!(t.progress, 5);
+        // Started but not finished: no progress.
+        t.feed("test five ... ");
+        t.feed("test result: FAILED. 1 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out");
+        assert_eq!(t.progress, 5);
+        t.feed("=== xen-test: end a.test.a exit 101 after 3 s");
+        assert_eq!(t.progress, 6);
     }
 
     #[test]
