@@ -391,6 +391,75 @@ impl Device for Counter {
     }
 }
 
+/// What a stalled two-vCPU round trip looks like from dom0, for the failure message: each
+/// vCPU's mailbox slot (command sequence and acknowledgement), its ioreq slot as Xen and the
+/// server share it (state, address, data, event channel), what the device saw, and Xen's view
+/// of the domain's event channels (debug key `e`, pending and masked bits).
+fn two_vcpu_diagnosis(
+    g: &TestGuest,
+    ioreq: Option<&xen_foreignmemory::Mapping<xen_foreignmemory::ReadWrite>>,
+    ctr: &Mutex<Counter>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let h = g.header();
+    let _ = writeln!(out, "guest header: state {} ticks {}", h.state, h.ticks);
+    for v in 0..2 {
+        let m = g.mailbox();
+        let base = p::slot_offset(v);
+        let _ = write!(
+            out,
+            "vcpu {v}: mailbox seq {} ack {}",
+            m.read_u32(base + p::offsets::SLOT_SEQ),
+            m.read_u32(base + p::offsets::SLOT_ACK)
+        );
+        let mut slot = [0u8; 32];
+        match ioreq.map(|page| page.read_bytes(32 * v, &mut slot)) {
+            Some(Ok(())) => {
+                let u64_at = |o: usize| u64::from_le_bytes(slot[o..o + 8].try_into().unwrap());
+                let eport = u32::from_le_bytes(slot[24..28].try_into().unwrap());
+                let _ = writeln!(
+                    out,
+                    "; ioreq slot state {} (0 none, 1 ready, 2 in process, 3 answered) addr {:#x} data {:#x} dir {} event channel {eport}",
+                    slot[30] & 0xf,
+                    u64_at(0),
+                    u64_at(8),
+                    if slot[30] & 0x20 != 0 { "read" } else { "write" },
+                );
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "; ioreq slot unreadable: {e}");
+            }
+            None => {
+                let _ = writeln!(out, "; ioreq page not mapped");
+            }
+        }
+    }
+    if let Ok(c) = ctr.try_lock() {
+        let _ = writeln!(
+            out,
+            "device: writes per port {:?}, last values {:?}",
+            c.per_port, c.last
+        );
+    }
+    // Xen's event-channel table for every domain; keep dom0's and the guest's lines.
+    let before = xen_testkit::xl::dmesg()
+        .map(|d| d.lines().count())
+        .unwrap_or(0);
+    match xen_testkit::xl::xl(&["debug-keys", "e"]).and_then(|_| xen_testkit::xl::dmesg()) {
+        Ok(d) => {
+            let _ = writeln!(out, "Xen's event channels (debug key e):");
+            for l in d.lines().skip(before.saturating_sub(1)) {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "xl debug-keys e: {e}");
+        }
+    }
+    out
+}
+
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn server_two_vcpus_are_served_concurrently() {
@@ -403,24 +472,57 @@ fn server_two_vcpus_are_served_concurrently() {
         .build()
         .unwrap();
     assert_eq!(server.vcpus(), 2);
+    // A second mapping of the ioreq page, to show the slots if a vCPU stalls.
+    let fm = xen_foreignmemory::ForeignMemory::open().unwrap();
+    let ioreq = fm
+        .map_resource(
+            DomId::new(g.domid()),
+            xen_foreignmemory::Resource::IoreqServer {
+                id: server.ioreq_server().id().get(),
+            },
+            xen_foreignmemory::Resource::ioreq_server_ioreq_frame(0),
+            1,
+            xen_foreignmemory::ReadWrite,
+        )
+        .ok();
     let running = spawn(server);
     const N: u32 = 200;
+    let stalled = Mutex::new(None::<String>);
     std::thread::scope(|s| {
         for vcpu in 0..2usize {
-            let g = &g;
+            let (g, ctr, ioreq, stalled) = (&g, &ctr, &ioreq, &stalled);
             s.spawn(move || {
                 let port = 0x520 + 4 * vcpu as u64;
-                for i in 0..N {
-                    g.command_on(vcpu, p::OP_PORT_OUT, [port, u64::from(i), 4, 0, 0, 0])
-                        .unwrap();
+                let mut last = None;
+                for i in 0..=N {
+                    let (op, value) = match i < N {
+                        true => (p::OP_PORT_OUT, u64::from(i)),
+                        false => (p::OP_PORT_IN, 0),
+                    };
+                    match g.command_on(vcpu, op, [port, value, 4, 0, 0, 0]) {
+                        Ok(r) => last = Some(r),
+                        Err(e) => {
+                            // The first vCPU to notice describes the state once.
+                            let mut st = stalled.lock().unwrap();
+                            if st.is_none() {
+                                *st = Some(format!(
+                                    "{e}\n{}",
+                                    two_vcpu_diagnosis(g, ioreq.as_ref(), ctr)
+                                ));
+                            }
+                            return;
+                        }
+                    }
                 }
-                let r = g
-                    .command_on(vcpu, p::OP_PORT_IN, [port, 0, 4, 0, 0, 0])
-                    .unwrap();
+                let r = last.unwrap();
                 assert_eq!(r.result as u32, N - 1, "vCPU {vcpu}");
             });
         }
     });
+    if let Some(d) = stalled.into_inner().unwrap() {
+        panic!("a vCPU stalled: {d}");
+    }
+    drop(ioreq);
     let stats = finish(running);
     let c = ctr.lock().unwrap();
     report!("two vCPUs: per port {:?}, {stats:?}", c.per_port);
