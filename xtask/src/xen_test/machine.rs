@@ -6,9 +6,21 @@
 //! the multiboot kernel, dom0's kernel and initramfs as its modules, and isa-debug-exit at 0xf4
 //! so dom0 ends the run with a status: byte v gives QEMU exit status `(v << 1) | 1`.
 //!
-//! Two choices of ours: `bootscrub=0` (Xen would otherwise write all free RAM at boot, making
+//! Choices of ours: `bootscrub=0` (Xen would otherwise write all free RAM at boot, making
 //! QEMU's resident memory the whole 2 GiB; measured peak without guests ~0.5 GiB instead of
-//! 1.4 GiB) and dom0 with 512 MiB (building a bigger dom0 costs boot time; guests get the rest).
+//! 1.4 GiB), dom0 with 512 MiB (building a bigger dom0 costs boot time; guests get the rest),
+//! and Xen's credit scheduler (`sched=credit`) instead of its default, credit2.
+//!
+//! Why credit: on a busy host the emulated CPUs stall for long stretches (their QEMU threads
+//! are not scheduled), so Xen sees time jump and charges the running vCPU for it. With credit2
+//! the machine then stopped: caught by the silence watchdog, both of Xen's CPUs sat in the idle
+//! loop (`hlt`, QEMU's `info registers`), dom0's only vCPU was runnable in credit2's run queue
+//! with its credit at the minimum (debug key `r`: `RUNQ: [0.0] ... credit=-10000000`,
+//! `tickled: 0`, both CPUs `current=d[IDLE]`), and nothing woke them: dom0 did not run for 60 s
+//! (its soft-lockup report), so a guest blocked on an ioreq dom0 would serve waited too. Seen
+//! with QEMU 7.2 (multi-threaded and `thread=single` TCG) and QEMU 10.0 alike, so a scheduler
+//! lost wake-up in Xen, not the emulator. Under the same load with `sched=credit` it did not
+//! happen (numbers in the commit that made the change).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -123,7 +135,7 @@ pub struct Outcome {
 pub fn xen_cmdline() -> String {
     format!(
         "console=com1 com1=115200,8n1 dom0_mem={DOM0_MEM},max:{DOM0_MEM} dom0_max_vcpus=1 \
-         loglvl=all guest_loglvl=all noreboot console_timestamps=boot bootscrub=0"
+         loglvl=all guest_loglvl=all noreboot console_timestamps=boot bootscrub=0 sched=credit"
     )
 }
 
@@ -599,6 +611,7 @@ mod tests {
             "{s}"
         );
         assert!(xen_cmdline().contains("noreboot"));
+        assert!(xen_cmdline().contains(" sched=credit"));
         assert!(s.contains("-monitor none -qmp unix:"), "{s}");
         assert!(s.contains(",server=on,wait=off"), "{s}");
     }
