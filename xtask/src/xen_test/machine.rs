@@ -617,6 +617,59 @@ mod tests {
     }
 
     #[test]
+    fn qmp_questions_and_answers() {
+        use std::os::unix::net::UnixListener;
+        let path =
+            std::env::temp_dir().join(format!("xen-rs-qmp-test-{}.sock", std::process::id()));
+        let _ = fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        // A stand-in for QEMU: greeting, then one answer per command (an event in between).
+        let server = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap() > 0 {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                seen.push(v.clone());
+                let answer = match v["execute"].as_str().unwrap() {
+                    "query-status" => serde_json::json!({"return": {"status": "running"}}),
+                    "human-monitor-command" => {
+                        w.write_all(b"{\"event\": \"RESUME\"}\n").unwrap();
+                        let c = v["arguments"]["command-line"].as_str().unwrap();
+                        serde_json::json!({"return": format!("{c}: line 1\r\nline 2\r\n")})
+                    }
+                    _ => serde_json::json!({"return": {}}),
+                };
+                w.write_all(format!("{answer}\n").as_bytes()).unwrap();
+                line.clear();
+            }
+            seen
+        });
+        let out = qmp_ask(&path, &["query-status", "info cpus"]).unwrap();
+        assert_eq!(
+            out,
+            [
+                "(query-status)",
+                r#"{"status":"running"}"#,
+                "(info cpus)",
+                "info cpus: line 1",
+                "line 2"
+            ]
+        );
+        let seen = server.join().unwrap();
+        assert_eq!(seen[0]["execute"], "qmp_capabilities");
+        assert_eq!(seen.len(), 3);
+        let _ = fs::remove_file(&path);
+        // Nobody listening: a message, not an error or a hang.
+        let d = qmp_diagnosis(&path);
+        assert!(d[0].starts_with("no answer over QMP"), "{d:?}");
+    }
+
+    #[test]
     fn deadlines_grow_with_progress_up_to_the_cap() {
         let s = Duration::from_secs;
         let d = Deadlines {
