@@ -273,6 +273,10 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
     }
     let mut server = builder.build().unwrap();
     let stop = server.stop_handle();
+    m.acpi_pm
+        .lock()
+        .unwrap()
+        .stop_on_power_off(server.stop_handle());
     let t = std::thread::spawn(move || (server.run(), server));
     let t0 = Instant::now();
     g.unpause().unwrap();
@@ -303,19 +307,31 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
         }
     }
     // poweroff: the domain goes away.
+    // The domain is shut down (state 's') or already gone.
     let mut gone = false;
-    for _ in 0..10 {
+    for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(500));
-        let listed = std::process::Command::new("xl")
+        let o = std::process::Command::new("xl")
             .args(["list", &g.domid().to_string()])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !listed {
+            .output();
+        let state = match &o {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .and_then(|l| l.split_whitespace().nth(4))
+                .unwrap_or_default()
+                .to_owned(),
+            _ => "gone".to_owned(),
+        };
+        if state == "gone" || state.contains('s') {
+            report!("domain state after poweroff: {state}");
             gone = true;
             break;
         }
     }
-    report!("after poweroff the domain is gone: {gone}");
+    let soft_off = m.acpi_pm.lock().unwrap().power_off_requested();
+    report!("guest asked for soft off: {soft_off}; the domain is shut down: {gone}");
+    let ended_itself = t.is_finished();
     stop.stop();
     let (r, server) = t.join().unwrap();
     let stats = server.stats();
@@ -332,7 +348,7 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
         disk.broken(),
         m.fw_cfg.lock().unwrap().dma_errors
     );
-    report!("device model's run ended: {r:?}");
+    report!("device model's run ended: {r:?} (by itself at the guest's poweroff: {ended_itself})");
     let want = format!("XENPCDM-READ {}", String::from_utf8_lossy(DISK_MAGIC));
     let f = std::fs::File::open(&path).unwrap();
     let mut back = vec![0u8; WRITTEN.len()];
@@ -389,6 +405,13 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
     assert!(
         disk_irqs.is_some_and(|n| n > 0),
         "virtio interrupts counted"
+    );
+    assert!(soft_off, "poweroff reached ACPI PM1a control");
+    assert!(gone, "the domain is shut down after poweroff");
+    assert!(r.is_ok(), "the device model's run ended cleanly");
+    assert!(
+        ended_itself,
+        "the guest's poweroff ended the device model's run"
     );
     let _ = std::fs::remove_file(&path);
 }
