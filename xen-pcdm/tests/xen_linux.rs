@@ -12,6 +12,8 @@
 //! after init for the rest, so it stays short.
 #![allow(missing_docs)]
 
+mod common;
+use common::Out;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -222,16 +224,6 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
     .unwrap();
     let dom = DomId::new(g.domid());
     let console = Arc::new(Mutex::new(Vec::<u8>::new()));
-    struct Out(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Out {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let cfg = Config {
         dom,
         ram_bytes: u64::from(MEM_MIB) << 20,

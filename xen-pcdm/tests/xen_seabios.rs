@@ -4,6 +4,8 @@
 //! device prints a marker on Xen's debug port.
 #![allow(missing_docs)]
 
+mod common;
+use common::Out;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,16 +94,6 @@ fn xen_seabios_boots_the_virtio_disk_on_our_pc() {
     .unwrap();
     let dom = DomId::new(g.domid());
     let out = Arc::new(Mutex::new(Vec::<u8>::new()));
-    struct Out(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Out {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let cfg = Config {
         dom,
         ram_bytes: u64::from(mem_mib) << 20,

@@ -3,6 +3,8 @@
 //! device's callbacks (transmitter empty) and from an input thread (received data).
 #![allow(missing_docs)]
 
+mod common;
+use common::Out;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,18 +21,6 @@ macro_rules! report {
 }
 
 const VECTOR: u8 = 0x64;
-
-struct Out(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Out {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn wait_vector(g: &TestGuest, above: u32) -> u32 {
     let t0 = Instant::now();
