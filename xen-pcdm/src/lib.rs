@@ -10,10 +10,12 @@
 //!   `GuestMemory` (in Xen: guest RAM mapped once through `xen-foreignmemory`).
 //! - [`virtio_pci`]: the virtio 1.x modern PCI transport (1af4:1042) of that disk, with
 //!   MSI-X through `inject_msi` and INTx when MSI-X is off; its BAR follows the guest.
+//! - [`acpi_pm`]: ACPI PM1a control, so that the guest's soft off shuts the domain down.
 //! - [`machine`]: all of them registered on one server builder.
 //! - [`xen_ram`]: guest RAM mapped once through `xen-foreignmemory`, dropped on
 //!   `IOREQ_TYPE_INVALIDATE`.
 
+pub mod acpi_pm;
 pub mod blk;
 pub mod fw_cfg;
 pub mod machine;

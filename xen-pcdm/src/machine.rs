@@ -4,9 +4,10 @@
 use std::sync::{Arc, Mutex};
 
 use xen_devicemodel::server::ServerBuilder;
-use xen_devicemodel::{DomId, IsaIrq, Sbdf};
+use xen_devicemodel::{DeviceModel, DomId, IsaIrq, Sbdf, ShutdownReason};
 use xen_foreignmemory::ForeignMemory;
 
+use crate::acpi_pm::AcpiPm;
 use crate::blk::FileDisk;
 use crate::fw_cfg::FwCfg;
 use crate::pc::Chipset;
@@ -52,6 +53,8 @@ pub struct Machine {
     pub disk: Option<Arc<Mutex<VirtioBlk<XenRam, FileDisk>>>>,
     /// The firmware configuration device.
     pub fw_cfg: Arc<Mutex<FwCfg>>,
+    /// ACPI PM1a control (the guest's soft off).
+    pub acpi_pm: Arc<Mutex<AcpiPm>>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -101,7 +104,15 @@ pub fn register(
     let chipset_claims = lock(&chipset).claims();
     let uart_claims = lock(&uart).claims();
     let fw_claims = lock(&fw_cfg).claims();
+    // The guest's soft off becomes a poweroff shutdown of the domain.
+    let dm = DeviceModel::open()?;
+    let dom = cfg.dom;
+    let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(Box::new(move || {
+        dm.shutdown(dom, ShutdownReason::Poweroff)
+    }))));
+    let pm_claims = lock(&acpi_pm).claims();
     let mut builder = builder
+        .device(acpi_pm.clone(), pm_claims)
         .device(chipset.clone(), chipset_claims)
         .device(uart.clone(), uart_claims)
         .device(fw_cfg.clone(), fw_claims);
@@ -125,6 +136,7 @@ pub fn register(
             chipset,
             disk: disk_dev,
             fw_cfg,
+            acpi_pm,
         },
     ))
 }

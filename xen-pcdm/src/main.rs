@@ -73,6 +73,11 @@ fn main() -> ExitCode {
         let builder = ServerBuilder::new(dom).buffered(BufIoreqMode::Atomic);
         let (builder, m) = machine::register(builder, cfg)?;
         let mut server = builder.build()?;
+        // The guest's poweroff ends the run (exit status 0).
+        m.acpi_pm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stop_on_power_off(server.stop_handle());
         let irqs = server.interrupts();
         let uart = m.uart.clone();
         std::thread::spawn(move || {

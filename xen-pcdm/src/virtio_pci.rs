@@ -10,8 +10,11 @@
 //!   0x3000, MSI-X table at 0x3800 and PBA at 0x3c00; 16 KiB, 32-bit memory;
 //! - interrupts: with MSI-X enabled, the vector the driver chose (`queue_msix_vector`,
 //!   `msix_config`) is sent with `inject_msi`, unless masked (then its pending bit is set
-//!   and it is sent on unmask); otherwise the ISR bit is set and INTA# raised, lowered when
-//!   the driver reads the ISR.
+//!   and it is sent on unmask); a message whose vector field is 0 names a Xen pirq
+//!   (Linux in a Xen HVM guest with pirq-based MSI): the guest masks those on their event
+//!   channels and never clears the table's mask bits, so they are sent regardless of the
+//!   masks, as Xen's own device models do; otherwise the ISR bit is set and INTA# raised,
+//!   lowered when the driver reads the ISR.
 //!
 //! The BAR is claimed where the guest puts it, while memory decoding is on, and released
 //! when it moves or decoding goes off. Nonsense from the guest (a queue size that is not a
@@ -329,7 +332,7 @@ impl<R: GuestRam, D: Disk> VirtioBlk<R, D> {
             if v >= VECTORS {
                 return;
             }
-            if self.msix_masked() || self.msix[v].ctrl & 1 != 0 {
+            if self.vector_masked(v) {
                 self.pending |= 1 << v;
                 return;
             }
@@ -347,12 +350,20 @@ impl<R: GuestRam, D: Disk> VirtioBlk<R, D> {
         }
     }
 
+    /// Whether vector `v` is held back by a mask. A vector whose message names a Xen pirq
+    /// (vector field 0) is never masked here: the guest masks it on its event channel,
+    /// and a guest that routes MSIs through pirqs leaves the table's mask bits alone.
+    fn vector_masked(&self, v: usize) -> bool {
+        let e = &self.msix[v];
+        !is_pirq_msi(e.addr, e.data) && (self.msix_masked() || e.ctrl & 1 != 0)
+    }
+
     fn deliver_pending(&mut self, ctx: &mut Ctx<'_>) {
-        if self.pending == 0 || !self.msix_enabled() || self.msix_masked() {
+        if self.pending == 0 || !self.msix_enabled() {
             return;
         }
         for v in 0..VECTORS {
-            if self.pending & (1 << v) != 0 && self.msix[v].ctrl & 1 == 0 {
+            if self.pending & (1 << v) != 0 && !self.vector_masked(v) {
                 self.pending &= !(1 << v);
                 let (addr, data) = (self.msix[v].addr, self.msix[v].data);
                 if let Err(e) = ctx.inject_msi(addr, data) {
@@ -651,6 +662,15 @@ impl<R: GuestRam, D: Disk> Device for VirtioBlk<R, D> {
     fn mappings_invalidated(&mut self) {
         self.ram.invalidate();
     }
+}
+
+/// Whether an MSI message asks Xen for a pirq rather than a vector: a Linux guest with
+/// Xen's pirq-based MSI writes the pirq into the address's destination fields and a data
+/// word whose vector (bits 0-7) is 0, which no real MSI uses. Xen's `inject_msi` turns
+/// such a message into an event on that pirq's channel. An entry never written (address
+/// 0) is not one.
+pub fn is_pirq_msi(addr: u64, data: u32) -> bool {
+    addr & 0xfff0_0000 == 0xfee0_0000 && data & 0xff == 0
 }
 
 fn read_le(bytes: &[u8], off: u64, size: u8) -> u64 {

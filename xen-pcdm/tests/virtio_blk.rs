@@ -246,6 +246,36 @@ fn reads_writes_flush_and_id_complete_with_msix() {
 }
 
 #[test]
+fn pirq_msi_vectors_are_sent_though_their_mask_bits_stay_set() {
+    // What Linux in a Xen HVM guest does: MSI-X on with the function masked while it
+    // writes each entry as a pirq (destination = pirq, vector 0), then clears the
+    // function mask; the entries' own mask bits it never touches.
+    let mut d = Drv::new();
+    d.setup(4, false);
+    d.cfg_write(0x86, 2, 0xc000);
+    let pirq_addr = 0xfee0_0000u64 | (55 << 12);
+    d.wr(0x3800 + 16, 4, pirq_addr);
+    d.wr(0x3800 + 20, 4, 0);
+    d.wr(0x3800 + 24, 4, 0x0300);
+    d.cfg_write(0x86, 2, 0x8000);
+    d.wr(0x1a, 2, 1);
+    assert_eq!(d.rd(0x3800 + 28, 4) & 1, 1, "the entry is still masked");
+    d.h.events();
+    d.header(0x4000, blk::T_IN, 0);
+    d.desc(0, 0x4000, 16, NEXT, 1);
+    d.desc(1, 0x6000, 1, WRITE, 0);
+    d.submit(0, 4);
+    assert_eq!(d.h.events(), vec![HarnessEvent::Msi(pirq_addr, 0x0300)]);
+    assert_eq!(d.dev.stats().msi, 1);
+    // An ordinary vector (non-zero) keeps honouring its mask bit.
+    d.wr(0x3800 + 24, 4, 0x41);
+    d.submit(0, 4);
+    assert!(d.h.events().is_empty(), "masked: only its pending bit");
+    d.wr(0x3800 + 28, 4, 0);
+    assert_eq!(d.h.events(), vec![HarnessEvent::Msi(pirq_addr, 0x41)]);
+}
+
+#[test]
 fn intx_when_msix_is_off_and_the_isr_read_lowers_it() {
     let mut d = Drv::new();
     d.setup(4, false);
