@@ -38,6 +38,12 @@ pub mod xl;
 pub use guest::{Guest, GuestConfig, GuestType};
 pub use testguest::{Reply, ShutdownReason, TestGuest};
 
+/// One line on standard error, prefixed `xen-testkit: ` (what the machine's report collects).
+pub(crate) fn log(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "xen-testkit: {args}");
+}
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -86,6 +86,11 @@ pub const TIMER_VECTOR: u8 = 0xf0;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// Period of the guest's wake-up tick, in microseconds.
 pub const TICK_US: u32 = 1000;
+/// The wake-up call: the test sends this vector (an MSI to the slot's [`Slot::apic_id`]) to a
+/// vCPU that has not answered a command for a long while. The guest counts it like any other
+/// vector and restarts its tick (unmasks the timer and rewrites its initial count), so a vCPU whose tick
+/// stopped while it slept in `hlt` polls again. No test uses it for anything else.
+pub const NUDGE_VECTOR: u8 = 0xee;
 
 /// `Header::state`: the guest has not finished booting.
 pub const STATE_BOOTING: u32 = 0;
@@ -188,7 +193,7 @@ pub struct Header {
     pub vcpus_online: u32,
     /// `FLAG_*`, written by the test.
     pub flags: u32,
-    /// Timer ticks seen by vCPU 0 (a liveness counter).
+    /// Timer ticks seen by all vCPUs (a liveness counter; [`Slot::ticks`] has each vCPU's).
     pub ticks: u32,
     /// Last exception's vector.
     pub exc_vector: u64,
@@ -220,8 +225,13 @@ pub struct Slot {
     pub result: u64,
     /// Second result.
     pub result2: u64,
+    /// The vCPU's local APIC ID, written by the guest before it first polls the slot (where
+    /// the test sends [`NUDGE_VECTOR`]).
+    pub apic_id: u32,
+    /// Timer ticks this vCPU has seen since it started polling the slot.
+    pub ticks: u32,
     /// Room to grow; zero.
-    pub reserved: [u64; 6],
+    pub reserved: [u64; 5],
 }
 
 /// Byte offsets of the fields both sides access one by one.
@@ -256,6 +266,10 @@ pub mod offsets {
     pub const SLOT_RESULT: usize = 64;
     /// `Slot::result2`.
     pub const SLOT_RESULT2: usize = 72;
+    /// `Slot::apic_id`.
+    pub const SLOT_APIC_ID: usize = 80;
+    /// `Slot::ticks`.
+    pub const SLOT_TICKS: usize = 84;
 }
 
 const _: () = {
@@ -264,6 +278,8 @@ const _: () = {
     assert!(core::mem::size_of::<Slot>() == 128);
     assert!(core::mem::offset_of!(Slot, ack) == offsets::SLOT_ACK);
     assert!(core::mem::offset_of!(Slot, result2) == offsets::SLOT_RESULT2);
+    assert!(core::mem::offset_of!(Slot, apic_id) == offsets::SLOT_APIC_ID);
+    assert!(core::mem::offset_of!(Slot, ticks) == offsets::SLOT_TICKS);
     assert!(core::mem::offset_of!(Header, ticks) == offsets::TICKS);
     assert!(SLOTS_OFFSET + MAX_VCPUS * core::mem::size_of::<Slot>() <= PAGE_SIZE);
     assert!(VECTOR_COUNTS_OFFSET + 256 * 4 <= SLOTS_OFFSET);

@@ -1,6 +1,6 @@
 //! The tiny test guest, driven through its mailbox (see [`crate::protocol`]).
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,12 @@ use crate::{xl, Error, Result};
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline for the guest's boot report after unpause.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a command may go unanswered before the test sends the vCPU a wake-up call
+/// ([`p::NUDGE_VECTOR`]), and the interval between further ones. The guest answers within a
+/// tick or two when it runs; in the Xen machine a vCPU sleeping in `hlt` was seen, rarely,
+/// to never be woken again (its tick stopped: `ticks` frozen in the header). The wake-up
+/// call is logged, so such a stall shows in the run's output instead of failing the test.
+pub const NUDGE_AFTER: Duration = Duration::from_secs(1);
 
 const DOMID_SELF: u16 = 0x7ff0;
 const HYPERVISOR_MEMORY_OP: u64 = 12;
@@ -59,6 +65,9 @@ pub struct TestGuest {
     slots: [Mutex<()>; p::MAX_VCPUS],
     timeout: Duration,
     boot_time: Duration,
+    /// Opened on the first wake-up call.
+    dm: Mutex<Option<xen_devicemodel::DeviceModel>>,
+    nudges: AtomicU32,
     guest: Guest,
 }
 
@@ -94,6 +103,8 @@ impl TestGuest {
             slots: Default::default(),
             timeout: COMMAND_TIMEOUT,
             boot_time: Duration::ZERO,
+            dm: Mutex::new(None),
+            nudges: AtomicU32::new(0),
             guest,
         };
         let t0 = Instant::now();
@@ -182,6 +193,16 @@ impl TestGuest {
             .read_u32(p::VECTOR_COUNTS_OFFSET + 4 * vector as usize)
     }
 
+    /// Timer ticks vCPU `vcpu` has taken since it started polling its slot (0 for a vCPU
+    /// beyond [`p::MAX_VCPUS`]).
+    pub fn vcpu_ticks(&self, vcpu: usize) -> u32 {
+        if vcpu >= p::MAX_VCPUS {
+            return 0;
+        }
+        self.mailbox
+            .read_u32(p::slot_offset(vcpu) + offsets::SLOT_TICKS)
+    }
+
     /// The hypervisor console lines this guest printed (port 0xe9), from `xl dmesg`.
     pub fn console_lines(&self) -> Result<Vec<String>> {
         let tag = format!("(d{})", self.domid());
@@ -262,10 +283,21 @@ impl TestGuest {
         fence(Ordering::SeqCst);
         m.write_u32(base + offsets::SLOT_SEQ, seq);
         let t0 = Instant::now();
+        let ticks_at = base + offsets::SLOT_TICKS;
+        let ticks0 = m.read_u32(ticks_at);
         let mut spins = 0u32;
+        let mut nudged = 0u32;
+        let mut next_nudge = NUDGE_AFTER;
         loop {
             if m.read_u32(base + offsets::SLOT_ACK) == seq {
                 fence(Ordering::Acquire);
+                if nudged > 0 {
+                    crate::log(format_args!(
+                        "test guest d{} vcpu {vcpu} answered op {op} seq {seq} after {nudged} wake-up call(s), {} ms",
+                        self.domid(),
+                        t0.elapsed().as_millis()
+                    ));
+                }
                 return Ok(Reply {
                     status: m.read_u32(base + offsets::SLOT_STATUS),
                     result: m.read_u64(base + offsets::SLOT_RESULT),
@@ -276,11 +308,17 @@ impl TestGuest {
             if let Some(e) = self.stopped_error(&h) {
                 return Err(e);
             }
-            if t0.elapsed() > self.timeout {
+            let waited = t0.elapsed();
+            if waited > self.timeout {
                 return Err(Error::Timeout(
                     self.timeout,
-                    format!("test guest d{} did not answer command op {op} seq {seq} on vcpu {vcpu} (header {h:?})", self.domid()),
+                    format!("test guest d{} did not answer command op {op} seq {seq} on vcpu {vcpu} after {nudged} wake-up call(s) (header {h:?})", self.domid()),
                 ));
+            }
+            if waited > next_nudge {
+                next_nudge = waited + NUDGE_AFTER;
+                nudged += 1;
+                self.nudge(vcpu, op, seq, waited, ticks0, m.read_u32(ticks_at));
             }
             spins += 1;
             if spins < 200 {
@@ -289,6 +327,46 @@ impl TestGuest {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+    }
+
+    /// Sends vCPU `vcpu` the wake-up call ([`p::NUDGE_VECTOR`]) and logs why.
+    fn nudge(&self, vcpu: usize, op: u32, seq: u32, waited: Duration, ticks0: u32, ticks: u32) {
+        self.nudges.fetch_add(1, Ordering::Relaxed);
+        let apic_id = self
+            .mailbox
+            .read_u32(p::slot_offset(vcpu) + offsets::SLOT_APIC_ID);
+        let mut dm = self.dm.lock().unwrap_or_else(|e| e.into_inner());
+        if dm.is_none() {
+            *dm = xen_devicemodel::DeviceModel::open().ok();
+        }
+        // Fixed delivery, physical destination `apic_id`, edge.
+        let addr = 0xfee0_0000 | (u64::from(apic_id & 0xff) << 12);
+        let sent = match dm.as_ref() {
+            Some(dm) => dm
+                .inject_msi(
+                    xen_devicemodel::DomId::new(self.domid()),
+                    addr,
+                    p::NUDGE_VECTOR.into(),
+                )
+                .map_err(|e| e.to_string()),
+            None => Err("no device-model handle".into()),
+        };
+        crate::log(format_args!(
+            "test guest d{} vcpu {vcpu} (APIC {apic_id}) has not answered op {op} seq {seq} for {} ms; its tick {} ({ticks0} -> {ticks}); wake-up call: {}",
+            self.domid(),
+            waited.as_millis(),
+            if ticks == ticks0 { "stopped" } else { "runs" },
+            match sent {
+                Ok(()) => "sent".to_string(),
+                Err(e) => format!("failed: {e}"),
+            }
+        ));
+    }
+
+    /// Wake-up calls ([`p::NUDGE_VECTOR`]) sent to this guest because a command went
+    /// unanswered for [`NUDGE_AFTER`].
+    pub fn nudges(&self) -> u32 {
+        self.nudges.load(Ordering::Relaxed)
     }
 
     /// Runs a command on vCPU 0 and turns a non-OK status into an error.

@@ -269,6 +269,63 @@ fn test_guest_serves_two_vcpus_concurrently() {
     }
 }
 
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn a_vcpu_whose_tick_stopped_is_woken_by_the_wake_up_call() {
+    require_xen();
+    for config in [GuestConfig::hvm(), GuestConfig::pvh()] {
+        let kind = config.kind();
+        let g = TestGuest::start(config.vcpus(2)).unwrap();
+        for vcpu in 0..2 {
+            // The vCPU masks its own timer: it sleeps in `hlt` with nothing to wake it.
+            let lvt = u64::from(p::TIMER_VECTOR) | (1 << 16) | (1 << 17);
+            let r = g
+                .command_on(vcpu, p::OP_MEM_WRITE, [0xfee0_0320, lvt, 4, 0, 0, 0])
+                .unwrap();
+            assert_eq!(r.status, p::STATUS_OK);
+            let (nudges, calls) = (g.nudges(), g.vector_count(p::NUDGE_VECTOR));
+            let masked = g.vcpu_ticks(vcpu);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(
+                g.vcpu_ticks(vcpu) <= masked + 1,
+                "{kind:?} vcpu {vcpu}: its tick stopped"
+            );
+            let mut woken = false;
+            for _ in 0..3 {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let t0 = Instant::now();
+                g.ping_on(vcpu).unwrap();
+                if g.nudges() > nudges {
+                    println!(
+                        "{kind:?} vcpu {vcpu}: tick masked; answered after a wake-up call, {:?}",
+                        t0.elapsed()
+                    );
+                    woken = true;
+                    break;
+                }
+            }
+            assert!(woken, "{kind:?} vcpu {vcpu}: a ping answered without a wake-up call 3 times with its tick masked");
+            assert!(
+                g.vector_count(p::NUDGE_VECTOR) > calls,
+                "{kind:?} vcpu {vcpu}"
+            );
+            // The wake-up call restarted the tick: the next commands need none.
+            let before = g.nudges();
+            let ticks = g.vcpu_ticks(vcpu);
+            for _ in 0..5 {
+                g.ping_on(vcpu).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            g.ping_on(vcpu).unwrap();
+            assert_eq!(g.nudges(), before, "{kind:?} vcpu {vcpu}: tick restarted");
+            assert!(
+                g.vcpu_ticks(vcpu) > ticks,
+                "{kind:?} vcpu {vcpu}: its tick runs again"
+            );
+        }
+    }
+}
+
 /// Waits up to `secs` for `f` to hold.
 fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();

@@ -480,6 +480,17 @@ fn lapic_write(reg: u64, v: u32) {
     wr32(lapic_base() + reg, v);
 }
 
+fn lapic_read(reg: u64) -> u32 {
+    rd32(lapic_base() + reg)
+}
+
+/// Starts (or restarts) the periodic wake-up tick: unmasked, periodic, and the initial count
+/// written again (which reloads it).
+fn start_tick() {
+    lapic_write(0x320, TIMER_VECTOR as u32 | (1 << 17)); // periodic
+    lapic_write(0x380, TICK_US * 100); // Xen's virtual APIC timer counts at 100 MHz (measured)
+}
+
 fn setup_idt() {
     let (idt_addr, stubs) = (&raw const idt as u64, &raw const isr_stubs as u64);
     for v in 0..256u64 {
@@ -517,8 +528,7 @@ fn setup_lapic() {
     lapic_write(0xf0, 0x100 | SPURIOUS_VECTOR as u32); // software enable + spurious vector
     lapic_write(0x80, 0); // task priority: accept everything
     lapic_write(0x3e0, 0xb); // divide by 1
-    lapic_write(0x320, TIMER_VECTOR as u32 | (1 << 17)); // periodic
-    lapic_write(0x380, TICK_US * 100); // Xen's virtual APIC timer counts at 100 MHz (measured)
+    start_tick();
 }
 
 /// What `isr_common` pushed, lowest address first.
@@ -548,6 +558,17 @@ extern "C" fn isr_rust(frame: &mut IsrFrame) {
     atomic_inc(CTL + VECTOR_COUNTS_OFFSET as u64 + 4 * v);
     if v as u8 == TIMER_VECTOR {
         atomic_inc(hdr(offsets::TICKS));
+        // This vCPU's own count, in the first slot that carries its APIC ID (slots start at 0,
+        // vCPU 0's ID: a secondary's ticks count once it has written its slot).
+        let id = lapic_read(0x20) >> 24;
+        for vcpu in 0..MAX_VCPUS {
+            if rd32(slot(vcpu, offsets::SLOT_APIC_ID)) == id {
+                atomic_inc(slot(vcpu, offsets::SLOT_TICKS));
+                break;
+            }
+        }
+    } else if v as u8 == NUDGE_VECTOR {
+        start_tick();
     }
     if v < 32 {
         let cr2: u64;
@@ -914,6 +935,7 @@ fn finish(vcpu: usize, seq: u32, op: u32, a: [u64; 6], (status, result, result2)
 /// Polls vCPU `vcpu`'s slot forever: sleeps in `hlt` until the next tick between polls (with
 /// `FLAG_SPIN`: spins for a few ticks after each command first) (or spins throughout when `use_hlt` is false: no timer).
 fn serve(vcpu: usize, use_hlt: bool) -> ! {
+    wr32(slot(vcpu, offsets::SLOT_APIC_ID), lapic_read(0x20) >> 24);
     let mut last = rd32(slot(vcpu, offsets::SLOT_SEQ));
     let mut busy_until = rd32(hdr(offsets::TICKS)).wrapping_add(5);
     loop {

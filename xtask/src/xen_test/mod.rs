@@ -213,6 +213,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !slow.is_empty() {
         eprintln!("xen-test: slowest executables: {}", slow.join(", "));
     }
+    let woken = report::woken(&outcome.transcript);
+    if !woken.is_empty() {
+        eprintln!(
+            "xen-test: test-guest wake-up calls (a vCPU stopped answering for a while): {}",
+            woken.join(", ")
+        );
+    }
     let verdict = report::verdict(&outcome.transcript, &names, &outcome.problems);
     for r in &verdict.reasons {
         println!("xen-test: FAILED: {r}");

@@ -69,6 +69,17 @@ pub struct ExeRun {
     pub libtest: bool,
     /// How long it ran (whole seconds, measured in dom0).
     pub seconds: Option<u64>,
+    /// Wake-up calls xen-testkit sent to a test guest that stopped answering (see
+    /// [`is_wake_up_call`]).
+    pub wake_up_calls: u64,
+}
+
+/// Whether `line` is xen-testkit's record of a wake-up call to a silent test guest vCPU
+/// (`xen-testkit: test guest dN vcpu V ... wake-up call: sent`).
+pub fn is_wake_up_call(line: &str) -> bool {
+    // The test's stderr and the guests' console share the serial line: a record may arrive
+    // cut, with another line's text before it.
+    line.contains("wake-up call: ")
 }
 
 /// Signs of a machine-level failure on the console.
@@ -249,6 +260,9 @@ impl Transcript {
             if is_test_result(line) {
                 self.progress += 1;
             }
+            if is_wake_up_call(line) {
+                self.runs[i].wake_up_calls += 1;
+            }
             if let Some(s) = parse_summary(line) {
                 self.runs[i].summary = Some(s);
             } else if is_libtest_header(line) {
@@ -282,6 +296,15 @@ pub fn slowest(t: &Transcript, n: usize) -> Vec<String> {
     v.into_iter()
         .take(n)
         .map(|(s, name)| format!("{name} {s} s"))
+        .collect()
+}
+
+/// Executables during which a test guest needed wake-up calls, as `name N`.
+pub fn woken(t: &Transcript) -> Vec<String> {
+    t.runs
+        .iter()
+        .filter(|r| r.wake_up_calls > 0)
+        .map(|r| format!("{} {}", r.name, r.wake_up_calls))
         .collect()
 }
 
@@ -459,6 +482,7 @@ test x ... ok\n\
 test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; finished in 0.00s\n\
 === xen-test: end a.lib.a exit 0 after 3 s\n\
 === xen-test: begin b.test.b\n\
+xen-testkit: test guest d5 vcpu 1 (APIC 2) has not answered op 1 seq 9 for 1001 ms; its tick stopped (40 -> 40); wake-up call: sent\n\
 test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
 === xen-test: end b.test.b exit 101 after 12 s\n\
 === xen-test: begin c.test.c\n\
@@ -480,6 +504,7 @@ bench: something 12 ns/call\n\
         assert_eq!(t.runs[1].seconds, Some(12));
         assert_eq!(t.runs[2].seconds, None);
         assert_eq!(slowest(&t, 1), ["b.test.b 12 s"]);
+        assert_eq!(woken(&t), ["b.test.b 1"]);
         let names: Vec<String> = ["a.lib.a", "b.test.b", "c.test.c", "d.bench.d"]
             .iter()
             .map(|s| s.to_string())
