@@ -230,8 +230,12 @@ pub struct Slot {
     pub apic_id: u32,
     /// Timer ticks this vCPU has seen since it started polling the slot.
     pub ticks: u32,
+    /// Times this vCPU has looked at `seq` (a liveness counter of its polling loop).
+    pub polls: u32,
+    /// The `seq` it saw last.
+    pub seen: u32,
     /// Room to grow; zero.
-    pub reserved: [u64; 5],
+    pub reserved: [u64; 4],
 }
 
 /// Byte offsets of the fields both sides access one by one.
@@ -270,6 +274,10 @@ pub mod offsets {
     pub const SLOT_APIC_ID: usize = 80;
     /// `Slot::ticks`.
     pub const SLOT_TICKS: usize = 84;
+    /// `Slot::polls`.
+    pub const SLOT_POLLS: usize = 88;
+    /// `Slot::seen`.
+    pub const SLOT_SEEN: usize = 92;
 }
 
 const _: () = {
@@ -280,6 +288,7 @@ const _: () = {
     assert!(core::mem::offset_of!(Slot, result2) == offsets::SLOT_RESULT2);
     assert!(core::mem::offset_of!(Slot, apic_id) == offsets::SLOT_APIC_ID);
     assert!(core::mem::offset_of!(Slot, ticks) == offsets::SLOT_TICKS);
+    assert!(core::mem::offset_of!(Slot, seen) == offsets::SLOT_SEEN);
     assert!(core::mem::offset_of!(Header, ticks) == offsets::TICKS);
     assert!(SLOTS_OFFSET + MAX_VCPUS * core::mem::size_of::<Slot>() <= PAGE_SIZE);
     assert!(VECTOR_COUNTS_OFFSET + 256 * 4 <= SLOTS_OFFSET);

@@ -57,6 +57,15 @@ pub enum ShutdownReason {
     Crash = 3,
 }
 
+/// What a silent vCPU's slot showed: (at the command, now) of its tick and poll counters, and
+/// the last `seq` it read.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    ticks: (u32, u32),
+    polls: (u32, u32),
+    seen: u32,
+}
+
 /// A running test guest (HVM or PVH) with its mailbox mapped; destroyed on drop.
 #[derive(Debug)]
 pub struct TestGuest {
@@ -285,6 +294,7 @@ impl TestGuest {
         let t0 = Instant::now();
         let ticks_at = base + offsets::SLOT_TICKS;
         let ticks0 = m.read_u32(ticks_at);
+        let polls0 = m.read_u32(base + offsets::SLOT_POLLS);
         let mut spins = 0u32;
         let mut nudged = 0u32;
         let mut next_nudge = NUDGE_AFTER;
@@ -318,7 +328,12 @@ impl TestGuest {
             if waited > next_nudge {
                 next_nudge = waited + NUDGE_AFTER;
                 nudged += 1;
-                self.nudge(vcpu, op, seq, waited, ticks0, m.read_u32(ticks_at));
+                let now = Progress {
+                    ticks: (ticks0, m.read_u32(ticks_at)),
+                    polls: (polls0, m.read_u32(base + offsets::SLOT_POLLS)),
+                    seen: m.read_u32(base + offsets::SLOT_SEEN),
+                };
+                self.nudge(vcpu, op, seq, waited, now);
             }
             spins += 1;
             if spins < 200 {
@@ -330,7 +345,7 @@ impl TestGuest {
     }
 
     /// Sends vCPU `vcpu` the wake-up call ([`p::NUDGE_VECTOR`]) and logs why.
-    fn nudge(&self, vcpu: usize, op: u32, seq: u32, waited: Duration, ticks0: u32, ticks: u32) {
+    fn nudge(&self, vcpu: usize, op: u32, seq: u32, waited: Duration, now: Progress) {
         self.nudges.fetch_add(1, Ordering::Relaxed);
         let apic_id = self
             .mailbox
@@ -352,10 +367,16 @@ impl TestGuest {
             None => Err("no device-model handle".into()),
         };
         crate::log(format_args!(
-            "test guest d{} vcpu {vcpu} (APIC {apic_id}) has not answered op {op} seq {seq} for {} ms; its tick {} ({ticks0} -> {ticks}); wake-up call: {}",
+            "test guest d{} vcpu {vcpu} (APIC {apic_id}) has not answered op {op} seq {seq} for {} ms; its tick {} ({} -> {}), its loop {} ({} -> {} polls, last saw seq {}); wake-up call: {}",
             self.domid(),
             waited.as_millis(),
-            if ticks == ticks0 { "stopped" } else { "runs" },
+            if now.ticks.0 == now.ticks.1 { "stopped" } else { "runs" },
+            now.ticks.0,
+            now.ticks.1,
+            if now.polls.0 == now.polls.1 { "stopped" } else { "runs" },
+            now.polls.0,
+            now.polls.1,
+            now.seen,
             match sent {
                 Ok(()) => "sent".to_string(),
                 Err(e) => format!("failed: {e}"),

@@ -940,6 +940,11 @@ fn serve(vcpu: usize, use_hlt: bool) -> ! {
     let mut busy_until = rd32(hdr(offsets::TICKS)).wrapping_add(5);
     loop {
         let seq = rd32(slot(vcpu, offsets::SLOT_SEQ));
+        wr32(slot(vcpu, offsets::SLOT_SEEN), seq);
+        wr32(
+            slot(vcpu, offsets::SLOT_POLLS),
+            rd32(slot(vcpu, offsets::SLOT_POLLS)).wrapping_add(1),
+        );
         if seq != last {
             fence(Ordering::Acquire);
             let op = rd32(slot(vcpu, offsets::SLOT_OP));
