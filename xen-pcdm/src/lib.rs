@@ -12,12 +12,15 @@
 //!   MSI-X through `inject_msi` and INTx when MSI-X is off; its BAR follows the guest.
 //! - [`acpi_pm`]: ACPI PM1a control, so that the guest's soft off shuts the domain down.
 //! - [`machine`]: all of them registered on one server builder.
+//! - [`linux`]: booting dom0's Linux kernel on this PC (boot sector, setup header,
+//!   initramfs, command line), shared by the tests, the demo and the benchmarks.
 //! - [`xen_ram`]: guest RAM mapped once through `xen-foreignmemory`, dropped on
 //!   `IOREQ_TYPE_INVALIDATE`.
 
 pub mod acpi_pm;
 pub mod blk;
 pub mod fw_cfg;
+pub mod linux;
 pub mod machine;
 pub mod pc;
 pub mod uart;

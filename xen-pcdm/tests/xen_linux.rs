@@ -7,7 +7,9 @@
 //! What it asserts: Linux boots to user space (its init prints a marker on ttyS0); it
 //! reads the disk's magic and a known MiB whose MD5 matches dom0's; its write lands in the
 //! image file; `/proc/interrupts` shows ttyS0 and the disk's queue interrupt (MSI-X,
-//! through a Xen pirq) counting. It reports the time to user space, the time of a 64 MiB
+//! through a Xen pirq) counting. A second boot with `pci=nomsi` does the same on INTx: the
+//! disk's INTA# (`set_pci_intx_level`) on an IO-APIC line. The boot pieces (boot sector,
+//! setup header, initramfs, command line) are `xen_pcdm::linux`'s. Each boot reports the time to user space, the time of a 64 MiB
 //! sequential O_DIRECT read by the guest's clock, and the requests the device served
 //! (never asserted: the machine's speed varies with the host's load).
 #![allow(missing_docs)]
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use xen_devicemodel::server::ServerBuilder;
 use xen_devicemodel::{BufIoreqMode, DomId};
 use xen_pcdm::blk::FileDisk;
-use xen_pcdm::fw_cfg;
+use xen_pcdm::linux::{self, LinuxBoot};
 use xen_pcdm::machine::{self, Config};
 use xen_testkit::{require_xen, Guest, GuestConfig};
 
@@ -32,112 +34,14 @@ macro_rules! report {
     }};
 }
 
-const SETUP_ADDR: u32 = 0x9_0000;
-const CMDLINE_ADDR: u32 = 0x9_e000;
-const KERNEL_ADDR: u32 = 0x10_0000;
-const INITRD_ADDR: u32 = 0x800_0000;
 const MEM_MIB: u32 = 256;
 const DISK_MAGIC: &[u8] = b"XENPCDM-DISK-MAGIC-0123456789";
 const WRITTEN: &str = "GUEST-WROTE-THIS-PATTERN";
 const WRITE_SECTOR: u64 = 2048;
 const PATTERN_AT: u64 = 8 << 20;
 
-/// A boot sector that loads setup, kernel, initrd and command line through fw_cfg DMA
-/// (one descriptor each, in the sector), then enters the kernel's real-mode setup.
-fn boot_sector(lens: [(u16, u32, u32); 4]) -> Vec<u8> {
-    let mut code: Vec<u8> = vec![
-        0xfa, // cli
-        0xfc, // cld
-        0x31, 0xc0, // xor ax, ax
-        0x8e, 0xd8, // mov ds, ax
-        0x8e, 0xd0, // mov ss, ax
-        0xbc, 0x00, 0x7c, // mov sp, 0x7c00
-        0x66, 0x31, 0xc0, // xor eax, eax
-        0xba, 0x14, 0x05, // mov dx, 0x514
-        0x66, 0xef, // out dx, eax (high half: 0)
-    ];
-    // Four "mov eax, desc; mov dx, 0x518; out dx, eax": 11 bytes each; then the jump: 27.
-    let tail = 4 * 11 + 27;
-    let desc0 = 0x7c00 + (code.len() + tail) as u32;
-    for i in 0..4u32 {
-        let d = (desc0 + 16 * i).swap_bytes().to_le_bytes();
-        code.extend_from_slice(&[
-            0x66, 0xb8, d[0], d[1], d[2], d[3], 0xba, 0x18, 0x05, 0x66, 0xef,
-        ]);
-    }
-    code.extend_from_slice(&[
-        0xb8, 0x00, 0x90, // mov ax, 0x9000
-        0x8e, 0xd8, 0x8e, 0xc0, 0x8e, 0xe0, 0x8e, 0xe8, 0x8e, 0xd0, // ds es fs gs ss
-        0xbc, 0x00, 0xe0, // mov sp, 0xe000
-        0xea, 0x00, 0x00, 0x20, 0x90, // jmp 0x9020:0000
-        0x90, 0x90, 0x90, 0x90, 0x90, 0x90, // padding to the descriptors
-    ]);
-    assert_eq!(0x7c00 + code.len() as u32, desc0);
-    for (key, len, addr) in lens {
-        let control = (u32::from(key) << 16) | 0x08 | 0x02;
-        code.extend_from_slice(&control.to_be_bytes());
-        code.extend_from_slice(&len.to_be_bytes());
-        code.extend_from_slice(&u64::from(addr).to_be_bytes());
-    }
-    let mut s = vec![0u8; 512];
-    s[..code.len()].copy_from_slice(&code);
-    s[510] = 0x55;
-    s[511] = 0xaa;
-    s
-}
-
-/// A `newc` cpio archive of `files` (path, mode, data).
-fn cpio(files: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut entry = |name: &str, mode: u32, data: &[u8], ino: usize| {
-        let hdr = format!(
-            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len(),
-            0,
-            0,
-            0,
-            0,
-            name.len() + 1,
-            0
-        );
-        out.extend_from_slice(hdr.as_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(data);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-    };
-    for (i, (name, mode, data)) in files.iter().enumerate() {
-        entry(name, *mode, data, i + 1);
-    }
-    entry("TRAILER!!!", 0, &[], 0);
-    out
-}
-
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mkdir -p /proc /sys /dev
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-echo XENPCDM-LINUX-INIT uptime $(cut -d' ' -f1 /proc/uptime)
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
-    insmod /lib/modules/$m.ko || echo "insmod $m failed"
-done
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-echo XENPCDM-READ $(dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | head -c 29)
+/// What the guest's init does once the disk is there.
+const INIT_BODY: &str = r#"echo XENPCDM-READ $(dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | head -c 29)
 echo XENPCDM-SUM $(dd if=/dev/vda bs=1M skip=8 count=1 iflag=direct 2>/dev/null | md5sum)
 echo -n GUEST-WROTE-THIS-PATTERN | dd of=/dev/vda bs=512 seek=2048 conv=sync,fsync 2>/dev/null
 echo XENPCDM-WROTE
@@ -149,66 +53,54 @@ echo XENPCDM-LINUX-DONE
 poweroff -f
 "#;
 
+/// The peak resident memory of this process (`VmHWM`, KiB): the device model runs in it.
+fn vm_hwm_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// How the disk interrupts the guest.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Irq {
+    /// MSI-X (Linux's default): a `virtio0-req.0` vector, sent through a Xen pirq.
+    Msix,
+    /// INTx (`pci=nomsi`): INTA# (`set_pci_intx_level`), an IO-APIC line `virtio0`.
+    Intx,
+}
+
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn xen_linux_boots_to_user_space_on_our_pc() {
+    boot_linux(Irq::Msix, &[]);
+}
+
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn xen_linux_disk_works_on_intx_with_pci_nomsi() {
+    boot_linux(Irq::Intx, &["pci=nomsi"]);
+}
+
+/// Boots the guest with `extra_cmdline`, checks what it did, reports the numbers.
+fn boot_linux(irq: Irq, extra_cmdline: &[&str]) {
     require_xen();
+    report!("---- boot with {irq:?} (extra command line {extra_cmdline:?})");
     let payload = std::env::var("XEN_RS_PAYLOAD_DIR").unwrap_or("/opt/xen-rs".into());
     let bz = std::fs::read(format!("{payload}/linux-guest.bzImage")).unwrap();
-    assert_eq!(&bz[0x202..0x206], b"HdrS", "a bzImage");
-    let sects = match bz[0x1f1] {
-        0 => 4,
-        n => usize::from(n),
-    };
-    let setup_len = (sects + 1) * 512;
-    let (mut setup, kernel) = (bz[..setup_len].to_vec(), bz[setup_len..].to_vec());
-    // The guest's initramfs: busybox, the virtio modules, the init script.
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let release = release.trim();
-    let mut files: Vec<(&str, u32, Vec<u8>)> = vec![
-        ("bin", 0o040755, vec![]),
-        ("lib", 0o040755, vec![]),
-        ("lib/modules", 0o040755, vec![]),
-        ("init", 0o100755, INIT.as_bytes().to_vec()),
-    ];
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
-        .expect("dom0's busybox");
-    files.push(("bin/busybox", 0o100755, busybox));
-    let mods = [
-        ("virtio", "virtio"),
-        ("virtio_ring", "virtio"),
-        ("virtio_pci_modern_dev", "virtio"),
-        ("virtio_pci_legacy_dev", "virtio"),
-        ("virtio_pci", "virtio"),
-        ("virtio_blk", "block"),
-    ];
-    let names: Vec<String> = mods
-        .iter()
-        .map(|(m, _)| format!("lib/modules/{m}.ko"))
-        .collect();
-    for ((m, dir), name) in mods.iter().zip(&names) {
-        let path = format!("/lib/modules/{release}/kernel/drivers/{dir}/{m}.ko");
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        files.push((name.as_str(), 0o100644, data));
-    }
-    let initrd = cpio(&files);
-    let cmdline =
-        b"console=ttyS0 xen_emul_unplug=never rdinit=/init panic=-1 quiet loglevel=1\0".to_vec();
-    // The boot header, as a boot loader fills it in.
-    setup[0x210] = 0xff; // type_of_loader
-    setup[0x211] |= 0x80; // CAN_USE_HEAP
-    setup[0x224..0x226].copy_from_slice(&0xde00u16.to_le_bytes()); // heap_end_ptr
-    setup[0x228..0x22c].copy_from_slice(&CMDLINE_ADDR.to_le_bytes());
-    setup[0x218..0x21c].copy_from_slice(&INITRD_ADDR.to_le_bytes());
-    setup[0x21c..0x220].copy_from_slice(&(initrd.len() as u32).to_le_bytes());
-    let lens = [
-        (fw_cfg::SETUP_DATA, setup.len() as u32, SETUP_ADDR),
-        (fw_cfg::KERNEL_DATA, kernel.len() as u32, KERNEL_ADDR),
-        (fw_cfg::INITRD_DATA, initrd.len() as u32, INITRD_ADDR),
-        (fw_cfg::CMDLINE_DATA, cmdline.len() as u32, CMDLINE_ADDR),
-    ];
+    let initrd = linux::dom0_initramfs(&linux::Initramfs {
+        init: linux::init_script(INIT_BODY),
+        extra: vec![],
+    })
+    .unwrap();
+    let boot = LinuxBoot::new(
+        &bz,
+        initrd,
+        &linux::cmdline(extra_cmdline),
+        u64::from(MEM_MIB) << 20,
+    )
+    .unwrap();
     // A known MiB the guest reads back; its MD5 as dom0's busybox computes it.
     let pattern: Vec<u8> = (0..1u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -233,7 +125,7 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
     {
         let f = std::fs::File::create(&path).unwrap();
         f.set_len(64 << 20).unwrap();
-        f.write_all_at(&boot_sector(lens), 0).unwrap();
+        f.write_all_at(&boot.boot_sector(), 0).unwrap();
         f.write_all_at(DISK_MAGIC, 512).unwrap();
         f.write_all_at(&pattern, PATTERN_AT).unwrap();
     }
@@ -256,13 +148,7 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
     };
     let builder = ServerBuilder::new(dom).buffered(BufIoreqMode::Atomic);
     let (builder, m) = machine::register(builder, cfg).unwrap();
-    {
-        let mut f = m.fw_cfg.lock().unwrap();
-        f.set_item(fw_cfg::SETUP_DATA, setup);
-        f.set_item(fw_cfg::KERNEL_DATA, kernel);
-        f.set_item(fw_cfg::INITRD_DATA, initrd);
-        f.set_item(fw_cfg::CMDLINE_DATA, cmdline);
-    }
+    boot.install(&mut m.fw_cfg.lock().unwrap());
     let mut server = builder.build().unwrap();
     let stop = server.stop_handle();
     m.acpi_pm
@@ -290,7 +176,7 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
         if f > 0 && shown == 0 {
             report!("fw_cfg DMA errors: {f}");
         }
-        if init_at.is_none() && s.contains("XENPCDM-LINUX-INIT") {
+        if init_at.is_none() && s.contains(linux::INIT_MARKER) {
             init_at = Some(t0.elapsed());
         }
         done = s.contains("XENPCDM-LINUX-DONE");
@@ -375,10 +261,34 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|n| n.parse().ok())
     };
-    let (uart_irqs, disk_irqs) = (irq_count("ttyS0"), irq_count("virtio0-req.0"));
+    let disk_line = |name: &str| {
+        s.lines()
+            .filter_map(|l| l.strip_prefix("XENPCDM-IRQ "))
+            .find(|l| l.trim_end().ends_with(name))
+            .map(str::to_owned)
+    };
+    let disk_name = match irq {
+        Irq::Msix => "virtio0-req.0",
+        Irq::Intx => "virtio0",
+    };
+    let (uart_irqs, disk_irqs) = (irq_count("ttyS0"), irq_count(disk_name));
+    let line = disk_line(disk_name).unwrap_or_default();
+    let routes: Vec<Option<u8>> = {
+        let c = m.chipset.lock().unwrap();
+        (0..4).map(|i| c.route(i)).collect()
+    };
     report!(
-        "interrupts: ttyS0 {uart_irqs:?}, virtio0-req.0 {disk_irqs:?}; boot to user space {:?}",
-        init_at
+        "interrupts: ttyS0 {uart_irqs:?}, {disk_name} {disk_irqs:?} ({}); sent by the device: \
+         {} MSI, {} INTx; PIIX3 routes (links A-D) {routes:?}",
+        line.trim(),
+        disk.stats().msi,
+        disk.stats().intx
+    );
+    report!(
+        "numbers: boot to user space (unpause -> init marker) {:.1} s; requests served {stats}; \
+         peak RSS of the test process serving the guest (VmHWM) {} KiB",
+        init_at.map_or(f64::NAN, |d| d.as_secs_f64()),
+        vm_hwm_kib().map_or("?".into(), |k| k.to_string())
     );
     assert!(
         init_at.is_some(),
@@ -396,8 +306,20 @@ fn xen_linux_boots_to_user_space_on_our_pc() {
     assert!(uart_irqs.is_some_and(|n| n > 0), "UART interrupts counted");
     assert!(
         disk_irqs.is_some_and(|n| n > 0),
-        "virtio interrupts counted"
+        "virtio interrupts counted on {disk_name}"
     );
+    match irq {
+        Irq::Msix => assert!(disk.stats().msi > 0, "the disk sent MSI-X messages"),
+        Irq::Intx => {
+            // An IO-APIC GSI; Xen's HVM guests name it "xen-pirq -ioapic-level".
+            assert!(
+                line.to_ascii_lowercase().contains("ioapic") || line.contains("IO-APIC"),
+                "INTx on an IO-APIC line: {line}"
+            );
+            assert!(disk.stats().intx > 0, "the disk raised INTA#");
+            assert_eq!(disk.stats().msi, 0, "no MSI with pci=nomsi");
+        }
+    }
     assert!(soft_off, "poweroff reached ACPI PM1a control");
     assert!(gone, "the domain is shut down after poweroff");
     assert!(r.is_ok(), "the device model's run ended cleanly");
