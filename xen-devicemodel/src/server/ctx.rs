@@ -1,8 +1,11 @@
 //! [`Ctx`]: what a device can do while it serves a request (interrupts, DMA, claims,
 //! errors), and [`Interrupts`], the part of it that may leave the callback.
 
+use std::sync::Arc;
+
 use super::device::{Claim, Key};
 use super::dispatch::GuestMemory;
+use super::fast::{self, Doorbell, Doorbells, FastPath, FastPaths, IoreqPages};
 use crate::{
     DeviceModel, DomId, Errno, Error, IntxPin, IoreqServer, IsaIrq, PciLink, Result, Sbdf,
 };
@@ -16,14 +19,20 @@ pub const MAX_CLAIMS: usize = 1024;
 /// receive interrupt, a disk's completion thread sending an MSI). Each call is one dm_op.
 #[derive(Debug, Clone)]
 pub struct Interrupts {
-    dm: DeviceModel,
-    dom: DomId,
+    pub(crate) dm: DeviceModel,
+    pub(crate) dom: DomId,
+    /// What the server learned about the kernel's irqfd (shared by every clone).
+    pub(crate) fast: Arc<FastPaths>,
 }
 
 impl Interrupts {
     /// The interrupts of `dom` through `dm`.
     pub fn new(dm: DeviceModel, dom: DomId) -> Interrupts {
-        Interrupts { dm, dom }
+        Interrupts::with_fast(dm, dom, Arc::default())
+    }
+
+    pub(crate) fn with_fast(dm: DeviceModel, dom: DomId, fast: Arc<FastPaths>) -> Interrupts {
+        Interrupts { dm, dom, fast }
     }
 
     /// The guest.
@@ -63,11 +72,20 @@ pub(crate) trait Platform {
     fn set_pci_link_route(&self, link: PciLink, irq: Option<IsaIrq>) -> Result<()>;
     fn map(&self, claim: &Claim) -> Result<()>;
     fn unmap(&self, claim: &Claim) -> Result<()>;
+    /// The kernel's ioeventfd for `bell`, or `None` when the loop serves it.
+    fn ioeventfd(&self, bell: &Doorbell) -> Result<Option<xen_hypercall::Ioeventfd>> {
+        let _ = bell;
+        Ok(None)
+    }
 }
 
 /// The platform of a server in Xen: its ioreq server (claims) and its handle (interrupts).
 pub(crate) struct XenPlatform {
     pub(crate) server: IoreqServer,
+    /// What was learned about the kernel's fast paths.
+    pub(crate) fast: Arc<FastPaths>,
+    /// The ioreq page and ports, for the kernel's ioeventfd.
+    pub(crate) pages: IoreqPages,
 }
 
 impl Platform for XenPlatform {
@@ -75,9 +93,10 @@ impl Platform for XenPlatform {
         self.server.domid()
     }
     fn interrupts(&self) -> Option<Interrupts> {
-        Some(Interrupts::new(
+        Some(Interrupts::with_fast(
             self.server.device_model().clone(),
             self.server.domid(),
+            self.fast.clone(),
         ))
     }
     fn set_isa_irq_level(&self, irq: IsaIrq, asserted: bool) -> Result<()> {
@@ -110,6 +129,10 @@ impl Platform for XenPlatform {
             Claim::Mmio(r) => self.server.unmap_mmio_range(r.clone()),
             Claim::Pci(s) => self.server.unmap_pci(*s),
         }
+    }
+    fn ioeventfd(&self, bell: &Doorbell) -> Result<Option<xen_hypercall::Ioeventfd>> {
+        let s = &self.server;
+        fast::ioeventfd(s.device_model(), s.domid(), &self.pages, &self.fast, bell)
     }
 }
 
@@ -173,6 +196,7 @@ pub struct Ctx<'a> {
     pub(crate) device: usize,
     pub(crate) vcpu: Option<u32>,
     pub(crate) errors: &'a mut DeviceErrors,
+    pub(crate) bells: &'a mut Doorbells,
 }
 
 impl Ctx<'_> {
@@ -274,6 +298,39 @@ impl Ctx<'_> {
         self.plat.unmap(&claim)?;
         self.keys.remove(i);
         Ok(())
+    }
+
+    /// Asks for `bell` (a queue-notify register in one of this device's MMIO claims) to be
+    /// served as fast as the kernel allows: by its ioeventfd when it has one and can express
+    /// the doorbell ([`FastPath::Kernel`]: the guest's write is completed by the kernel, and
+    /// the loop then calls this device with the same
+    /// [`Access::MmioWrite`](super::Access::MmioWrite), `vcpu()` `None`), else by the loop
+    /// as any MMIO write ([`FastPath::Loop`]). The device handles the write the same way in
+    /// both cases. Fails with `EINVAL` when no MMIO claim of this device holds the register,
+    /// `EEXIST` for a doorbell registered already, `E2BIG` past
+    /// [`MAX_DOORBELLS`](super::MAX_DOORBELLS).
+    pub fn doorbell(&mut self, bell: Doorbell) -> Result<FastPath> {
+        let dom = self.plat.domid();
+        let end = bell.addr.checked_add(u64::from(bell.len).saturating_sub(1));
+        let held = end.is_some_and(|end| {
+            self.keys.iter().any(|&(k, d)| {
+                d == self.device && matches!(k, Key::Mmio(s, e) if s <= bell.addr && end <= e)
+            })
+        });
+        if !held {
+            return Err(Error::os("ioreq server doorbell", Some(dom), Errno::EINVAL));
+        }
+        let plat = self.plat;
+        self.bells
+            .add(self.device, bell, dom, |b| plat.ioeventfd(b))
+    }
+
+    /// Removes a doorbell this device asked for (given exactly as asked): its writes reach
+    /// the device through the loop again (e.g. before its BAR moves). `ENOENT` if this device
+    /// has no such doorbell.
+    pub fn release_doorbell(&mut self, bell: Doorbell) -> Result<()> {
+        let dom = self.plat.domid();
+        self.bells.remove(self.device, bell, dom)
     }
 
     /// Reports an error the device met (its backing file failed, the guest programmed

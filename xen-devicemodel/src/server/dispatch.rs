@@ -4,6 +4,7 @@
 
 use super::ctx::{Ctx, DeviceErrors, NoPlatform, Platform};
 use super::device::{Access, Device, Key};
+use super::fast::Doorbells;
 use super::guestmem::GuestMem;
 use super::slot::{self, Ioreq, Ring};
 use super::{Refusal, Stats};
@@ -61,6 +62,8 @@ pub(crate) struct Dispatch<M, P = NoPlatform> {
     pub(crate) errors: DeviceErrors,
     /// The vCPU of the request in hand (`None` for buffered records).
     pub(crate) vcpu: Option<u32>,
+    /// The devices' doorbells.
+    pub(crate) bells: Doorbells,
 }
 
 /// Bytes of guest memory copied at a time for `data_is_ptr` requests (on the stack).
@@ -91,6 +94,7 @@ impl<M: GuestMemory, P: Platform> Dispatch<M, P> {
             plat,
             errors: DeviceErrors::default(),
             vcpu: None,
+            bells: Doorbells::default(),
         }
     }
 
@@ -103,6 +107,7 @@ impl<M: GuestMemory, P: Platform> Dispatch<M, P> {
             device: i,
             vcpu: self.vcpu,
             errors: &mut self.errors,
+            bells: &mut self.bells,
         };
         let v = match self.devices.get_mut(i) {
             Some(d) => d.access(&mut ctx, access),
@@ -110,6 +115,26 @@ impl<M: GuestMemory, P: Platform> Dispatch<M, P> {
         };
         self.stats.device_errors = self.errors.count;
         v
+    }
+
+    /// Delivers a doorbell the kernel took (its eventfd counted `n` writes since the last
+    /// time): the device gets one MMIO write of the doorbell's value (notifications coalesce,
+    /// as a virtio queue's do), without a vCPU.
+    pub(crate) fn ring_doorbell(&mut self, i: usize) {
+        let Some(e) = self.bells.entries.get(i) else {
+            return;
+        };
+        let (device, b) = (e.device, e.bell);
+        self.vcpu = None;
+        self.stats.doorbells += 1;
+        self.call(
+            device,
+            Access::MmioWrite {
+                addr: b.addr,
+                size: b.len,
+                value: b.datamatch.unwrap_or(0),
+            },
+        );
     }
 
     /// Counts and records a refused request (no allocation: the record is plain data).

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use super::ctx::{Ctx, DeviceErrors, Interrupts, Platform};
 use super::device::{Access, Claim, Device, Key};
 use super::dispatch::GuestMemory;
+use super::fast::Doorbells;
 use crate::{DomId, Errno, Error, IntxPin, IsaIrq, PciLink, Result, Sbdf};
 
 /// What a device asked of the platform through its [`Ctx`], in order.
@@ -109,6 +110,8 @@ pub struct Harness {
     keys: Vec<(Key, usize)>,
     errors: DeviceErrors,
     vcpu: Option<u32>,
+    /// Doorbells the device asked for (the loop's path: the harness has no kernel).
+    bells: Doorbells,
 }
 
 impl Harness {
@@ -132,6 +135,7 @@ impl Harness {
             keys: claims.into_iter().map(|c| (Key::of(&c), 0)).collect(),
             errors: DeviceErrors::default(),
             vcpu: Some(0),
+            bells: Doorbells::default(),
         }
     }
 
@@ -149,6 +153,7 @@ impl Harness {
             device: 0,
             vcpu: self.vcpu,
             errors: &mut self.errors,
+            bells: &mut self.bells,
         };
         device.access(&mut ctx, access)
     }

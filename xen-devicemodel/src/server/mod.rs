@@ -109,6 +109,7 @@
 mod ctx;
 mod device;
 mod dispatch;
+mod fast;
 mod guestmem;
 mod harness;
 mod run;
@@ -133,6 +134,7 @@ use stop::StopInner;
 
 pub use ctx::{Ctx, Interrupts, MAX_CLAIMS};
 pub use device::{Access, Claim, Device};
+pub use fast::{Doorbell, FastPath, Interrupt, IrqTrigger, MAX_DOORBELLS};
 pub use harness::{Harness, HarnessEvent};
 pub use setup::ServerBuilder;
 pub use stats::{Refusal, Stats};
@@ -177,7 +179,7 @@ impl Server {
     /// The guest's interrupt lines and MSIs, for threads of the device model's own (a
     /// device's [`Ctx`] has the same during a request).
     pub fn interrupts(&self) -> Interrupts {
-        Interrupts::new(self.dm.clone(), self.dom)
+        Interrupts::with_fast(self.dm.clone(), self.dom, self.d.plat.fast.clone())
     }
 
     /// The last error a device reported ([`Ctx::report`], [`Ctx::fail`]).
@@ -203,6 +205,18 @@ impl Server {
     /// The last request refused without reaching a device (see [`Stats::refused`]).
     pub fn last_refusal(&self) -> Option<Refusal> {
         self.d.last_refusal
+    }
+
+    /// Whether the kernel offers irqfd ([`Interrupts::trigger`]): `None` until a trigger
+    /// was asked for, then what the kernel answered.
+    pub fn irqfd_supported(&self) -> Option<bool> {
+        self.d.plat.fast.irqfd()
+    }
+
+    /// Whether the kernel offers ioeventfd ([`Ctx::doorbell`]): `None` until a doorbell the
+    /// kernel could take was asked for, then what the kernel answered.
+    pub fn ioeventfd_supported(&self) -> Option<bool> {
+        self.d.plat.fast.ioeventfd()
     }
 
     /// A handle that stops [`Server::run`] (or `run_async`) from elsewhere.

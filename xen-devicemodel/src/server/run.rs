@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use xen_evtchn::Port;
 
+use super::fast::MAX_FAST_DOORBELLS;
 use super::guestmem::BLOCKING_RETRY;
 use super::{Server, PORTS_PER_READ};
 use crate::{Errno, Error, Result};
@@ -29,6 +30,7 @@ impl Server {
                 continue;
             }
             self.serve_ports(&buf[..n])?;
+            self.poll_doorbells()?;
         }
     }
 
@@ -55,6 +57,7 @@ impl Server {
         }
         if n > 0 || self.ring_backlog {
             self.serve_ports(&buf[..n])?;
+            self.poll_doorbells()?;
         }
         if let Some(e) = self.d.errors.fatal {
             self.serve_all_slots()?;
@@ -75,23 +78,80 @@ impl Server {
 
     /// Waits until the event channels or the stop eventfd are readable, at most
     /// `timeout_ms` (-1: no limit).
-    fn wait(&self, timeout_ms: i32) -> Result<()> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.ch.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.stop.efd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds on the stack, alive across the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    /// Doorbells the kernel took (ioeventfd) are polled too, and delivered.
+    fn wait(&mut self, timeout_ms: i32) -> Result<()> {
+        let none = libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut fds = [none; 2 + MAX_FAST_DOORBELLS];
+        fds[0].fd = self.ch.as_fd().as_raw_fd();
+        fds[1].fd = self.stop.efd.as_raw_fd();
+        let n = 2 + self.doorbell_fds(&mut fds[2..]);
+        // SAFETY: `n` valid pollfds on the stack, alive across the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
         if r < 0 && Errno::last() != Errno::EINTR {
             return Err(Error::last_os_error("ioreq server poll", Some(self.dom)));
+        }
+        if n > 2 {
+            self.deliver_doorbells(&fds[2..n])?;
+        }
+        Ok(())
+    }
+
+    /// Fills `fds` with the eventfds of the doorbells the kernel serves; returns how many.
+    fn doorbell_fds(&self, fds: &mut [libc::pollfd]) -> usize {
+        let fast = self.d.bells.entries.iter().filter_map(|e| e.fd.as_ref());
+        let mut n = 0;
+        for (slot, fd) in fds.iter_mut().zip(fast) {
+            slot.fd = fd.eventfd().as_raw_fd();
+            n += 1;
+        }
+        n
+    }
+
+    /// Delivers the doorbells whose eventfd `fds` (as [`Self::doorbell_fds`] filled them, after
+    /// a poll) found readable.
+    fn deliver_doorbells(&mut self, fds: &[libc::pollfd]) -> Result<()> {
+        for p in fds.iter().filter(|p| p.revents != 0) {
+            let i = self.d.bells.entries.iter().position(|e| {
+                e.fd.as_ref()
+                    .is_some_and(|fd| fd.eventfd().as_raw_fd() == p.fd)
+            });
+            let Some(i) = i else { continue };
+            let taken = match &self.d.bells.entries[i].fd {
+                Some(fd) => fd.take()?,
+                None => 0,
+            };
+            if taken > 0 {
+                self.d.ring_doorbell(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a turn, the doorbells the kernel took meanwhile (a busy loop does not wait, so
+    /// it would not see them otherwise): one `poll` without waiting, only when the kernel
+    /// serves some doorbells.
+    pub(super) fn poll_doorbells(&mut self) -> Result<()> {
+        if self.d.bells.fast == 0 {
+            return Ok(());
+        }
+        let none = libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut fds = [none; MAX_FAST_DOORBELLS];
+        let n = self.doorbell_fds(&mut fds);
+        // SAFETY: `n` valid pollfds on the stack, alive across the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, 0) };
+        if r < 0 && Errno::last() != Errno::EINTR {
+            return Err(Error::last_os_error("ioreq server poll", Some(self.dom)));
+        }
+        if r > 0 {
+            self.deliver_doorbells(&fds[..n])?;
         }
         Ok(())
     }

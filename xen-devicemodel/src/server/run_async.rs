@@ -56,6 +56,7 @@ impl Server {
                 continue;
             }
             self.serve_ports(&buf[..n])?;
+            self.poll_doorbells()?;
             // A busy guest must not hold the executor's thread: other tasks run between
             // turns (each turn's work is bounded, see the module docs).
             tokio::task::yield_now().await;

@@ -11,6 +11,7 @@ use xen_foreignmemory::{ForeignMemory, Mapping, ReadWrite, Resource};
 use super::ctx::XenPlatform;
 use super::device::{Claim, Device, Key};
 use super::dispatch::Dispatch;
+use super::fast::IoreqPages;
 use super::guestmem::GuestMem;
 use super::slot::{self, Ring, Slot};
 use super::stop::StopInner;
@@ -106,7 +107,7 @@ impl ServerBuilder {
         let server = dm.create_ioreq_server(dom, self.mode)?;
         let fm = ForeignMemory::open().map_err(|e| fm_err(OP, dom, e))?;
         let buffered = self.mode != BufIoreqMode::Off;
-        let (ioreq_page, buf_page) = map_pages(&fm, &server, buffered)?;
+        let (ioreq_page, buf_page, by_resource) = map_pages(&fm, &server, buffered)?;
         for c in &self.claims {
             match c {
                 Claim::Ports(r) => server.map_port_range(r.clone())?,
@@ -128,7 +129,11 @@ impl ServerBuilder {
                 self.devices,
                 self.keys,
                 GuestMem::new(fm, dom),
-                XenPlatform { server },
+                XenPlatform {
+                    server,
+                    fast: Arc::default(),
+                    pages: IoreqPages::default(),
+                },
             ),
             stop: Arc::new(StopInner {
                 flag: AtomicBool::new(false),
@@ -149,6 +154,14 @@ impl ServerBuilder {
             let remote = s.vp_eport();
             let p = srv.ch.bind_interdomain(dom, remote)?.release();
             srv.vcpu_ports.push(p);
+        }
+        // The kernel's ioeventfd reads the slots through the pages privcmd mapped as a
+        // resource; the legacy mapping (frames of the guest's physical map) is not offered.
+        if by_resource {
+            srv.d.plat.pages = IoreqPages {
+                page: base as usize,
+                ports: srv.vcpu_ports.iter().map(|p| p.get()).collect(),
+            };
         }
         if let Some(page) = &srv.buf_page {
             // SAFETY: the buffered page is mapped for as long as the Server lives.
@@ -188,7 +201,7 @@ fn map_pages(
     fm: &ForeignMemory,
     server: &IoreqServer,
     buffered: bool,
-) -> Result<(Mapping<ReadWrite>, Option<Mapping<ReadWrite>>)> {
+) -> Result<(Mapping<ReadWrite>, Option<Mapping<ReadWrite>>, bool)> {
     const OP: &str = "ioreq server map pages";
     let dom = server.domid();
     let res = Resource::IoreqServer {
@@ -216,7 +229,7 @@ fn map_pages(
             } else {
                 None
             };
-            Ok((page, buf))
+            Ok((page, buf, true))
         }
         Err(e) if e.is_not_supported() => {
             // Legacy: the frames Xen put into the guest's physical map (while disabled).
@@ -234,7 +247,7 @@ fn map_pages(
                 ),
                 _ => None,
             };
-            Ok((page, buf))
+            Ok((page, buf, false))
         }
         Err(e) => Err(fm_err(OP, dom, e)),
     }
@@ -245,6 +258,8 @@ impl Drop for Server {
         // Stop Xen sending requests, then release the channels; the pages are unmapped and
         // the server destroyed as the fields drop.
         let _ = self.d.plat.server.disable();
+        // The kernel's ioeventfds read the ioreq page: removed before it is unmapped.
+        self.d.bells.clear();
         for &p in &self.vcpu_ports {
             let _ = self.ch.unbind(p);
         }

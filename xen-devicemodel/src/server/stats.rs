@@ -38,6 +38,10 @@ pub struct Stats {
     pub device_errors: u64,
     /// Wake-ups of the loop with at least one port pending.
     pub wakeups: u64,
+    /// Doorbell writes the kernel completed itself (ioeventfd) and the loop then delivered
+    /// to their device (see [`Ctx::doorbell`](super::Ctx::doorbell)); coalesced writes count
+    /// once.
+    pub doorbells: u64,
     /// Notifications sent back (one per completed synchronous request).
     pub notifies: u64,
     /// Time spent serving, from reading the pending ports to the last notify of each
@@ -74,6 +78,9 @@ impl core::fmt::Display for Stats {
         }
         if self.device_errors > 0 {
             write!(f, " device-errors={}", self.device_errors)?;
+        }
+        if self.doorbells > 0 {
+            write!(f, " doorbells={}", self.doorbells)?;
         }
         Ok(())
     }

@@ -280,6 +280,7 @@ fn claims_are_bounded() {
         device: 0,
         vcpu: None,
         errors: &mut d.errors,
+        bells: &mut d.bells,
     };
     let mut last = Ok(());
     for p in 0..2 * crate::server::MAX_CLAIMS as u16 {
