@@ -117,6 +117,7 @@ mod run;
 mod run_async;
 mod setup;
 mod slot;
+mod stand_in;
 mod stats;
 mod stop;
 
@@ -137,6 +138,8 @@ pub use device::{Access, Claim, Device};
 pub use fast::{Doorbell, FastPath, Interrupt, IrqTrigger, MAX_DOORBELLS};
 pub use harness::{Harness, HarnessEvent};
 pub use setup::ServerBuilder;
+#[doc(hidden)]
+pub use stand_in::StandInLoop;
 pub use stats::{Refusal, Stats};
 pub use stop::StopHandle;
 

@@ -8,6 +8,7 @@ use xen_evtchn::Port;
 
 use super::fast::MAX_FAST_DOORBELLS;
 use super::guestmem::BLOCKING_RETRY;
+use super::stand_in::serve_slot;
 use super::{Server, PORTS_PER_READ};
 use crate::{Errno, Error, Result};
 
@@ -196,14 +197,9 @@ impl Server {
     }
 
     fn serve_slot(&mut self, v: usize) -> Result<()> {
-        let s = self.slots[v];
-        if let Some(req) = s.take() {
-            self.d.vcpu = Some(v as u32);
-            let answer = self.d.handle(&req);
-            s.complete(answer);
-            self.ch.notify(self.vcpu_ports[v])?;
-            self.d.stats.notifies += 1;
-        }
-        Ok(())
+        let (Some(&s), Some(&p)) = (self.slots.get(v), self.vcpu_ports.get(v)) else {
+            return Ok(());
+        };
+        serve_slot(&mut self.d, s, &self.ch, p, v as u32).map(drop)
     }
 }

@@ -233,6 +233,23 @@ impl Slot {
         Some(req)
     }
 
+    /// Posts a request by value as Xen does (for stand-ins): the fields, then, with release
+    /// ordering, the state `READY` and the direction.
+    pub(crate) fn post(&self, kind: u8, addr: u64, size: u32, read: bool) {
+        let p = self.req.as_ptr();
+        // SAFETY: fields of the live, writable slot (Slot::new's contract).
+        unsafe {
+            (&raw mut (*p).addr).write_volatile(addr);
+            (&raw mut (*p).data).write_volatile(0);
+            (&raw mut (*p).count).write_volatile(1);
+            (&raw mut (*p).size).write_volatile(size);
+            (&raw mut (*p).type_).write_volatile(kind);
+        }
+        let dir = u8::from(read) << FLAG_DIR_SHIFT;
+        self.state_cell()
+            .store(STATE_IOREQ_READY | dir, Ordering::Release);
+    }
+
     /// Completes the request taken last: writes `data` (for reads answered by value), then
     /// sets `IORESP_READY` with release ordering, so Xen sees the data before the state.
     pub(crate) fn complete(&self, data: Option<u64>) {
