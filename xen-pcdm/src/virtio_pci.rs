@@ -23,7 +23,7 @@
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemory};
-use xen_devicemodel::server::{Access, Claim, Ctx, Device};
+use xen_devicemodel::server::{Access, Claim, Ctx, Device, Doorbell};
 use xen_devicemodel::{IntxPin, Sbdf};
 
 use crate::blk::{self, BlkStats, Broken, Disk};
@@ -302,13 +302,20 @@ impl<R: GuestRam, D: Disk> VirtioBlk<R, D> {
         }
         let size = u64::from(BAR_SIZE);
         if let Some(old) = self.claimed.take() {
+            // Not there when it could not be set up; either way the loop serves the register.
+            let _ = ctx.release_doorbell(notify_doorbell(old));
             if let Err(e) = ctx.release(Claim::Mmio(old..=old + size - 1)) {
                 ctx.report(e);
             }
         }
         if let Some(new) = want {
             match ctx.claim(Claim::Mmio(new..=new + size - 1)) {
-                Ok(()) => self.claimed = Some(new),
+                Ok(()) => {
+                    self.claimed = Some(new);
+                    // The queue's notify register through the kernel when it can (ioeventfd);
+                    // if not, its writes come through the loop as before, to the same code.
+                    let _ = ctx.doorbell(notify_doorbell(new));
+                }
                 Err(e) => ctx.report(e),
             }
         }
@@ -623,6 +630,12 @@ impl<R: GuestRam, D: Disk> VirtioBlk<R, D> {
             _ => {}
         }
     }
+}
+
+/// The request queue's notify register in BAR0 at `bar`: the driver writes the queue index
+/// (0) there, 16 bits wide.
+fn notify_doorbell(bar: u64) -> Doorbell {
+    Doorbell::new(bar + NOTIFY, 2).datamatch(0)
 }
 
 impl<R: GuestRam, D: Disk> Device for VirtioBlk<R, D> {
