@@ -46,6 +46,19 @@
 //! - errors: [`Ctx::report`] counts one ([`Stats::device_errors`],
 //!   [`Server::last_device_error`]); [`Ctx::fail`] also ends the loop with it.
 //!
+//! # Fast paths, with the loop as fallback ([`Doorbell`], [`IrqTrigger`])
+//! A virtio-style device can ask for its queue-notify register to be a [`Doorbell`]
+//! ([`Ctx::doorbell`]) and for an interrupt it fires often to be an [`IrqTrigger`]
+//! ([`Interrupts::trigger`]). Where privcmd has ioeventfd and irqfd (Linux 6.7 built with
+//! `CONFIG_XEN_PRIVCMD_EVENTFD`), the kernel completes the guest's doorbell writes itself (the
+//! vCPU does not wait for the device) and injects the interrupt on one `write`; elsewhere
+//! (`ENOTTY`: Debian's 6.1 and 6.12 kernels) the loop serves the write as any MMIO request and
+//! the trigger sends the dm_op. What the kernel answered is asked once per server
+//! ([`Server::irqfd_supported`], [`Server::ioeventfd_supported`]). The device's code is the
+//! same either way: a doorbell write always reaches [`Device::access`] as an
+//! [`Access::MmioWrite`] of the doorbell's address, size and value (from the kernel's
+//! eventfd: coalesced, [`Ctx::vcpu`] `None`, counted in [`Stats::doorbells`]).
+//!
 //! `Box<dyn Device>` and `Arc<Mutex<impl Device>>` are devices too. [`Harness`] calls a
 //! device on the host, without Xen (its interrupts and claims recorded, a buffer as guest
 //! RAM), for device crates' unit tests.
