@@ -510,4 +510,55 @@ mod tests {
         );
         assert_eq!(fresh.ioeventfd(), None);
     }
+
+    /// What the loop does with a doorbell the kernel took: the device gets the same MMIO
+    /// write as through the slot, without a vCPU, counted once.
+    #[test]
+    fn a_doorbell_the_kernel_took_reaches_the_device_as_its_mmio_write() {
+        use crate::server::dispatch::{Dispatch, GuestMemory};
+        use crate::server::{Access, Ctx, Device};
+        struct NoMem;
+        impl GuestMemory for NoMem {
+            fn read(&mut self, _: u64, _: &mut [u8]) -> Result<()> {
+                Ok(())
+            }
+            fn write(&mut self, _: u64, _: &[u8]) -> Result<()> {
+                Ok(())
+            }
+            fn invalidate(&mut self) {}
+        }
+        type Seen = Arc<std::sync::Mutex<Vec<(Access, Option<u32>)>>>;
+        struct Dev(Seen);
+        impl Device for Dev {
+            fn access(&mut self, ctx: &mut Ctx<'_>, a: Access) -> u64 {
+                self.0.lock().unwrap().push((a, ctx.vcpu()));
+                0
+            }
+        }
+        let seen = Seen::default();
+        let mut d = Dispatch::new(vec![Box::new(Dev(seen.clone()))], vec![], NoMem);
+        d.vcpu = Some(3);
+        d.bells
+            .add(
+                0,
+                Doorbell::new(0x2050, 2).datamatch(4),
+                DomId::new(1),
+                |_| Ok(None),
+            )
+            .unwrap();
+        d.ring_doorbell(0);
+        d.ring_doorbell(1); // no such doorbell: nothing
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(
+                Access::MmioWrite {
+                    addr: 0x2050,
+                    size: 2,
+                    value: 4
+                },
+                None
+            )]
+        );
+        assert_eq!(d.stats.doorbells, 1);
+    }
 }

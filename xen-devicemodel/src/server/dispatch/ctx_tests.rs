@@ -349,3 +349,40 @@ fn interrupts_and_dma_from_a_callback_allocate_nothing() {
     }
     assert_eq!(allocations() - a0, 0);
 }
+
+#[test]
+fn doorbells_lie_in_the_devices_mmio_claims_and_take_the_loop_without_a_kernel() {
+    use crate::server::{Doorbell, FastPath};
+    let (mut d, _, _) = setup();
+    let mut ctx = Ctx {
+        plat: &d.plat,
+        mem: &mut d.mem,
+        keys: &mut d.keys,
+        device: 0,
+        vcpu: None,
+        errors: &mut d.errors,
+        bells: &mut d.bells,
+    };
+    let bell = Doorbell::new(0xf000_0050, 4).datamatch(1);
+    assert_eq!(ctx.doorbell(bell).unwrap(), FastPath::Loop);
+    // Outside its MMIO claims, across their end, or in a port range: refused.
+    for b in [
+        Doorbell::new(0xf000_1000, 4),
+        Doorbell::new(0xf000_0ffe, 4),
+        Doorbell::new(u64::from(PORT), 1),
+        Doorbell::new(u64::MAX, 2),
+    ] {
+        assert_eq!(ctx.doorbell(b).unwrap_err().errno(), Errno::EINVAL, "{b:?}");
+    }
+    // Another device cannot release it.
+    ctx.device = 1;
+    assert_eq!(
+        ctx.release_doorbell(bell).unwrap_err().errno(),
+        Errno::ENOENT
+    );
+    ctx.device = 0;
+    ctx.release_doorbell(bell).unwrap();
+    assert!(d.bells.entries.is_empty());
+    // A doorbell served by the loop is an ordinary MMIO write: the device gets it.
+    assert_eq!(d.handle(&mmio_read(0xf000_0000)), Some(0x77));
+}
