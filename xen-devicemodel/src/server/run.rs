@@ -200,6 +200,11 @@ impl Server {
         let (Some(&s), Some(&p)) = (self.slots.get(v), self.vcpu_ports.get(v)) else {
             return Ok(());
         };
+        if self.d.bells.fast > 0 {
+            // The kernel's ioeventfd handler marks a request INPROCESS while it compares it
+            // with its doorbells, and sets it back to READY when none matches.
+            s.settle();
+        }
         serve_slot(&mut self.d, s, &self.ch, p, v as u32).map(drop)
     }
 }

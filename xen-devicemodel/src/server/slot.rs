@@ -53,6 +53,10 @@ pub(crate) const IOREQ_TYPE_PCI_CONFIG: u8 = byte(hvm::IOREQ_TYPE_PCI_CONFIG);
 pub(crate) const IOREQ_TYPE_TIMEOFFSET: u8 = byte(hvm::IOREQ_TYPE_TIMEOFFSET);
 pub(crate) const IOREQ_TYPE_INVALIDATE: u8 = byte(hvm::IOREQ_TYPE_INVALIDATE);
 
+/// Reads of a slot the kernel's handler holds before the loop moves on (see
+/// [`Slot::settle`]); the handler holds it for a few hundred instructions.
+const SETTLE_SPINS: u32 = 100_000;
+
 /// `IOREQ_BUFFER_SLOT_NUM`.
 pub(crate) const BUF_SLOTS: u32 = hvm::IOREQ_BUFFER_SLOT_NUM;
 
@@ -201,6 +205,18 @@ impl Slot {
         let p = self.req.as_ptr();
         // SAFETY: a field of the live slot (Slot::new's contract), aligned by its type.
         unsafe { (&raw const (*p).vp_eport).read_volatile() }
+    }
+
+    /// Waits (a bounded spin) while the slot is `INPROCESS`: the loop never leaves a slot in
+    /// that state between turns, so it is the kernel's ioeventfd handler looking at the
+    /// request, which then completes it or hands it back as `READY` at once.
+    pub(crate) fn settle(&self) {
+        for _ in 0..SETTLE_SPINS {
+            if self.state_cell().load(Ordering::Acquire) & FLAGS_STATE != STATE_IOREQ_INPROCESS {
+                return;
+            }
+            core::hint::spin_loop();
+        }
     }
 
     /// The request if the slot holds a new one (state `READY`), marking it `INPROCESS`.
@@ -365,6 +381,25 @@ mod tests {
 
     #[repr(C, align(4096))]
     struct Page([u8; 4096]);
+
+    #[test]
+    fn settle_is_bounded_and_post_then_take_round_trips() {
+        let mut page = Box::new(Page([0; 4096]));
+        // SAFETY: a page we own, alive for the test.
+        let s = unsafe { Slot::new(page.0.as_mut_ptr()) };
+        s.post(IOREQ_TYPE_PIO, 0x3f8, 1, true);
+        s.settle(); // READY: returns at once
+        let r = s.take().unwrap();
+        assert_eq!(
+            (r.addr, r.size, r.count, r.read, r.kind),
+            (0x3f8, 1, 1, true, 0)
+        );
+        // INPROCESS for good (nobody else here): settle gives up after its spins.
+        s.settle();
+        assert_eq!(s.take(), None);
+        s.complete(Some(9));
+        assert_eq!(page.0[30] & FLAGS_STATE, STATE_IORESP_READY);
+    }
 
     #[test]
     fn slot_state_machine() {
