@@ -128,7 +128,8 @@ fn server_fast_doorbell_and_trigger_with_their_fallback() {
         .device(
             dev,
             [
-                Claim::Ports(PORT..=PORT),
+                // Xen routes a port access by its whole width: the 4 bytes of the write.
+                Claim::Ports(PORT..=PORT + 3),
                 Claim::Mmio(WINDOW..=WINDOW + WINDOW_LEN - 1),
             ],
         )
