@@ -154,6 +154,11 @@ pub(crate) struct IoreqPages {
 }
 
 /// Makes `bell` an ioeventfd, if the kernel has them and can express it.
+///
+/// Where the kernel cannot be handed the ioreq page (`pages.page` 0: mapped the legacy way,
+/// or this domain is PV, where the first kernels with ioeventfd took the page from a
+/// mapping only auto-translated domains have), the kernel is only asked whether it has
+/// ioeventfd (a removal of nothing, which reads no page) and the loop serves the doorbell.
 pub(crate) fn ioeventfd(
     dm: &DeviceModel,
     dom: DomId,
@@ -164,13 +169,22 @@ pub(crate) fn ioeventfd(
     let Some((addr, addr_len, vq)) = bell.kernel_form() else {
         return Ok(None);
     };
-    let Some(page) = core::ptr::NonNull::new(pages.page as *mut u8) else {
-        return Ok(None);
-    };
-    if pages.ports.is_empty() {
-        return Ok(None);
-    }
+    let page = core::ptr::NonNull::new(pages.page as *mut u8).filter(|_| !pages.ports.is_empty());
     decide(&fast.ioeventfd, || {
+        let Some(page) = page else {
+            return match dm.privcmd().probe_ioeventfd(dom) {
+                Ok(false) => Err(Error::NotSupported {
+                    op: "ioeventfd probe",
+                    domain: Some(dom),
+                    errno: Errno::ENOTTY,
+                }),
+                Ok(true) => {
+                    fast.ioeventfd.store(YES, Ordering::Relaxed);
+                    Ok(None)
+                }
+                Err(_) => Ok(None),
+            };
+        };
         let config = IoeventfdConfig {
             domid: dom,
             addr,
@@ -183,6 +197,12 @@ pub(crate) fn ioeventfd(
         // the Server drops every Ioeventfd before it unmaps the page (see its Drop).
         unsafe { dm.privcmd().ioeventfd(page, &config) }.map(Some)
     })
+}
+
+/// Whether this domain is a PV guest of Xen (`/sys/hypervisor/guest_type`); when that
+/// cannot be read, assumed so (the cautious answer: the loop serves the doorbells).
+pub(crate) fn dom0_is_pv() -> bool {
+    std::fs::read_to_string("/sys/hypervisor/guest_type").map_or(true, |t| t.trim() == "PV")
 }
 
 /// An interrupt to fire through an [`IrqTrigger`].
@@ -501,6 +521,16 @@ mod tests {
         let bell = Doorbell::new(0x1050, 4).datamatch(0);
         assert!(ioeventfd(&dm, dom, &pages, &fast, &bell).unwrap().is_none());
         assert_eq!(fast.ioeventfd(), Some(false));
+        // A page the kernel cannot be handed: only asked, which also says "not supported".
+        let probed = FastPaths::default();
+        let legacy = IoreqPages {
+            page: 0,
+            ports: vec![5],
+        };
+        assert!(ioeventfd(&dm, dom, &legacy, &probed, &bell)
+            .unwrap()
+            .is_none());
+        assert_eq!(probed.ioeventfd(), Some(false));
         // Not expressible: not asked at all.
         let fresh = FastPaths::default();
         assert!(

@@ -11,7 +11,7 @@ use xen_foreignmemory::{ForeignMemory, Mapping, ReadWrite, Resource};
 use super::ctx::XenPlatform;
 use super::device::{Claim, Device, Key};
 use super::dispatch::Dispatch;
-use super::fast::IoreqPages;
+use super::fast::{self, IoreqPages};
 use super::guestmem::GuestMem;
 use super::slot::{self, Ring, Slot};
 use super::stop::StopInner;
@@ -156,8 +156,9 @@ impl ServerBuilder {
             srv.vcpu_ports.push(p);
         }
         // The kernel's ioeventfd reads the slots through the pages privcmd mapped as a
-        // resource; the legacy mapping (frames of the guest's physical map) is not offered.
-        if by_resource {
+        // resource; the legacy mapping (frames of the guest's physical map) is not offered,
+        // nor a PV domain's mapping (see `fast::ioeventfd`).
+        if by_resource && !fast::dom0_is_pv() {
             srv.d.plat.pages = IoreqPages {
                 page: base as usize,
                 ports: srv.vcpu_ports.iter().map(|p| p.get()).collect(),
