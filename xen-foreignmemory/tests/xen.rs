@@ -819,3 +819,37 @@ impl CForeignMemory {
         }
     }
 }
+
+/// Maps of 9 to 64 frames keep their per-frame outcomes on the stack: a failed frame there
+/// is found and named like anywhere else, and the next map of the same size succeeds.
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn failed_frames_of_medium_maps_are_found() {
+    let _s = serial();
+    let g = guest();
+    let fm = fm();
+    let good = g.fill(Some(p::SCRATCH_GFN + 3), 3).unwrap();
+    let before = privcmd_vmas();
+    for (n, bad) in [(9, 8), (40, 37), (64, 0), (64, 63)] {
+        let mut gfns = vec![good; n];
+        gfns[bad] = BEYOND;
+        let e = fm.map(dom(g), &gfns, ReadOnly).unwrap_err();
+        let frame = e.frame().expect("a frame error");
+        assert_eq!((frame.index, frame.gfn), (bad, BEYOND), "{n} frames: {e}");
+        assert_eq!(privcmd_vmas(), before, "nothing left mapped");
+        let m = fm.map_partial(dom(g), &gfns, ReadOnly).unwrap();
+        assert_eq!(m.frame_errors().len(), 1);
+        assert_eq!(m.frame_errors()[0].index, bad);
+        let mut page = vec![0u8; PAGE_SIZE];
+        let other = if bad == 0 { 1 } else { 0 };
+        m.read_bytes(other * PAGE_SIZE, &mut page).unwrap();
+        assert_eq!(page, pattern(3));
+        drop(m);
+        // All good now: no outcome of the failed call is left over.
+        let m = fm.map(dom(g), &vec![good; n], ReadOnly).unwrap();
+        assert!(m.is_complete());
+        drop(m);
+        assert_eq!(privcmd_vmas(), before);
+    }
+    println!("medium maps (9 to 64 frames): a failed frame is named, then the next map succeeds");
+}
