@@ -99,7 +99,7 @@ pub fn build() -> Result<Vec<Payload>, String> {
 
 /// dom0's own kernel image (the bzImage), also booted as an HVM guest's kernel by the PC
 /// device model's tests: `/opt/xen-rs/linux-guest.bzImage`.
-fn linux_guest_kernel() -> Result<Payload, String> {
+pub fn linux_guest_kernel() -> Result<Payload, String> {
     let sys = crate::xen_test::system::System::find()?;
     Ok(Payload {
         host: sys.kernel,
