@@ -28,6 +28,8 @@ pub const MODULES: &[&str] = &[
     "xen-gntdev",
     "xen-gntalloc",
     "xenfs",
+    // PCI passthrough's backend: on Linux 6.12 it answers privcmd's PCIDEV_GET_GSI.
+    "xen-pciback",
     // Not for dom0 itself: the Linux HVM guest of xen-pcdm's tests takes them from here.
     "virtio_blk",
     "virtio_pci",
@@ -63,23 +65,83 @@ pub enum Entry {
 #[derive(Debug, Default)]
 pub struct Tree {
     entries: BTreeMap<String, Entry>,
+    /// `/lib` and `/lib64` are symlinks into `/usr` (Debian 13's merged /usr): paths under them
+    /// are kept under `/usr`, so a library named either way is one entry.
+    merged_usr: bool,
 }
 
+/// The top-level directories that are symlinks into `/usr` in a merged-/usr tree.
+const MERGED: &[&str] = &["lib", "lib64"];
+
 impl Tree {
+    /// An empty tree laid out like `other` (merged /usr or not).
+    pub fn like(other: &Tree) -> Tree {
+        Tree {
+            entries: BTreeMap::new(),
+            merged_usr: other.merged_usr,
+        }
+    }
+
+    /// An empty tree whose `/lib` and `/lib64` are symlinks to `/usr/lib` and `/usr/lib64`.
+    pub fn merged_usr() -> Tree {
+        let mut t = Tree {
+            entries: BTreeMap::new(),
+            merged_usr: true,
+        };
+        for d in MERGED {
+            t.entries
+                .insert((*d).to_string(), Entry::Symlink(format!("usr/{d}")));
+        }
+        t
+    }
+
+    fn key(&self, path: &str) -> String {
+        let p = path.trim_start_matches('/');
+        if self.merged_usr {
+            for d in MERGED {
+                if let Some(rest) = p.strip_prefix(d).and_then(|r| r.strip_prefix('/')) {
+                    return format!("usr/{d}/{rest}");
+                }
+            }
+        }
+        p.to_string()
+    }
+
     /// Adds `entry` at `path` (absolute in dom0), replacing what was there.
     pub fn add(&mut self, path: &str, entry: Entry) {
-        let p = path.trim_start_matches('/').to_string();
+        let p = self.key(path);
         self.entries.insert(p, entry);
     }
 
     /// Whether the tree has something at `path`.
     pub fn has(&self, path: &str) -> bool {
-        self.entries.contains_key(path.trim_start_matches('/'))
+        self.entries.contains_key(&self.key(path))
     }
 
     /// Adds a copy of the host file at the same path.
     pub fn copy_same(&mut self, host: &Path) {
         self.add(&host.to_string_lossy(), Entry::Copy(host.to_path_buf()));
+    }
+
+    /// Adds a copy of `host`, a file of `sys`'s root, at its path in dom0.
+    pub fn copy_from(&mut self, sys: &System, host: &Path) {
+        self.add(&sys.dom0_path(host), Entry::Copy(host.to_path_buf()));
+    }
+
+    /// Adds the shared libraries `exe` (a file of `sys`'s root) needs, resolved in that root,
+    /// at their dom0 paths: `ldd` for the host's own files, the ELF's `NEEDED` entries for
+    /// another release's (its binaries may not run on the host).
+    pub fn add_root_libs(&mut self, sys: &System, exe: &Path) -> Result<(), String> {
+        if sys.is_host() {
+            return self.add_libs(exe, None);
+        }
+        for lib in rooted_libs(&sys.root, exe)? {
+            let dom0 = sys.dom0_path(&lib);
+            if !self.has(&dom0) {
+                self.add(&dom0, Entry::Copy(lib));
+            }
+        }
+        Ok(())
     }
 
     /// Adds the shared libraries `exe` needs (per `ldd`) at their paths, skipping those `skip`
@@ -251,6 +313,88 @@ pub fn parse_ldd(out: &str) -> Result<Vec<PathBuf>, String> {
     }
 }
 
+/// The `NEEDED` libraries and the `RUNPATH`/`RPATH` of an ELF file, per `readelf -dW`.
+pub fn parse_dynamic(out: &str) -> (Vec<String>, Vec<String>) {
+    let (mut needed, mut paths) = (Vec::new(), Vec::new());
+    for line in out.lines() {
+        let value = || {
+            let (_, v) = line.split_once('[')?;
+            Some(v.rsplit_once(']')?.0.to_string())
+        };
+        if line.contains("(NEEDED)") {
+            needed.extend(value());
+        } else if line.contains("(RUNPATH)") || line.contains("(RPATH)") {
+            paths.extend(
+                value()
+                    .into_iter()
+                    .flat_map(|v| v.split(':').map(String::from).collect::<Vec<_>>()),
+            );
+        }
+    }
+    (needed, paths)
+}
+
+/// Every library `exe` needs (transitively) and the dynamic loader, resolved under `root`
+/// from the ELF files themselves (`readelf`), as host paths under `root`; an error names the
+/// libraries not found there.
+pub fn rooted_libs(root: &Path, exe: &Path) -> Result<Vec<PathBuf>, String> {
+    if !is_elf(exe) {
+        return Ok(Vec::new());
+    }
+    let std_dirs = ["usr/lib/x86_64-linux-gnu", "usr/lib", "usr/lib64"];
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut missing = Vec::new();
+    let mut queue = vec![exe.to_path_buf()];
+    let mut first = true;
+    while let Some(file) = queue.pop() {
+        let out = Command::new("readelf")
+            .arg("-dW")
+            .arg(&file)
+            .output()
+            .map_err(|e| format!("running readelf (package binutils): {e}"))?;
+        let (needed, runpath) = parse_dynamic(&String::from_utf8_lossy(&out.stdout));
+        if first && !needed.is_empty() {
+            // A dynamic executable: the loader too.
+            seen.insert("ld-linux-x86-64.so.2".into());
+            queue.push(root.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"));
+            found.push(root.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"));
+        }
+        first = false;
+        let origin = file.parent().unwrap_or(root).to_string_lossy().into_owned();
+        for name in needed {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let dirs = runpath
+                .iter()
+                .map(|d| {
+                    let d = d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin);
+                    match d.starts_with(&*root.to_string_lossy()) {
+                        true => PathBuf::from(d),
+                        false => root.join(d.trim_start_matches('/')),
+                    }
+                })
+                .chain(std_dirs.iter().map(|d| root.join(d)));
+            match dirs.map(|d| d.join(&name)).find(|p| p.is_file()) {
+                Some(p) => {
+                    queue.push(p.clone());
+                    found.push(p);
+                }
+                None => missing.push(format!("{name} (for {})", file.display())),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "libraries not found under {}: {}",
+            root.display(),
+            missing.join(", ")
+        ));
+    }
+    Ok(found)
+}
+
 /// A module's name from its path (`kernel/drivers/xen/xen-privcmd.ko.xz` -> `xen_privcmd`),
 /// with `-` and `_` made equal as the kernel does.
 fn module_name(path: &str) -> String {
@@ -260,8 +404,14 @@ fn module_name(path: &str) -> String {
 }
 
 /// The module files (relative to the modules directory) for `wanted` and everything they depend
-/// on, per `modules.dep`, dependencies first.
-pub fn module_closure(modules_dep: &str, wanted: &[&str]) -> Result<Vec<String>, String> {
+/// on, per `modules.dep`, dependencies first. Modules built into the kernel (named in
+/// `modules.builtin`, `builtin`) need no file and are left out.
+pub fn module_closure(
+    modules_dep: &str,
+    builtin: &str,
+    wanted: &[&str],
+) -> Result<Vec<String>, String> {
+    let builtin: BTreeSet<String> = builtin.lines().map(module_name).collect();
     let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for line in modules_dep.lines() {
         let Some((m, d)) = line.split_once(':') else {
@@ -289,7 +439,10 @@ pub fn module_closure(modules_dep: &str, wanted: &[&str]) -> Result<Vec<String>,
         Ok(())
     }
     let (mut seen, mut order) = (BTreeSet::new(), Vec::new());
-    for w in wanted {
+    for w in wanted.iter().filter(|w| {
+        let n = module_name(w);
+        deps.contains_key(&n) || !builtin.contains(&n)
+    }) {
         visit(&module_name(w), &deps, &mut seen, &mut order)?;
     }
     Ok(order)
@@ -301,13 +454,13 @@ fn module_dest(release: &str, rel: &str) -> String {
     format!("/lib/modules/{release}/{rel}.ko")
 }
 
-fn libgcc_s() -> Result<PathBuf, String> {
+fn libgcc_s(sys: &System) -> Result<PathBuf, String> {
     [
         "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
         "/lib/x86_64-linux-gnu/libgcc_s.so.1",
     ]
     .iter()
-    .map(PathBuf::from)
+    .map(|p| sys.host_path(p))
     .find(|p| p.is_file())
     .ok_or_else(|| "no libgcc_s.so.1 (xl needs it for pthread_cancel)".into())
 }
@@ -315,7 +468,12 @@ fn libgcc_s() -> Result<PathBuf, String> {
 /// The base tree: busybox, modules, Xen's tools and libraries, firmware, /etc. Returns it with
 /// the dom0 paths of the modules in load order.
 pub fn base_tree(sys: &System) -> Result<(Tree, Vec<String>), String> {
-    let mut t = Tree::default();
+    // The host's tree keeps the paths ldd names (its dom0 has real /lib and /lib64); another
+    // release's merged /usr is kept as it is installed.
+    let mut t = match !sys.is_host() && sys.root.join("lib").is_symlink() {
+        true => Tree::merged_usr(),
+        false => Tree::default(),
+    };
     for d in [
         "/dev",
         "/proc",
@@ -339,9 +497,9 @@ pub fn base_tree(sys: &System) -> Result<(Tree, Vec<String>), String> {
     );
     t.add("/etc/group", Entry::Text("root:x:0:\n".into(), 0o644));
     t.add("/etc/hostname", Entry::Text("dom0\n".into(), 0o644));
-    let xl_conf = Path::new("/etc/xen/xl.conf");
+    let xl_conf = sys.host_path("/etc/xen/xl.conf");
     if xl_conf.is_file() {
-        t.copy_same(xl_conf);
+        t.copy_from(sys, &xl_conf);
     }
 
     // busybox and its applets (never over a real program).
@@ -361,8 +519,17 @@ pub fn base_tree(sys: &System) -> Result<(Tree, Vec<String>), String> {
     let dep_file = sys.modules.join("modules.dep");
     let dep = fs::read_to_string(&dep_file)
         .map_err(|e| format!("reading {}: {e}", dep_file.display()))?;
+    let builtin_file = sys.modules.join("modules.builtin");
+    let builtin = fs::read_to_string(&builtin_file).unwrap_or_default();
+    if builtin_file.is_file() {
+        // For tests that tell a module from a built-in driver (the Linux guest's virtio).
+        t.add(
+            &format!("/lib/modules/{}/modules.builtin", sys.release),
+            Entry::Copy(builtin_file.clone()),
+        );
+    }
     let mut modules = Vec::new();
-    for rel in module_closure(&dep, MODULES)? {
+    for rel in module_closure(&dep, &builtin, MODULES)? {
         let dest = module_dest(&sys.release, &rel);
         t.add(&dest, Entry::Module(sys.modules.join(&rel)));
         modules.push(dest);
@@ -379,7 +546,7 @@ pub fn base_tree(sys: &System) -> Result<(Tree, Vec<String>), String> {
             return Err(format!("no {p} in {}/bin", sys.xen_lib.display()));
         }
     }
-    if let Ok(rd) = fs::read_dir("/usr/bin") {
+    if let Ok(rd) = fs::read_dir(sys.host_path("/usr/bin")) {
         let mut xs: Vec<PathBuf> = rd
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().starts_with("xenstore"))
@@ -389,16 +556,23 @@ pub fn base_tree(sys: &System) -> Result<(Tree, Vec<String>), String> {
         programs.extend(xs);
     }
     for p in &programs {
-        t.copy_same(p);
+        t.copy_from(sys, p);
     }
     for p in &programs {
-        t.add_libs(p, None)?;
+        t.add_root_libs(sys, p)?;
     }
-    let gcc_s = libgcc_s()?;
-    t.copy_same(&gcc_s);
-    let gcc_s_lib = Path::new("/lib/x86_64-linux-gnu/libgcc_s.so.1");
-    if !t.has(&gcc_s_lib.to_string_lossy()) {
-        t.add(&gcc_s_lib.to_string_lossy(), Entry::Copy(gcc_s));
+    let gcc_s = libgcc_s(sys)?;
+    t.copy_from(sys, &gcc_s);
+    let gcc_s_lib = "/lib/x86_64-linux-gnu/libgcc_s.so.1";
+    if !t.has(gcc_s_lib) {
+        t.add(gcc_s_lib, Entry::Copy(gcc_s));
+    }
+    if t.merged_usr && !t.has("/usr/lib64/ld-linux-x86-64.so.2") {
+        // The loader's name in every executable's program header.
+        t.add(
+            "/usr/lib64/ld-linux-x86-64.so.2",
+            Entry::Symlink("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into()),
+        );
     }
 
     // Firmware for HVM guests.
@@ -406,9 +580,9 @@ pub fn base_tree(sys: &System) -> Result<(Tree, Vec<String>), String> {
     if !hvmloader.is_file() {
         return Err(format!("no {}", hvmloader.display()));
     }
-    t.copy_same(&hvmloader);
-    t.copy_same(&sys.seabios);
-    add_qemu(&mut t)?;
+    t.copy_from(sys, &hvmloader);
+    t.copy_from(sys, &sys.seabios);
+    add_qemu(&mut t, sys)?;
     Ok((t, modules))
 }
 
@@ -427,15 +601,19 @@ const QEMU_DATA: &[&str] = &[
 
 /// QEMU as libxl's real device model: the binary, its libraries and data files. Tests run
 /// their own device model beside it, as a second ioreq server.
-fn add_qemu(t: &mut Tree) -> Result<(), String> {
-    let qemu = Path::new(QEMU_XEN);
+fn add_qemu(t: &mut Tree, sys: &System) -> Result<(), String> {
+    let qemu = sys.host_path(QEMU_XEN);
     if !qemu.is_file() {
-        return Err(format!("no {QEMU_XEN} (package qemu-system-xen)"));
+        return Err(format!("no {} (package qemu-system-xen)", qemu.display()));
     }
-    t.copy_same(qemu);
-    t.add_libs(qemu, None)?;
-    for f in QEMU_DATA.iter().map(Path::new).filter(|p| p.is_file()) {
-        t.copy_same(f);
+    t.copy_from(sys, &qemu);
+    t.add_root_libs(sys, &qemu)?;
+    for f in QEMU_DATA
+        .iter()
+        .map(|p| sys.host_path(p))
+        .filter(|p| p.is_file())
+    {
+        t.copy_from(sys, &f);
     }
     Ok(())
 }
@@ -448,7 +626,7 @@ pub fn run_tree(
     payloads: &[Payload],
     base: &Tree,
 ) -> Result<Tree, String> {
-    let mut t = Tree::default();
+    let mut t = Tree::like(base);
     t.add("/init", Entry::Text(init_script::init(cfg), 0o755));
     t.add(
         &format!("{}/run-tests", super::PAYLOAD_DIR),
@@ -614,7 +792,7 @@ pub fn assemble(
         fs::write(&key_file, &key).map_err(|e| format!("writing {}: {e}", key_file.display()))?;
     }
 
-    let xen_bin = sys.xen_lib.join("bin").to_string_lossy().into_owned();
+    let xen_bin = sys.dom0_path(&sys.xen_lib.join("bin"));
     let run = run_part(&RunInputs {
         modules: &modules,
         xen_bin: &xen_bin,
@@ -680,7 +858,7 @@ mod tests {
                    kernel/drivers/xen/xen-privcmd.ko.xz:\n\
                    kernel/fs/other.ko: kernel/fs/base.ko\n\
                    kernel/fs/base.ko:\n";
-        let order = module_closure(dep, &["xenfs", "xen_evtchn", "xen-privcmd"]).unwrap();
+        let order = module_closure(dep, "", &["xenfs", "xen_evtchn", "xen-privcmd"]).unwrap();
         assert_eq!(
             order,
             [
@@ -689,11 +867,44 @@ mod tests {
                 "kernel/drivers/xen/xen-evtchn.ko.xz",
             ]
         );
-        assert!(module_closure(dep, &["nope"]).is_err());
+        assert!(module_closure(dep, "", &["nope"]).is_err());
+        // Built into the kernel (Linux 6.12's virtio_pci): no file to load.
+        let builtin = "kernel/drivers/virtio/virtio_pci.ko\n";
+        assert_eq!(
+            module_closure(dep, builtin, &["virtio_pci", "xen-evtchn"]).unwrap(),
+            ["kernel/drivers/xen/xen-evtchn.ko.xz"]
+        );
+        assert!(module_closure(dep, builtin, &["virtio_blk"]).is_err());
         assert_eq!(
             module_dest("6.1", "kernel/drivers/xen/xenfs/xenfs.ko.xz"),
             "/lib/modules/6.1/kernel/drivers/xen/xenfs/xenfs.ko"
         );
+    }
+
+    #[test]
+    fn dynamic_section() {
+        let out = " 0x0000000000000001 (NEEDED)             Shared library: [libxenlight.so.4.20]\n\
+                   0x0000000000000001 (NEEDED)             Shared library: [libc.so.6]\n\
+                   0x000000000000001d (RUNPATH)            Library runpath: [$ORIGIN/../lib:/opt/x]\n\
+                   0x000000000000000c (INIT)               0x3000\n";
+        let (needed, paths) = parse_dynamic(out);
+        assert_eq!(needed, ["libxenlight.so.4.20", "libc.so.6"]);
+        assert_eq!(paths, ["$ORIGIN/../lib", "/opt/x"]);
+    }
+
+    #[test]
+    fn merged_usr_trees_name_libraries_once() {
+        let mut t = Tree::merged_usr();
+        t.add("/usr/lib/x86_64-linux-gnu/libc.so.6", Entry::Dir);
+        assert!(t.has("/lib/x86_64-linux-gnu/libc.so.6"));
+        t.add("/lib64/ld-linux-x86-64.so.2", Entry::Dir);
+        assert!(t.has("/usr/lib64/ld-linux-x86-64.so.2"));
+        assert!(t.has("/lib") && t.has("/lib64"));
+        assert!(!t.has("/libexec/x"));
+        let run = Tree::like(&t);
+        assert!(run.merged_usr && !run.has("/lib"));
+        let plain = Tree::default();
+        assert_eq!(plain.key("/lib/x"), "lib/x");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub const MACHINE: &[&str] = &[
     "cpio",                      // the initramfs archive
     "xz-utils",                  // unpacks the dom0 bzImage's payload (a faster dom0 build)
     "qemu-system-xen",           // libxl's own device model (QEMU 7.2), beside-QEMU tests
+    "binutils",                  // readelf: the Xen 4.20 machine's libraries, from its ELF files
+    "kmod",                      // depmod for the Xen 4.20 machine's unpacked kernel
+    "debian-archive-keyring",    // verifies Debian 13's archive (the Xen 4.20 machine)
 ];
 
 /// xen-testkit's test guest (`ci`): objcopy makes its ELF32 HVM-firmware image.

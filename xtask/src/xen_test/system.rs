@@ -25,6 +25,9 @@ pub struct System {
     pub seabios: PathBuf,
     /// A static busybox.
     pub busybox: PathBuf,
+    /// Where the Xen, kernel and dom0 files come from: `/` (the host's packages) or a Debian
+    /// release unpacked elsewhere ([`super::debian`]); dom0 gets them at their paths below it.
+    pub root: PathBuf,
 }
 
 /// Compares version-like strings piecewise, numbers numerically (`6.1.0-10` > `6.1.0-9`).
@@ -82,29 +85,58 @@ fn which(prog: &str) -> Option<PathBuf> {
 }
 
 impl System {
-    /// Finds everything, or says what is missing.
+    /// Finds everything on the host (Debian 12's packages), or says what is missing.
     pub fn find() -> Result<System, String> {
+        System::in_root(Path::new("/"), "4.17")
+    }
+
+    /// Finds Xen `xen` (`4.20`), its tools, a kernel with its modules and the firmware under
+    /// `root` (a Debian release's packages, unpacked); QEMU and busybox are the host's.
+    pub fn in_root(root: &Path, xen: &str) -> Result<System, String> {
+        let pkg = |what: &str| match root == Path::new("/") {
+            true => format!("package {what}"),
+            false => format!("{what}, unpacked in {}", root.display()),
+        };
         let qemu = which("qemu-system-x86_64")
             .ok_or("qemu-system-x86_64 is not on PATH (package qemu-system-x86)")?;
-        let xen_gz = matching(Path::new("/boot"), "xen-", ".gz")
+        let xen_gz = root.join(format!("boot/xen-{xen}-amd64.gz"));
+        let xen_gz = match xen_gz.is_file() {
+            true => xen_gz,
+            false => matching(&root.join("boot"), &format!("xen-{xen}"), ".gz")
+                .into_iter()
+                .map(|(_, p)| p)
+                .next()
+                .ok_or_else(|| {
+                    format!(
+                        "no {}/boot/xen-{xen}*.gz ({})",
+                        root.display(),
+                        pkg(&format!("xen-hypervisor-{xen}-amd64"))
+                    )
+                })?,
+        };
+        let modules_dir = root.join("lib/modules");
+        let (release, kernel) = matching(&root.join("boot"), "vmlinuz-", "")
             .into_iter()
-            .map(|(_, p)| p)
-            .next()
-            .ok_or("no /boot/xen-*.gz (package xen-hypervisor-4.17-amd64)")?;
-        let (release, kernel) = matching(Path::new("/boot"), "vmlinuz-", "")
-            .into_iter()
-            .find(|(rel, _)| Path::new("/lib/modules").join(rel).join("modules.dep").is_file())
-            .ok_or("no /boot/vmlinuz-* with its /lib/modules/*/modules.dep (package linux-image-amd64)")?;
-        let modules = Path::new("/lib/modules").join(&release);
-        let xen_lib = matching(Path::new("/usr/lib"), "xen-", "")
-            .into_iter()
-            .filter(|(v, _)| v.starts_with(|c: char| c.is_ascii_digit())) // not xen-common
-            .map(|(_, p)| p)
-            .find(|p| p.join("bin/xl").is_file())
-            .ok_or("no /usr/lib/xen-*/bin/xl (package xen-utils-4.17)")?;
-        let seabios = PathBuf::from("/usr/share/seabios/bios-256k.bin");
+            .find(|(rel, _)| modules_dir.join(rel).join("modules.dep").is_file())
+            .ok_or_else(|| {
+                format!(
+                    "no {}/boot/vmlinuz-* with its lib/modules/*/modules.dep ({})",
+                    root.display(),
+                    pkg("linux-image-amd64")
+                )
+            })?;
+        let modules = modules_dir.join(&release);
+        let xen_lib = root.join(format!("usr/lib/xen-{xen}"));
+        if !xen_lib.join("bin/xl").is_file() {
+            return Err(format!(
+                "no {}/bin/xl ({})",
+                xen_lib.display(),
+                pkg(&format!("xen-utils-{xen}"))
+            ));
+        }
+        let seabios = root.join("usr/share/seabios/bios-256k.bin");
         if !seabios.is_file() {
-            return Err(format!("no {} (package seabios)", seabios.display()));
+            return Err(format!("no {} ({})", seabios.display(), pkg("seabios")));
         }
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .iter()
@@ -120,7 +152,24 @@ impl System {
             xen_lib,
             seabios,
             busybox,
+            root: root.to_path_buf(),
         })
+    }
+
+    /// Whether the files come from the host itself (not an unpacked release).
+    pub fn is_host(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    /// The path under [`System::root`] of `path` (a path as dom0 sees it).
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    /// Where dom0 gets the host file `host` (a file under [`System::root`]).
+    pub fn dom0_path(&self, host: &Path) -> String {
+        let rel = host.strip_prefix(&self.root).unwrap_or(host);
+        format!("/{}", rel.to_string_lossy().trim_start_matches('/'))
     }
 }
 
