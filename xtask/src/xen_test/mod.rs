@@ -1,9 +1,15 @@
-//! `cargo xtask xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS]`:
-//! runs the workspace's tests inside dom0 of a real Xen 4.17, booted under QEMU (software
-//! emulation), and reports one `xen-test: N passed, N failed, N skipped` line.
+//! `cargo xtask xen-test [FILTER] [--xen 4.17|4.20] [--shell] [--keep] [-v] [-p PACKAGE]...
+//! [--timeout SECS]`: runs the workspace's tests inside dom0 of a real Xen, booted under QEMU
+//! (software emulation), and reports one `xen-test: N passed, N failed, N skipped` line.
+//!
+//! Two machines, one description parameterised by [`Generation`]: Debian 12's Xen 4.17 and Linux
+//! 6.1 (the host's own packages, the default), and Debian 13's Xen 4.20 and Linux 6.12 (fetched
+//! and unpacked beside the host's, never installed: [`debian`]). Both run the same test
+//! executables with the same `/init`.
 //!
 //! The steps, one file each:
 //! - [`packages`]: the Debian packages the machine needs (installed with apt when we are root);
+//! - [`debian`]: another Debian release's packages, fetched with a private apt configuration;
 //! - [`system`]: where those packages put Xen, the dom0 kernel, its modules and the tools;
 //! - [`build`]: `cargo test --no-run` for the test executables, plus [`crate::payloads`];
 //! - [`initramfs`]: dom0's root file system (a cached base + this run's tests), cpio newc + gzip;
@@ -15,6 +21,7 @@
 //! exported to the tests as `XEN_RS_PAYLOAD_DIR`), test executables in `/opt/xen-rs/tests/`.
 
 pub(crate) mod build;
+pub(crate) mod debian;
 pub(crate) mod init_script;
 pub(crate) mod initramfs;
 pub(crate) mod machine;
@@ -59,9 +66,56 @@ pub fn deadlines(opts: &Options) -> machine::Deadlines {
     }
 }
 
+/// Which Xen (and with it which Debian release's kernel and dom0 user space) a machine runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// Debian 12: Xen 4.17, Linux 6.1, QEMU 7.2 as libxl's device model (the host's packages).
+    #[default]
+    Xen417,
+    /// Debian 13: Xen 4.20, Linux 6.12, QEMU 10.0 (fetched into `target/xen-test/debian-13/`).
+    Xen420,
+}
+
+impl Generation {
+    /// Every generation, the default first.
+    pub const ALL: [Generation; 2] = [Generation::Xen417, Generation::Xen420];
+
+    /// Xen's version (`4.17`), as `--xen` takes it.
+    pub fn xen(self) -> &'static str {
+        match self {
+            Generation::Xen417 => "4.17",
+            Generation::Xen420 => "4.20",
+        }
+    }
+
+    /// The Debian release to fetch, or `None` for the host's own packages.
+    pub fn release(self) -> Option<&'static debian::Release> {
+        match self {
+            Generation::Xen417 => None,
+            Generation::Xen420 => Some(&debian::TRIXIE),
+        }
+    }
+
+    /// Parses `--xen`'s value.
+    pub fn parse(s: &str) -> Result<Generation, String> {
+        Generation::ALL
+            .into_iter()
+            .find(|g| g.xen() == s)
+            .ok_or_else(|| format!("unknown Xen version `{s}` (4.17 or 4.20)\n\n{USAGE}"))
+    }
+
+    /// The subdirectory of `target/xen-test/` holding this machine's caches and console log
+    /// (`None`: `target/xen-test/` itself).
+    pub fn subdir(self) -> Option<String> {
+        self.release().map(|_| format!("xen-{}", self.xen()))
+    }
+}
+
 /// Command-line options of `cargo xtask xen-test`.
 #[derive(Debug, Default, PartialEq)]
 pub struct Options {
+    /// Which machine (`--xen`).
+    pub xen: Generation,
     /// libtest filter passed to every test executable.
     pub filter: Option<String>,
     /// Boot to an interactive dom0 shell instead of running the tests.
@@ -78,10 +132,12 @@ pub struct Options {
     pub silence: Option<Duration>,
 }
 
-const USAGE: &str = "usage: cargo xtask xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS] [--silence SECS]\n\
+const USAGE: &str = "usage: cargo xtask xen-test [FILTER] [--xen 4.17|4.20] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS] [--silence SECS]\n\
 \n\
-Runs the workspace's tests (with --include-ignored) inside dom0 of Xen 4.17 under QEMU.\n\
+Runs the workspace's tests (with --include-ignored) inside dom0 of Xen under QEMU.\n\
 \x20 FILTER           libtest filter, passed to every test executable\n\
+\x20 --xen VERSION    4.17: Debian 12's Xen 4.17 and Linux 6.1 (the default, the host's packages);\n\
+\x20                  4.20: Debian 13's Xen 4.20 and Linux 6.12 (fetched into target/xen-test/debian-13)\n\
 \x20 --shell          boot and drop into a dom0 shell on the serial console (no tests run; `run-tests` runs them)\n\
 \x20 --keep           keep the staging directories and print where they are\n\
 \x20 -v, --verbose    show Xen's and dom0's boot log and kernel messages as they come\n\
@@ -108,6 +164,13 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
                     .ok_or_else(|| format!("{a} needs a package name\n\n{USAGE}"))?;
                 o.packages.push(p.clone());
             }
+            "--xen" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| format!("--xen needs a version\n\n{USAGE}"))?;
+                o.xen = Generation::parse(v)?;
+            }
+            s if s.starts_with("--xen=") => o.xen = Generation::parse(&s["--xen=".len()..])?,
             "--timeout" => o.timeout = Some(util::timeout_arg(it.next(), USAGE)?),
             "--silence" => o.silence = Some(util::timeout_arg(it.next(), USAGE)?),
             s if s.starts_with("--package=") => o.packages.push(s["--package=".len()..].into()),
@@ -132,10 +195,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let started = Instant::now();
-    let Host { sys, meta, work } = Host::prepare("xen-test")?;
+    let Host { sys, meta, work } = Host::prepare_for("xen-test", opts.xen)?;
 
     let tests = build::test_executables(&meta, &opts.packages)?;
-    let payloads = crate::payloads::build()?;
+    let mut payloads = crate::payloads::build()?;
+    // The Linux HVM guest boots dom0's own kernel (its tests take the modules from dom0).
+    for p in payloads.iter_mut() {
+        if p.dom0.ends_with("/linux-guest.bzImage") {
+            p.host = sys.kernel.clone();
+        }
+    }
     eprintln!(
         "xen-test: {} test executable(s), {} payload(s)",
         tests.len(),
@@ -144,7 +213,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     // One machine at a time per target directory: runs share target/xen-test/, and two TCG
     // machines on a small host would only slow each other down.
-    let _lock = RunLock::acquire(&work, "xen-test")?;
+    let _lock = RunLock::acquire(&meta.target_directory.join("xen-test"), "xen-test")?;
     let image = initramfs::assemble(&sys, &work, opts.keep, |inputs| {
         initramfs::test_run_tree(inputs, &tests, &payloads, &opts)
     })?;
@@ -186,7 +255,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let outcome = machine::boot(&cfg)?;
 
     eprintln!(
-        "xen-test: dom0 /init {}; machine run {:.1} s (whole xen-test {:.1} s); QEMU peak RSS {}; initramfs {:.1} MiB; console log {}",
+        "xen-test: Xen {}: dom0 /init {}; machine run {:.1} s (whole xen-test {:.1} s); QEMU peak RSS {}; initramfs {:.1} MiB; console log {}",
+        opts.xen.xen(),
         outcome
             .init_after
             .map(|d| format!("reached after {:.1} s", d.as_secs_f64()))
@@ -224,6 +294,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for r in &verdict.reasons {
         println!("xen-test: FAILED: {r}");
     }
+    if opts.xen != Generation::default() {
+        println!(
+            "xen-test: machine: Xen {}, Linux {}",
+            opts.xen.xen(),
+            sys.release
+        );
+    }
     println!("{}", verdict.totals.line());
     if verdict.reasons.is_empty() {
         Ok(())
@@ -246,19 +323,36 @@ pub struct Host {
 
 impl Host {
     /// Checks the packages, finds the system (naming it on stderr after `label:`), creates the
-    /// work directory.
+    /// work directory: the default machine (Xen 4.17).
     pub fn prepare(label: &str) -> Result<Host, String> {
+        Host::prepare_for(label, Generation::default())
+    }
+
+    /// [`Host::prepare`] for the machine of `generation`: another Debian release's packages
+    /// are fetched and unpacked first (or taken from the cache), and the work directory is
+    /// that machine's own (`target/xen-test/xen-4.20/`).
+    pub fn prepare_for(label: &str, generation: Generation) -> Result<Host, String> {
         packages::ensure(label, &[packages::MACHINE])?;
-        let sys = system::System::find()?;
+        let meta = build::Metadata::load()?;
+        let top = meta.target_directory.join("xen-test");
+        let work = match generation.subdir() {
+            Some(d) => top.join(d),
+            None => top.clone(),
+        };
+        fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+        let sys = match generation.release() {
+            None => system::System::find()?,
+            Some(rel) => {
+                let unpacked = debian::prepare(rel, &top, label)?;
+                system::System::in_root(&unpacked.root, generation.xen())?
+            }
+        };
         eprintln!(
             "{label}: QEMU {}, Xen {}, dom0 kernel {}",
             system::qemu_version(&sys.qemu),
             sys.xen_gz.display(),
             sys.release
         );
-        let meta = build::Metadata::load()?;
-        let work = meta.target_directory.join("xen-test");
-        fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
         Ok(Host { sys, meta, work })
     }
 }
@@ -351,5 +445,20 @@ mod tests {
         assert!(parse_args(&args(&["a", "b"])).is_err());
         assert!(parse_args(&args(&["--bogus"])).is_err());
         assert!(parse_args(&args(&["-p"])).is_err());
+        assert_eq!(
+            parse_args(&args(&[])).unwrap().unwrap().xen,
+            Generation::Xen417
+        );
+        let o = parse_args(&args(&["--xen", "4.20", "x"])).unwrap().unwrap();
+        assert_eq!(
+            (o.xen, o.filter.as_deref()),
+            (Generation::Xen420, Some("x"))
+        );
+        let o = parse_args(&args(&["--xen=4.17"])).unwrap().unwrap();
+        assert_eq!(o.xen, Generation::Xen417);
+        assert!(parse_args(&args(&["--xen", "4.19"])).is_err());
+        assert!(parse_args(&args(&["--xen"])).is_err());
+        assert_eq!(Generation::Xen420.subdir().as_deref(), Some("xen-4.20"));
+        assert_eq!(Generation::Xen417.subdir(), None);
     }
 }
