@@ -60,9 +60,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
     eprintln!("+ cargo xtask icount --check");
     crate::icount::run(&["--check".to_string()])?;
     if !no_xen {
-        // Last: the tests inside a real Xen machine. If QEMU cannot run, that fails CI.
-        eprintln!("+ cargo xtask xen-test");
-        crate::xen_test::run(&[])?;
+        // Last: the tests inside a real Xen machine, on each Xen generation (the same test
+        // executables on both). If QEMU cannot run, that fails CI.
+        for generation in crate::xen_test::Generation::ALL {
+            let args = ["--xen".to_string(), generation.xen().to_string()];
+            eprintln!("+ cargo xtask xen-test {}", args.join(" "));
+            let t0 = Instant::now();
+            crate::xen_test::run(&args)?;
+            eprintln!(
+                "xen-test --xen {}: {:.0?} (fetching, building and running)",
+                generation.xen(),
+                t0.elapsed()
+            );
+        }
     }
     Ok(())
 }
