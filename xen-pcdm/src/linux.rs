@@ -338,7 +338,7 @@ pub struct Initramfs {
 
 /// Builds the guest's initramfs from dom0's own files: `/bin/busybox` (or
 /// `/usr/bin/busybox`), the [`VIRTIO_MODULES`] of the running kernel (the guest boots the
-/// same kernel) as `/lib/modules/NAME.ko`, `spec.init` as `/init`, then `spec.extra`.
+/// same kernel) as `/lib/modules/NAME.ko` (those it builds in are left out), `spec.init` as `/init`, then `spec.extra`.
 pub fn dom0_initramfs(spec: &Initramfs) -> std::io::Result<Vec<u8>> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     let release = release.trim();
@@ -347,8 +347,16 @@ pub fn dom0_initramfs(spec: &Initramfs) -> std::io::Result<Vec<u8>> {
     c.dir("bin").dir("etc").dir("lib").dir("lib/modules");
     c.file("init", MODE_EXEC, spec.init.as_bytes());
     c.file("bin/busybox", MODE_EXEC, &busybox);
+    // Linux 6.1 builds the virtio core and PCI transport as modules; 6.12 builds them in
+    // (named in modules.builtin) and only virtio_blk is a module.
+    let builtin = std::fs::read_to_string(format!("/lib/modules/{release}/modules.builtin"))
+        .unwrap_or_default();
     for (m, dir) in VIRTIO_MODULES {
-        let path = format!("/lib/modules/{release}/kernel/drivers/{dir}/{m}.ko");
+        let rel = format!("kernel/drivers/{dir}/{m}.ko");
+        if builtin.lines().any(|l| l == rel) {
+            continue;
+        }
+        let path = format!("/lib/modules/{release}/{rel}");
         let data = std::fs::read(&path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
         c.file(&format!("lib/modules/{m}.ko"), MODE_FILE, &data);
@@ -378,7 +386,9 @@ pub fn init_script(body: &str) -> String {
         s += " ";
         s += m;
     }
-    s += "; do\n    insmod /lib/modules/$m.ko || echo \"insmod $m failed\"\ndone\n";
+    // A module missing from the initramfs is built into the kernel.
+    s += "; do\n    [ -f /lib/modules/$m.ko ] || continue\n";
+    s += "    insmod /lib/modules/$m.ko || echo \"insmod $m failed\"\ndone\n";
     s += "i=0\nwhile [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n";
     s += body;
     if !s.ends_with('\n') {
