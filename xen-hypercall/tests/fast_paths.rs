@@ -123,6 +123,92 @@ fn fast_path_ioeventfd_probe_and_refusals() {
     }
 }
 
+/// dom0's PCI functions (`0000:00:1f.3`) with no driver bound, as (name, bus, device, function).
+fn unbound_pci_functions() -> Vec<(String, u8, u8, u8)> {
+    let mut v: Vec<(String, u8, u8, u8)> = std::fs::read_dir("/sys/bus/pci/devices")
+        .expect("/sys/bus/pci/devices")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            let (seg, rest) = name.split_once(':')?;
+            let (bus, rest) = rest.split_once(':')?;
+            let (dev, func) = rest.split_once('.')?;
+            let unbound =
+                std::fs::symlink_metadata(format!("/sys/bus/pci/devices/{name}/driver")).is_err();
+            (seg == "0000" && unbound).then_some(())?;
+            Some((
+                name.clone(),
+                u8::from_str_radix(bus, 16).ok()?,
+                u8::from_str_radix(dev, 16).ok()?,
+                u8::from_str_radix(func, 16).ok()?,
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes `value` to a sysfs file of xen-pciback's driver.
+fn pciback(file: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(format!("/sys/bus/pci/drivers/pciback/{file}"), value)
+}
+
+/// `PCIDEV_GET_GSI` against one of dom0's PCI functions, as each kernel answers it. Linux 6.1
+/// lacks the ioctl: the typed "not supported". Linux 6.12 asks xen-pciback (loaded in the
+/// machine's dom0): a function pciback does not own is `ENODEV`; once it owns it, pciback
+/// answers with the GSI it recorded when it seized the function, which Linux records for a PVH
+/// dom0 only: the machine's dom0 is PV, so the answer is pciback's "no GSI" (-1, `EPERM`).
+#[test]
+#[ignore = "needs Xen: cargo xtask xen-test"]
+fn fast_path_pcidev_get_gsi_of_a_dom0_device() {
+    let xen = privcmd();
+    let release = kernel_release();
+    let funcs = unbound_pci_functions();
+    // QEMU's q35 always has its host bridge, LPC, SATA and SMBus functions; dom0 loads no
+    // driver for some of them.
+    let (name, bus, dev, func) = funcs
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("no PCI function without a driver in dom0"));
+    let sbdf = name;
+    let before = xen.pcidev_get_gsi(0, bus, dev, func);
+    println!("Linux {release}: {sbdf} not owned by pciback: {before:?}");
+    if release.starts_with("6.1.") {
+        assert_not_supported(
+            before.expect_err("6.1 has no PCIDEV_GET_GSI"),
+            "pcidev_get_gsi",
+            &release,
+        );
+        return;
+    }
+    assert!(
+        release.starts_with("6.12."),
+        "a kernel this test does not know yet: {release}"
+    );
+    let e = before.expect_err("pciback does not own the function yet");
+    assert!(!e.is_not_supported(), "Linux 6.12 has the ioctl: {e:?}");
+    assert_eq!(e.errno(), Errno::ENODEV, "{sbdf} not owned by pciback: {e}");
+    assert_eq!(e.op(), "pcidev_get_gsi");
+
+    pciback("new_slot", &sbdf).expect("pciback new_slot");
+    pciback("bind", &sbdf).expect("bind the function to pciback");
+    let owned = xen.pcidev_get_gsi(0, bus, dev, func);
+    let _ = pciback("unbind", &sbdf);
+    let _ = pciback("remove_slot", &sbdf);
+    println!("Linux {release}: {sbdf} owned by pciback: {owned:?}");
+    let pvh =
+        std::fs::read_to_string("/sys/hypervisor/guest_type").is_ok_and(|t| t.trim() == "PVH");
+    match owned {
+        Ok(gsi) => {
+            assert!(pvh, "a PV dom0 gets no GSI from pciback, yet got {gsi}");
+            assert!(gsi < 24, "GSI {gsi} of {sbdf}: QEMU's IOAPIC has GSIs 0-23");
+        }
+        Err(e) => {
+            assert!(!pvh, "a PVH dom0 gets the GSI: {e}");
+            assert_eq!(e.errno(), Errno::EPERM, "pciback's -1 for a PV dom0: {e}");
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn fast_path_pcidev_get_gsi_on_an_older_kernel() {
