@@ -134,7 +134,7 @@ pub fn prepare(rel: &Release, work: &Path, label: &str) -> Result<Unpacked, Stri
         Command::new("apt-get")
             .args(&opts)
             .args([
-                "-q",
+                "-qq",
                 "-y",
                 "--download-only",
                 "--no-install-recommends",
@@ -160,7 +160,15 @@ pub fn prepare(rel: &Release, work: &Path, label: &str) -> Result<Unpacked, Stri
     }
     fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
     for deb in &debs {
-        util::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
+        // Quietly: one line per package would bury the rest of the log.
+        let mut c = Command::new("dpkg-deb");
+        c.arg("-x").arg(deb).arg(&root);
+        let status = c
+            .status()
+            .map_err(|e| format!("could not start `{}`: {e}", util::display(&c)))?;
+        if !status.success() {
+            return Err(format!("`{}` failed: {status}", util::display(&c)));
+        }
     }
     // Debian 13 ships its files under /usr only (merged /usr): the top-level names are
     // symlinks, as on an installed system.
