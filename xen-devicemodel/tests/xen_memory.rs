@@ -158,14 +158,36 @@ fn populate_ram_adds_frames_the_guest_can_use() {
     );
 }
 
-/// `XEN_DOMCTL_shadow_op` on `dom` (test-only: the domctl interface is not stable, this is
-/// Xen 4.17's, interface version 0x15): returns `stats.dirty_count` or the errno.
-fn shadow_op(xen: &Privcmd, dom: DomId, op: u32, bitmap: Option<&mut [u8]>) -> Result<u32> {
+/// `XEN_DOMCTL_INTERFACE_VERSION` of Xen 4.17 and of Xen 4.20. The domctl interface is not
+/// stable: Xen refuses every other version with `EACCES`. `struct xen_domctl_shadow_op` is the
+/// same in both.
+const DOMCTL_4_17: u64 = 0x15;
+const DOMCTL_4_20: u64 = 0x17;
+
+/// The domctl interface version of the Xen this runs on (the test machines' two).
+fn domctl_version(xen: &Privcmd) -> u64 {
+    let v = xen.xen_version().expect("xen_version");
+    match (v.major, v.minor) {
+        (4, 17) => DOMCTL_4_17,
+        (4, 20) => DOMCTL_4_20,
+        _ => panic!("Xen {v}: a domctl interface version this test does not know"),
+    }
+}
+
+/// `XEN_DOMCTL_shadow_op` on `dom` with domctl interface `version` (test-only: the domctl
+/// interface is not stable): returns `stats.dirty_count` or the errno.
+fn shadow_op_v(
+    xen: &Privcmd,
+    version: u64,
+    dom: DomId,
+    op: u32,
+    bitmap: Option<&mut [u8]>,
+) -> Result<u32> {
     let mut bits = xen.buffers().alloc_slice::<u8>(64)?;
     let pages = bitmap.as_ref().map_or(0, |b| b.len() * 8);
     // struct xen_domctl: cmd, interface_version, domain, pad, then the union (128 bytes).
     let mut ctl = xen.buffers().alloc([0u64; 18])?;
-    ctl[0] = 10 | (0x15u64 << 32); // XEN_DOMCTL_shadow_op, XEN_DOMCTL_INTERFACE_VERSION
+    ctl[0] = 10 | (version << 32); // XEN_DOMCTL_shadow_op, XEN_DOMCTL_INTERFACE_VERSION
     ctl[1] = u64::from(dom.get());
     // xen_domctl_shadow_op: op, mode, mb, pad, dirty_bitmap, pages, stats.
     ctl[2] = u64::from(op);
@@ -185,6 +207,11 @@ fn shadow_op(xen: &Privcmd, dom: DomId, op: u32, bitmap: Option<&mut [u8]>) -> R
     Ok((ctl[6] >> 32) as u32)
 }
 
+/// [`shadow_op_v`] with the running Xen's domctl interface version.
+fn shadow_op(xen: &Privcmd, dom: DomId, op: u32, bitmap: Option<&mut [u8]>) -> Result<u32> {
+    shadow_op_v(xen, domctl_version(xen), dom, op, bitmap)
+}
+
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn modified_memory_marks_the_log_dirty_bitmap() {
@@ -194,6 +221,14 @@ fn modified_memory_marks_the_log_dirty_bitmap() {
     let dm = DeviceModel::open().unwrap();
     let xen = dm.privcmd();
     let s = p::SCRATCH_GFN;
+    // The domctl interface changed between the two Xen generations: each refuses the other's
+    // version with EACCES before looking at the operation.
+    let other = match domctl_version(xen) {
+        DOMCTL_4_17 => DOMCTL_4_20,
+        _ => DOMCTL_4_17,
+    };
+    let e = shadow_op_v(xen, other, d, 2, None).expect_err("the other Xen's domctl version");
+    assert_eq!(e.errno(), Errno::EACCES, "domctl version {other:#x}: {e}");
     // Log-dirty mode (what live migration uses); then clear the bitmap.
     shadow_op(xen, d, 2, None).expect("SHADOW_OP_ENABLE_LOGDIRTY");
     let mut bm = [0u8; 64];
