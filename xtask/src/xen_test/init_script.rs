@@ -18,6 +18,8 @@ pub const INIT_MARKER: &str = "=== xen-test: dom0 init started";
 pub const BEGIN_MARKER: &str = "=== xen-test: begin ";
 /// Printed after an executable ran: `<name> exit <status> after <seconds> s`.
 pub const END_MARKER: &str = "=== xen-test: end ";
+/// Printed when a failed test executable is run a second time (`RETRY_MARKER name exit N`).
+pub const RETRY_MARKER: &str = "=== xen-test: once more after a failure: ";
 /// Printed after an executable that left guests behind, followed by its name.
 pub const LEFTOVER_MARKER: &str = "xen-test: warning: ";
 /// Printed when every executable has run.
@@ -178,8 +180,15 @@ pub fn run_tests(cfg: &InitConfig) -> String {
     );
     s += "    fi\n";
     s += &format!("    echo \"{END_MARKER}$1 exit $rc after $(( $(date +%s) - start )) s\"\n");
-    s += "    [ $rc -eq 0 ] || fail=1\n";
     s += "    cleanup \"$1\"\n";
+    // A failed executable runs once more: the emulated machine on a busy host has rare
+    // stalls of its own. Its first failure stays in the log and the report calls it flaky.
+    s += "    if [ $rc -ne 0 ] && [ -z \"$2\" ]; then\n";
+    s += &format!("        echo \"{RETRY_MARKER}$1 exit $rc\"\n");
+    s += "        run \"$1\" again\n";
+    s += "        return\n";
+    s += "    fi\n";
+    s += "    [ $rc -eq 0 ] || fail=1\n";
     s += "}\n";
     s += "FILTER=$1\n";
     for t in cfg.tests {
@@ -263,5 +272,67 @@ mod tests {
         assert!(s.ends_with("exit $fail\n"));
         assert!(s.contains("    cleanup \"$1\"\n"));
         assert!(s.contains("xl destroy"));
+    }
+
+    #[test]
+    fn a_failed_executable_runs_once_more_and_only_once() {
+        let dir = std::env::temp_dir().join(format!("xen-test-retry-{}", std::process::id()));
+        let tests_dir = dir.join("tests");
+        std::fs::create_dir_all(&tests_dir).unwrap();
+        let exe = |name: &str, body: &str| {
+            let p = tests_dir.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let state = dir.join("ran-once");
+        // Fails on its first run only; the other always fails.
+        exe(
+            "flaky",
+            &format!("[ -e {0} ] && exit 0; touch {0}; exit 1", state.display()),
+        );
+        exe("broken", "exit 3");
+        exe("fine", "exit 0");
+        let run = |names: &[&str]| {
+            let tests: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+            let script = run_tests(&cfg(&[], &tests, None, false))
+                .replace(super::super::TESTS_DIR, &tests_dir.display().to_string());
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("PATH", "/usr/bin:/bin")
+                .output()
+                .unwrap()
+        };
+        let out = run(&["flaky", "fine"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        assert_eq!(
+            text.matches(&format!("{BEGIN_MARKER}flaky")).count(),
+            2,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches(&format!("{BEGIN_MARKER}fine")).count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{RETRY_MARKER}flaky exit 1")),
+            "{text}"
+        );
+        let out = run(&["broken", "fine"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!out.status.success(), "{text}");
+        assert_eq!(
+            text.matches(&format!("{BEGIN_MARKER}broken")).count(),
+            2,
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{END_MARKER}broken exit 3")),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

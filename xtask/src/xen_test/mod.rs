@@ -291,6 +291,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         );
     }
     let verdict = report::verdict(&outcome.transcript, &names, &outcome.problems);
+    for r in &verdict.flaky {
+        println!("xen-test: FLAKY: {r}");
+    }
     for r in &verdict.reasons {
         println!("xen-test: FAILED: {r}");
     }

@@ -336,6 +336,8 @@ pub struct Verdict {
     pub totals: Totals,
     /// Why the run failed, one line each.
     pub reasons: Vec<String>,
+    /// Executables that failed once and passed when run again, one line each.
+    pub flaky: Vec<String>,
 }
 
 /// Judges a finished run: `expected` executables, and machine-level `problems` found by the
@@ -350,7 +352,10 @@ pub fn verdict(t: &Transcript, expected: &[String], problems: &[String]) -> Verd
         v.reasons.push("dom0 never reached /init".into());
     }
     for name in expected {
-        let Some(r) = t.runs.iter().find(|r| &r.name == name) else {
+        // A failed executable runs a second time; the last run decides, the failure before
+        // it is reported as flaky.
+        let attempts = t.runs.iter().filter(|r| &r.name == name).count();
+        let Some(r) = t.runs.iter().rev().find(|r| &r.name == name) else {
             if t.init_started {
                 v.reasons.push(format!("{name}: never ran"));
             }
@@ -362,7 +367,13 @@ pub fn verdict(t: &Transcript, expected: &[String], problems: &[String]) -> Verd
             v.totals.skipped += s.ignored + s.filtered_out;
         }
         match (r.summary, r.exit) {
-            (Some(s), Some(0)) if s.ok && s.failed == 0 => {}
+            (Some(s), Some(0)) if s.ok && s.failed == 0 => {
+                if attempts > 1 {
+                    v.flaky.push(format!(
+                        "{name}: failed, then passed when run once more (its first run is in the log)"
+                    ));
+                }
+            }
             (Some(s), Some(code)) if !s.ok || s.failed > 0 => {
                 v.reasons
                     .push(format!("{name}: {} test(s) failed (exit {code})", s.failed));
@@ -380,7 +391,14 @@ pub fn verdict(t: &Transcript, expected: &[String], problems: &[String]) -> Verd
             }
             // No libtest at all (a `harness = false` target, e.g. a benchmark built with
             // `test = true`): judged by its exit status alone, as `cargo test` does.
-            (None, Some(0)) if !r.libtest => v.totals.passed += 1,
+            (None, Some(0)) if !r.libtest => {
+                v.totals.passed += 1;
+                if attempts > 1 {
+                    v.flaky.push(format!(
+                        "{name}: failed, then passed when run once more (its first run is in the log)"
+                    ));
+                }
+            }
             (None, code) => {
                 v.totals.failed += 1;
                 let how = code.map_or("did not finish".to_string(), |c| format!("exit {c}"));
@@ -532,6 +550,48 @@ bench: something 12 ns/call\n\
                 skipped: 1
             }
         );
+    }
+
+    #[test]
+    fn a_failed_executable_that_passes_when_run_again_is_flaky() {
+        let t = feed_all(
+            "=== xen-test: dom0 init started\n\
+=== xen-test: begin a.test.a\n\
+running 2 tests\n\
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+=== xen-test: end a.test.a exit 101 after 20 s\n\
+=== xen-test: once more after a failure: a.test.a exit 101\n\
+=== xen-test: begin a.test.a\n\
+running 2 tests\n\
+test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+=== xen-test: end a.test.a exit 0 after 19 s\n\
+=== xen-test: all test executables ran\n",
+        );
+        let v = verdict(&t, &["a.test.a".to_string()], &[]);
+        assert!(v.reasons.is_empty(), "{:?}", v.reasons);
+        assert_eq!(v.flaky.len(), 1);
+        assert_eq!(
+            v.totals,
+            Totals {
+                passed: 2,
+                failed: 0,
+                skipped: 0
+            }
+        );
+        // Failing twice fails the run.
+        let t = feed_all(
+            "=== xen-test: dom0 init started\n\
+=== xen-test: begin a.test.a\n\
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+=== xen-test: end a.test.a exit 101 after 20 s\n\
+=== xen-test: begin a.test.a\n\
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+=== xen-test: end a.test.a exit 101 after 20 s\n\
+=== xen-test: all test executables ran\n",
+        );
+        let v = verdict(&t, &["a.test.a".to_string()], &[]);
+        assert_eq!(v.reasons.len(), 1);
+        assert!(v.flaky.is_empty());
     }
 
     #[test]
