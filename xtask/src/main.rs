@@ -5,7 +5,9 @@
 //! - `cargo xtask xen-test [FILTER] [--shell] [--keep] [-v]`: run the workspace's tests on a real Xen in QEMU.
 //! - `cargo xtask icount [--check]`: instructions per hot-path operation, against their goals.
 //! - `cargo xtask demo`: boot Xen and serve an HVM guest's firmware with our Rust device model.
+//! - `cargo xtask bench [--rounds N]`: our device model and QEMU serving one Linux guest, side by side.
 
+mod bench;
 mod bindgen;
 mod ci;
 mod demo;
@@ -26,7 +28,9 @@ fn usage() -> &'static str {
      \x20                     run the workspace's Xen tests inside Xen 4.17 under QEMU\n\
      \x20 icount [--check]    instructions per hot-path operation (callgrind), against the goals\n\
      \x20 demo [-v] [--timeout SECS]\n\
-     \x20                     boot Xen and run the example device model against a SeaBIOS guest\n"
+     \x20                     boot Xen and run the example device model against a SeaBIOS guest\n\
+     \x20 bench [--rounds N] [-v] [--timeout SECS]\n\
+     \x20                     our device model and QEMU serving one Linux guest, side by side\n"
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         "demo" => demo::run(&rest),
         "bindgen" => bindgen::run(&rest),
         "icount" => icount::run(&rest),
+        "bench" => bench::run(&rest),
         "-h" | "--help" | "help" => {
             print!("{}", usage());
             Ok(())
