@@ -631,6 +631,13 @@ fn boot_once(s: &Setup, dm: Dm, round: u32, o: &Opts) -> Result<BTreeMap<String,
         }
         Dm::Qemu => {
             let pid = qemu_pid(domid).ok_or("no QEMU process for the domain")?;
+            if round == 1 {
+                let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                say!(
+                    "QEMU: {}",
+                    String::from_utf8_lossy(&argv).replace('\0', " ").trim()
+                );
+            }
             if let Some(start) = start_secs(pid) {
                 row.insert("ready_s".into(), created_at - start);
             }

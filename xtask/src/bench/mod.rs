@@ -22,6 +22,13 @@ use crate::xen_test::init_script::{heartbeat, power_off, toolstack_start};
 use crate::xen_test::initramfs::{Entry, Tree};
 use crate::xen_test::{initramfs, machine, mib, system, Host, RunLock, PAYLOAD_DIR};
 
+/// QEMU's direct-boot option ROMs (package qemu-system-data): with xl's `kernel`, QEMU
+/// puts one into fw_cfg for SeaBIOS to run; without the file it boots nothing.
+const QEMU_DIRECT_BOOT: &[&str] = &[
+    "/usr/share/qemu/linuxboot_dma.bin",
+    "/usr/share/qemu/linuxboot.bin",
+];
+
 /// The target the guest tool is built for (with glibc linked in statically).
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
@@ -187,6 +194,12 @@ fn bench(opts: &Options) -> Result<(), String> {
         let mut t = Tree::default();
         t.add("/init", Entry::Text(init, 0o755));
         t.add_payloads(&payloads, inputs.base)?;
+        for f in QEMU_DIRECT_BOOT.iter().map(std::path::Path::new) {
+            if !f.is_file() {
+                return Err(format!("no {} (package qemu-system-data)", f.display()));
+            }
+            t.copy_same(f);
+        }
         Ok(t)
     })?;
     let xen = system::xen_elf(&sys, &work)?;
