@@ -476,6 +476,51 @@ fn xl_config(s: &Setup, dm: Dm, name: &str, serial_log: &Path) -> String {
     c.join("\n") + "\n"
 }
 
+/// What the device model's process did so far: CPU time, read- and write-class system
+/// calls (/proc/PID/io, all threads), and the main thread's voluntary and involuntary
+/// context switches (where both device models serve ioreqs).
+#[derive(Debug, Default)]
+struct Sample {
+    cpu: Option<f64>,
+    io: BTreeMap<String, f64>,
+}
+
+impl Sample {
+    fn take(pid: u32) -> Sample {
+        let mut io: BTreeMap<String, f64> = std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| matches!(*k, "syscr" | "syscw"))
+            .filter_map(|(k, v)| Some((k.to_owned(), v.trim().parse().ok()?)))
+            .collect();
+        for (k, name) in [
+            ("voluntary_ctxt_switches:", "vcs"),
+            ("nonvoluntary_ctxt_switches:", "nvcs"),
+        ] {
+            if let Some(v) = status_kib(pid, k) {
+                io.insert(name.into(), v);
+            }
+        }
+        Sample {
+            cpu: cpu_secs(pid),
+            io,
+        }
+    }
+
+    /// `cpu_us_PART`, `syscr_PART`, ... per request since `a`, into `row`.
+    fn per_request(&self, a: &Sample, n: f64, part: &str, row: &mut BTreeMap<String, f64>) {
+        if let (Some(b), Some(a)) = (self.cpu, a.cpu) {
+            row.insert(format!("cpu_us_{part}"), (b - a) * 1e6 / n);
+        }
+        for (k, b) in &self.io {
+            if let Some(a) = a.io.get(k) {
+                row.insert(format!("{k}_{part}"), (b - a) / n);
+            }
+        }
+    }
+}
+
 /// /proc/PID/stat's utime + stime, in seconds.
 fn cpu_secs(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -648,7 +693,7 @@ fn boot_once(s: &Setup, dm: Dm, round: u32, o: &Opts) -> Result<BTreeMap<String,
     drop(tx);
     let t0 = Instant::now();
     xl(&["unpause", &domid.to_string()])?;
-    let mut cpu_begin = BTreeMap::new();
+    let mut begin = BTreeMap::new();
     let mut done = false;
     while !done {
         let left = GUEST_DEADLINE.saturating_sub(t0.elapsed());
@@ -673,30 +718,19 @@ fn boot_once(s: &Setup, dm: Dm, round: u32, o: &Opts) -> Result<BTreeMap<String,
         if text.contains(linux::INIT_MARKER) && !row.contains_key("boot_s") {
             row.insert("boot_s".into(), (l.at - t0).as_secs_f64());
         } else if let Some(part) = text.strip_prefix("BENCH-BEGIN ") {
-            if let Some(c) = cpu_secs(pid) {
-                cpu_begin.insert(part.trim().to_owned(), c);
-            }
+            begin.insert(part.trim().to_owned(), Sample::take(pid));
         } else if let Some(r) = text.strip_prefix("BENCH-RESULT ") {
             let part = r.split_whitespace().next().unwrap_or_default().to_owned();
             let f = fields(r);
-            let cpu = cpu_secs(pid).zip(cpu_begin.get(&part)).map(|(b, a)| b - a);
-            match part.as_str() {
-                "seq" => {
-                    row.insert("seq_mbs".into(), f.get("mbs").copied().unwrap_or(0.0));
-                }
-                "rand" => {
-                    row.insert("iops".into(), f.get("iops").copied().unwrap_or(0.0));
-                    if let Some(c) = cpu {
-                        row.insert("cpu_us_rand".into(), c * 1e6 / o.rand_count as f64);
-                    }
-                }
-                "lsr" => {
-                    row.insert("lsr_per_s".into(), f.get("per_sec").copied().unwrap_or(0.0));
-                    if let Some(c) = cpu {
-                        row.insert("cpu_us_lsr".into(), c * 1e6 / o.lsr_count as f64);
-                    }
-                }
-                _ => {}
+            let (key, value, requests) = match part.as_str() {
+                "seq" => ("seq_mbs", "mbs", None),
+                "rand" => ("iops", "iops", Some(o.rand_count)),
+                "lsr" => ("lsr_per_s", "per_sec", Some(o.lsr_count)),
+                _ => continue,
+            };
+            row.insert(key.into(), f.get(value).copied().unwrap_or(0.0));
+            if let (Some(n), Some(a)) = (requests, begin.get(&part)) {
+                Sample::take(pid).per_request(a, n as f64, &part, &mut row);
             }
         } else if text.starts_with("BENCH-ERROR") {
             return Err(format!("the guest: {text}"));
@@ -711,6 +745,7 @@ fn boot_once(s: &Setup, dm: Dm, round: u32, o: &Opts) -> Result<BTreeMap<String,
     }
     // The guest powers off; our device model ends with it (its last lines are its counters).
     let gone = Instant::now();
+    let mut late = Vec::new();
     while gone.elapsed() < Duration::from_secs(30) {
         if xl(&["list", &domid.to_string()]).is_err() {
             break;
@@ -722,11 +757,11 @@ fn boot_once(s: &Setup, dm: Dm, round: u32, o: &Opts) -> Result<BTreeMap<String,
                 if l.stderr { "!" } else { "|" },
                 l.text
             );
+            late.push(l.text);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(clean);
-    let mut late = Vec::new();
     while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
         say!(
             "{}{} {}",
