@@ -52,7 +52,7 @@ pub fn parse_versions(line: &str) -> Option<BTreeMap<String, String>> {
 /// The table's rows: (key, label, unit scale, decimals, whether higher is better).
 pub const ROWS: &[(&str, &str, f64, usize, bool)] = &[
     ("boot_s", "boot: unpause -> init marker (s)", 1.0, 2, false),
-    ("seq_mbs", "seq read 64 MiB O_DIRECT (MB/s)", 1.0, 1, true),
+    ("seq_mbs", "seq read, 1 MiB O_DIRECT (MB/s)", 1.0, 1, true),
     ("iops", "4 KiB random read (IOPS)", 1.0, 0, true),
     ("lsr_per_s", "port I/O: UART LSR reads (/s)", 1.0, 0, true),
     (
