@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// COM1's line status register.
+#[cfg(target_arch = "x86_64")]
 const LSR: u16 = 0x3fd;
 /// The pause around each measured part.
 const PAUSE: Duration = Duration::from_millis(500);
