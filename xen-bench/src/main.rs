@@ -2,13 +2,12 @@
 //!
 //! ```text
 //! xen-bench [--rounds N] [--payloads DIR] [--seq-mib N] [--rand-count N] [--lsr-count N]
-//! xen-bench serve --domid N --memory MIB --disk IMAGE --kernel BZIMAGE --initrd FILE --cmdline TEXT
 //! ```
 //!
-//! The first form boots one Linux HVM guest (dom0's kernel, one initramfs, a virtio-blk disk
-//! on a raw image of the same bytes, 256 MiB, one vCPU) `N` times with each device model, interleaved (the
-//! order alternates per round): ours (xen-pcdm's PC, in a process of its own: the second
-//! form) and Debian's QEMU as libxl's device model. The guest runs `xen-bench-guest`
+//! It boots one Linux HVM guest (dom0's kernel, one initramfs, a virtio-blk disk on a raw
+//! image of the same bytes, 256 MiB, one vCPU) `N` times with each device model, interleaved
+//! (the order alternates per round): ours (xen-pcdm's binary, `--kernel` and `--init`) and
+//! Debian's QEMU as libxl's device model. The guest runs `xen-bench-guest`
 //! (sequential and random O_DIRECT reads, UART status reads) and powers off. Per boot it
 //! prints one `BENCH-ROW` line that `cargo xtask bench` turns into the table:
 //!
@@ -34,11 +33,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xen_devicemodel::server::ServerBuilder;
-use xen_devicemodel::{BufIoreqMode, DomId};
-use xen_pcdm::blk::FileDisk;
 use xen_pcdm::linux::{self, Initramfs, LinuxBoot};
-use xen_pcdm::machine::{self, Config};
 
 /// The guest's RAM.
 const MEM_MIB: u64 = 256;
@@ -121,77 +116,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let r = match args.first().map(String::as_str) {
-        Some("serve") => serve(&args[1..]),
-        _ => parse(&args).and_then(|o| bench(&o)),
-    };
-    match r {
+    match parse(&args).and_then(|o| bench(&o)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say!("FAILED: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Ours, as its own process.
-
-/// `xen-bench serve ...`: xen-pcdm's PC for one guest, as xen-pcdm's binary runs it (the
-/// same devices, loop and buffered ring), with the kernel, initramfs and command line in
-/// fw_cfg. The guest's serial output goes to stdout; `ready` and the loop's counters to
-/// stderr.
-fn serve(args: &[String]) -> Result<(), String> {
-    let mut kv = BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(k) = it.next() {
-        let v = it.next().ok_or(format!("{k} needs a value"))?;
-        kv.insert(k.trim_start_matches("--").to_owned(), v.clone());
-    }
-    let get = |k: &str| kv.get(k).ok_or(format!("serve: --{k} is missing"));
-    let domid: u16 = get("domid")?.parse().map_err(|e| format!("--domid: {e}"))?;
-    let mib: u64 = get("memory")?
-        .parse()
-        .map_err(|e| format!("--memory: {e}"))?;
-    let ram_bytes = mib << 20;
-    let boot = {
-        let bz = std::fs::read(get("kernel")?).map_err(|e| format!("kernel: {e}"))?;
-        let initrd = std::fs::read(get("initrd")?).map_err(|e| format!("initrd: {e}"))?;
-        LinuxBoot::new(&bz, initrd, get("cmdline")?, ram_bytes).map_err(|e| e.to_string())?
-    };
-    let disk = FileDisk::open(Path::new(get("disk")?)).map_err(|e| format!("disk: {e}"))?;
-    let dom = DomId::new(domid);
-    let cfg = Config {
-        dom,
-        ram_bytes,
-        disk: Some(disk),
-        serial_out: Box::new(std::io::stdout()),
-        vcpus: 1,
-    };
-    let builder = ServerBuilder::new(dom).buffered(BufIoreqMode::Atomic);
-    let (builder, m) = machine::register(builder, cfg).map_err(|e| e.to_string())?;
-    boot.install(&mut m.fw_cfg.lock().unwrap_or_else(|p| p.into_inner()));
-    drop(boot);
-    let mut server = builder.build().map_err(|e| e.to_string())?;
-    m.acpi_pm
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .stop_on_power_off(server.stop_handle());
-    eprintln!("xen-bench-dm: ready");
-    let r = server.run();
-    let s = server.stats();
-    eprintln!(
-        "xen-bench-dm: served {s}; total={} wakeups={} notifies={} busy_ns={}",
-        s.total(),
-        s.wakeups,
-        s.notifies,
-        s.busy_ns
-    );
-    if let Some(d) = &m.disk {
-        let d = d.lock().unwrap_or_else(|p| p.into_inner());
-        eprintln!("xen-bench-dm: disk {:?}", d.stats());
-    }
-    r.map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -202,6 +133,10 @@ struct Setup {
     kernel: PathBuf,
     initrd: PathBuf,
     cmdline: String,
+    /// The init's commands (xen-pcdm's `--init`).
+    body: PathBuf,
+    /// xen-pcdm's binary.
+    pcdm: PathBuf,
     /// Our disk: the boot sector, then the data.
     disk: PathBuf,
     /// QEMU's: the same bytes with a blank first sector, because SeaBIOS boots a bootable
@@ -210,16 +145,23 @@ struct Setup {
     fake_dm: PathBuf,
 }
 
-fn guest_body(o: &Opts) -> String {
+/// The init's commands: the guest tool comes from the disk, past the data (so the
+/// initramfs is the one xen-pcdm's `--init` builds, the same for both device models).
+fn guest_body(o: &Opts, tool_len: usize) -> String {
     format!(
-        "echo BENCH-DISK-SECTORS $(cat /sys/block/vda/size)\n\
+        "dd if=/dev/vda bs=1M skip={DISK_MIB} count={} 2>/dev/null | head -c {tool_len} >/bin/xen-bench-guest\n\
+         chmod +x /bin/xen-bench-guest\n\
+         echo BENCH-DISK-SECTORS $(cat /sys/block/vda/size)\n\
          /bin/xen-bench-guest seq /dev/vda {}\n\
          /bin/xen-bench-guest rand /dev/vda {} 1\n\
          /bin/xen-bench-guest lsr {}\n\
          echo {DONE}\n\
          sleep 1\n\
          poweroff -f\n",
-        o.seq_mib, o.rand_count, o.lsr_count
+        tool_len.div_ceil(1 << 20),
+        o.seq_mib,
+        o.rand_count,
+        o.lsr_count
     )
 }
 
@@ -228,9 +170,13 @@ fn prepare(o: &Opts) -> Result<Setup, String> {
     let kernel = o.payloads.join("linux-guest.bzImage");
     let tool_path = o.payloads.join("xen-bench-guest");
     let tool = std::fs::read(&tool_path).map_err(|e| format!("{}: {e}", tool_path.display()))?;
+    let body_text = guest_body(o, tool.len());
+    let body = Path::new(WORK).join("init-body.sh");
+    std::fs::write(&body, &body_text).map_err(|e| format!("{}: {e}", body.display()))?;
+    // What xen-pcdm builds from `--init` (no extra words on the command line).
     let spec = Initramfs {
-        init: linux::init_script(&guest_body(o)),
-        extra: vec![("bin/xen-bench-guest".into(), linux::MODE_EXEC, tool)],
+        init: linux::init_script(&body_text),
+        extra: Vec::new(),
     };
     let initrd_data = linux::dom0_initramfs(&spec).map_err(|e| format!("initramfs: {e}"))?;
     let cmdline = linux::cmdline(&[]);
@@ -253,6 +199,11 @@ fn prepare(o: &Opts) -> Result<Setup, String> {
             f.write_all_at(&chunk, i << 20)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
+        // The tool, then zeros to a whole MiB.
+        let mut t = tool.clone();
+        t.resize(tool.len().div_ceil(1 << 20) << 20, 0);
+        f.write_all_at(&t, DISK_MIB << 20)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         f.write_all_at(&first, 0)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -266,6 +217,8 @@ fn prepare(o: &Opts) -> Result<Setup, String> {
         kernel,
         initrd,
         cmdline,
+        body,
+        pcdm: o.payloads.join("xen-pcdm"),
         disk,
         qemu_disk,
         fake_dm: o.payloads.join("xen-testkit-dm"),
@@ -645,18 +598,16 @@ fn boot_once(s: &Setup, dm: Dm, round: u32, o: &Opts) -> Result<BTreeMap<String,
     let (tx, rx) = channel();
     let pid = match dm {
         Dm::Ours => {
-            let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
             let t = Instant::now();
-            let mut child = Command::new(exe)
-                .args(["serve", "--domid", &domid.to_string()])
+            let mut child = Command::new(&s.pcdm)
+                .args(["--domid", &domid.to_string()])
                 .args(["--memory", &MEM_MIB.to_string()])
                 .arg("--disk")
                 .arg(&s.disk)
                 .arg("--kernel")
                 .arg(&s.kernel)
-                .arg("--initrd")
-                .arg(&s.initrd)
-                .args(["--cmdline", &s.cmdline])
+                .arg("--init")
+                .arg(&s.body)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -669,7 +620,7 @@ fn boot_once(s: &Setup, dm: Dm, round: u32, o: &Opts) -> Result<BTreeMap<String,
             }
             clean.child = Some(child);
             let ready = wait_line(&rx, Duration::from_secs(60), |l| {
-                l.stderr && l.text.contains("xen-bench-dm: ready")
+                l.stderr && l.text.contains("xen-pcdm: serving domain") && l.text.ends_with("ready")
             })?;
             row.insert("ready_s".into(), (ready - t).as_secs_f64());
             pid
@@ -771,21 +722,18 @@ fn boot_once(s: &Setup, dm: Dm, round: u32, o: &Opts) -> Result<BTreeMap<String,
         );
         late.push(l.text);
     }
-    // Our loop's own counters: requests served over the whole boot, and the loop's time per
-    // request (reading the pending ports to the last notify) against the process's CPU time.
+    // Ours counts what it served over the whole boot (by kind).
     if let Some(f) = late
         .iter()
-        .find(|t| t.contains("xen-bench-dm: served"))
+        .find(|t| t.contains("xen-pcdm: served"))
         .map(|t| fields(t))
     {
-        if let (Some(&total), Some(&busy), Some(&wakeups)) =
-            (f.get("total"), f.get("busy_ns"), f.get("wakeups"))
-        {
-            if total > 0.0 {
-                row.insert("served".into(), total);
-                row.insert("loop_us_per_req".into(), busy / total / 1e3);
-                row.insert("wakeups_per_req".into(), wakeups / total);
-            }
+        let total: f64 = ["port", "mmio", "pci-config", "buffered", "other"]
+            .iter()
+            .filter_map(|k| f.get(*k))
+            .sum();
+        if total > 0.0 {
+            row.insert("served".into(), total);
         }
     }
     for k in ["boot_s", "seq_mbs", "iops", "lsr_per_s"] {

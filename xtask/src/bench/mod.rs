@@ -4,7 +4,8 @@
 //! each (default 3); prints one table (ours, QEMU, ours/QEMU, each min / median / max of the
 //! rounds) and saves it in `target/xen-test/bench.md`.
 //!
-//! - `xen-bench` (dom0, release build): boots the guests and measures (see its docs);
+//! - `xen-bench` (dom0): boots the guests and measures (see its docs);
+//! - `xen-pcdm` (dom0, release build): our device model, as its binary;
 //! - `xen-bench-guest` (the guest, a static executable): the disk and port-I/O parts;
 //! - [`table`]: the console read back into the table.
 //!
@@ -124,24 +125,24 @@ fn guest_tool(verbose: bool) -> Result<Payload, String> {
     })
 }
 
-/// Builds the dom0 runner (release: it is our device model's process too).
-fn runner(verbose: bool) -> Result<Payload, String> {
+/// Builds binary `bin` of `package` (release: QEMU is an optimised build too).
+fn release_binary(package: &str, bin: &str, verbose: bool) -> Result<Payload, String> {
     let mut cargo = util::cargo();
     cargo.args([
         "build",
         "-p",
-        "xen-bench",
+        package,
         "--release",
         "--bin",
-        "xen-bench",
+        bin,
         "--message-format=json-render-diagnostics",
     ]);
     if !verbose {
         cargo.arg("-q");
     }
     Ok(Payload {
-        host: payloads::build_binary(cargo, "xen-bench")?,
-        dom0: format!("{PAYLOAD_DIR}/xen-bench"),
+        host: payloads::build_binary(cargo, bin)?,
+        dom0: format!("{PAYLOAD_DIR}/{bin}"),
     })
 }
 
@@ -174,7 +175,8 @@ fn bench(opts: &Options) -> Result<(), String> {
     let Host { sys, work, .. } = Host::prepare("bench")?;
     util::ensure_rust_target(GUEST_TARGET)?;
     let payloads = vec![
-        runner(opts.verbose)?,
+        release_binary("xen-bench", "xen-bench", opts.verbose)?,
+        release_binary("xen-pcdm", "xen-pcdm", opts.verbose)?,
         guest_tool(opts.verbose)?,
         payloads::fake_dm()?,
         Payload {
