@@ -108,13 +108,6 @@ pub const ROWS: &[(&str, &str, f64, usize, bool)] = &[
         false,
     ),
     ("served", "ours: requests served, whole boot", 1.0, 0, false),
-    (
-        "loop_us_per_req",
-        "ours: loop time per request (us)",
-        1.0,
-        1,
-        false,
-    ),
 ];
 
 fn median(v: &mut [f64]) -> Option<(f64, f64, f64)> {
