@@ -169,7 +169,7 @@ impl AsyncEventChannels {
             match guard.try_io(|inner| match inner.get_ref().try_pending_many(buf) {
                 Ok([]) => Err(std::io::ErrorKind::WouldBlock.into()),
                 Ok(ports) => Ok(ports.len()),
-                Err(e) => Err(std::io::Error::from_raw_os_error(e.errno() as i32)),
+                Err(e) => Err(std::io::Error::from_raw_os_error(e.errno().raw())),
             }) {
                 Ok(Ok(n)) => return Ok(&buf[..n]),
                 Ok(Err(e)) => return Err(io_error(OP, &e)),

@@ -203,7 +203,7 @@ mod raw {
         // SAFETY: forwarded from the caller.
         let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags, fd, 0) };
         if p == libc::MAP_FAILED {
-            (super::Errno::last() as usize).wrapping_neg()
+            (super::Errno::last().raw() as usize).wrapping_neg()
         } else {
             p as usize
         }

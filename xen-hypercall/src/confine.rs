@@ -73,7 +73,7 @@ pub fn confine() -> Result<(), Error> {
     match r {
         0 => Ok(()),
         // With TSYNC, a positive result is the id of a thread that could not be synchronised.
-        r if r > 0 => Err(Error::os(OP, None, nix::errno::Errno::EBUSY)),
+        r if r > 0 => Err(Error::os(OP, None, crate::Errno::EBUSY)),
         _ => Err(Error::last_os_error(OP, None)),
     }
 }

@@ -2,9 +2,7 @@
 
 use core::fmt;
 
-use nix::errno::Errno;
-
-use crate::DomId;
+use crate::{DomId, Errno};
 
 /// Shorthand for `Result<T, xen_hypercall::Error>`.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -24,8 +22,7 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 /// (operation names and reasons are `&'static str`), so error paths never touch the heap.
 ///
 /// ```
-/// use nix::errno::Errno;
-/// use xen_hypercall::{DomId, Error};
+/// use xen_hypercall::{DomId, Errno, Error};
 ///
 /// let e = Error::os("dm_op set_isa_irq_level", Some(DomId::new(7)), Errno::EPERM);
 /// assert_eq!(e.to_string(), "dm_op set_isa_irq_level on domain 7: Operation not permitted");
@@ -40,7 +37,7 @@ pub enum Error {
     ///
     /// Through privcmd, Xen's own negative error codes arrive as the ioctl's errno unchanged;
     /// on the supported targets they mean the same as Linux's (see [`errno_from_xen`]).
-    #[error("{op}{}: {}", OnDomain(*.domain), .errno.desc())]
+    #[error("{op}{}: {}", OnDomain(*.domain), .errno)]
     Os {
         /// The operation, e.g. `"xen_version"` or `"dm_op set_isa_irq_level"`.
         op: &'static str,
@@ -63,7 +60,7 @@ pub enum Error {
     /// The running kernel does not offer the operation: its privcmd driver predates the ioctl
     /// (`ENOTTY`, or `EINVAL` from old drivers) or was built without it (`EOPNOTSUPP`). Use the
     /// fallback (e.g. serve the event in user space); `errno` is what the kernel answered.
-    #[error("{op}{}: not supported by this kernel ({})", OnDomain(*.domain), .errno.desc())]
+    #[error("{op}{}: not supported by this kernel ({})", OnDomain(*.domain), .errno)]
     NotSupported {
         /// The operation.
         op: &'static str,
@@ -103,6 +100,83 @@ pub enum Error {
         /// The largest size the kernel accepts.
         max: usize,
     },
+    /// A frame of a foreign-memory batch did not map, and the call wanted all of them (or
+    /// none mapped at all): nothing is left mapped. The errno is the frame's own.
+    #[error(
+        "{op} on domain {domain}: {frame} ({failed} of {count} frames failed; nothing is mapped)"
+    )]
+    Frame {
+        /// The operation.
+        op: &'static str,
+        /// The domain whose frames were mapped.
+        domain: DomId,
+        /// The first frame that failed, and why.
+        frame: FrameError,
+        /// How many frames failed.
+        failed: usize,
+        /// How many frames were asked for.
+        count: usize,
+    },
+    /// An access reached outside a mapping (errno `EFAULT`).
+    #[error("{op}: {len} bytes at offset {offset:#x} are outside the mapping of {size} bytes")]
+    OutOfBounds {
+        /// The access.
+        op: &'static str,
+        /// Its byte offset in the mapping.
+        offset: usize,
+        /// Its length in bytes.
+        len: usize,
+        /// The mapping's length in bytes.
+        size: usize,
+    },
+    /// An access touched a frame of a partial mapping that did not map (errno `EFAULT`).
+    #[error("{op}: {frame} is not mapped")]
+    NotMapped {
+        /// The access.
+        op: &'static str,
+        /// The frame, and why it did not map.
+        frame: FrameError,
+    },
+    /// A typed view was asked for at an offset not aligned for its type (errno `EINVAL`).
+    #[error("{op}: offset {offset:#x} is not aligned to {align} bytes")]
+    Misaligned {
+        /// The access.
+        op: &'static str,
+        /// The offset asked for.
+        offset: usize,
+        /// The alignment the type needs.
+        align: usize,
+    },
+}
+
+/// Why one frame of a foreign-memory batch did not map: its position in the list, its
+/// number, and the error Xen or the kernel reported for it.
+///
+/// ```
+/// use xen_hypercall::{Errno, FrameError};
+///
+/// let e = FrameError { index: 3, gfn: 0x1_0000_0000, errno: Errno::EINVAL };
+/// assert_eq!(e.to_string(), "frame 3 (gfn 0x100000000): Invalid argument");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameError {
+    /// Position of the frame in the list passed to the map call (0-based).
+    pub index: usize,
+    /// The frame number that was asked for.
+    pub gfn: u64,
+    /// What went wrong: `ENOENT` paged out (still, after the retries), `EINVAL` no such frame
+    /// in the guest, `ESRCH` no such domain, `EPERM` not allowed, ...
+    pub errno: Errno,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "frame {} (gfn {:#x}): {}",
+            self.index, self.gfn, self.errno
+        )
+    }
 }
 
 /// Formats `" on domain 7"`, or nothing without a domain.
@@ -152,7 +226,11 @@ impl Error {
             | Error::NotSupported { op, .. }
             | Error::InvalidArgument { op, .. }
             | Error::TooManyBuffers { op, .. }
-            | Error::BufferTooLarge { op, .. } => op,
+            | Error::BufferTooLarge { op, .. }
+            | Error::Frame { op, .. }
+            | Error::OutOfBounds { op, .. }
+            | Error::NotMapped { op, .. }
+            | Error::Misaligned { op, .. } => op,
         }
     }
 
@@ -164,6 +242,8 @@ impl Error {
             | Error::InvalidArgument { domain, .. }
             | Error::TooManyBuffers { domain, .. }
             | Error::BufferTooLarge { domain, .. } => domain,
+            Error::Frame { domain, .. } => Some(domain),
+            Error::OutOfBounds { .. } | Error::NotMapped { .. } | Error::Misaligned { .. } => None,
         }
     }
 
@@ -175,7 +255,11 @@ impl Error {
             | Error::NotSupported { op, .. }
             | Error::InvalidArgument { op, .. }
             | Error::TooManyBuffers { op, .. }
-            | Error::BufferTooLarge { op, .. } => *op = new_op,
+            | Error::BufferTooLarge { op, .. }
+            | Error::Frame { op, .. }
+            | Error::OutOfBounds { op, .. }
+            | Error::NotMapped { op, .. }
+            | Error::Misaligned { op, .. } => *op = new_op,
         }
         self
     }
@@ -188,72 +272,95 @@ impl Error {
             | Error::InvalidArgument { domain, .. }
             | Error::TooManyBuffers { domain, .. }
             | Error::BufferTooLarge { domain, .. } => *domain = Some(new_domain),
+            Error::Frame { domain, .. } => *domain = new_domain,
+            // Accesses to a mapping name no domain.
+            Error::OutOfBounds { .. } | Error::NotMapped { .. } | Error::Misaligned { .. } => {}
         }
         self
     }
 
-    /// The errno: the reported one for [`Error::Os`], `EINVAL` for [`Error::InvalidArgument`],
-    /// `E2BIG` for the buffer limits (what the kernel would have said).
+    /// The errno: the reported one for [`Error::Os`] (a failed frame's own code for
+    /// [`Error::Frame`]), `EINVAL` for [`Error::InvalidArgument`] and misaligned views,
+    /// `E2BIG` for the buffer limits (what the kernel would have said), `EFAULT` for accesses
+    /// outside a mapping or into a frame that did not map.
     pub const fn errno(&self) -> Errno {
         match *self {
             Error::Os { errno, .. } | Error::NotSupported { errno, .. } => errno,
-            Error::InvalidArgument { .. } => Errno::EINVAL,
+            Error::InvalidArgument { .. } | Error::Misaligned { .. } => Errno::EINVAL,
             Error::TooManyBuffers { .. } | Error::BufferTooLarge { .. } => Errno::E2BIG,
+            Error::Frame { frame, .. } => frame.errno,
+            Error::OutOfBounds { .. } | Error::NotMapped { .. } => Errno::EFAULT,
         }
     }
 
+    /// The first frame that failed, for [`Error::Frame`] (and the unmapped frame an access
+    /// touched, for [`Error::NotMapped`]).
+    pub const fn frame(&self) -> Option<FrameError> {
+        match *self {
+            Error::Frame { frame, .. } | Error::NotMapped { frame, .. } => Some(frame),
+            _ => None,
+        }
+    }
+
+    /// An [`Error::InvalidArgument`]: refused before any syscall.
+    pub const fn invalid(op: &'static str, domain: Option<DomId>, reason: &'static str) -> Error {
+        Error::InvalidArgument { op, domain, reason }
+    }
+
     /// `true` when the error came from the kernel or Xen ([`Error::Os`],
-    /// [`Error::NotSupported`]), `false` when the
-    /// arguments were refused before any syscall.
+    /// [`Error::NotSupported`], [`Error::Frame`]), `false` when the arguments were refused
+    /// before any syscall or an access missed a mapping.
     pub const fn is_os(&self) -> bool {
-        matches!(self, Error::Os { .. } | Error::NotSupported { .. })
+        matches!(
+            self,
+            Error::Os { .. } | Error::NotSupported { .. } | Error::Frame { .. }
+        )
+    }
+
+    /// The errno Xen or the kernel reported, for the variants that carry one.
+    const fn reported(&self) -> Option<Errno> {
+        match *self {
+            Error::Os { errno, .. } => Some(errno),
+            Error::Frame { frame, .. } => Some(frame.errno),
+            _ => None,
+        }
     }
 
     /// `true` when the kernel or Xen does not offer the operation: `ENOSYS` (Xen lacks the
     /// hypercall or sub-op), `EOPNOTSUPP` (not supported for this domain or resource), or
     /// `ENOTTY` (the kernel driver lacks the ioctl); and always for [`Error::NotSupported`].
     pub const fn is_not_supported(&self) -> bool {
-        matches!(
-            self,
-            Error::NotSupported { .. }
-                | Error::Os {
-                    errno: Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::ENOTTY,
-                    ..
-                }
-        )
+        matches!(self, Error::NotSupported { .. })
+            || matches!(
+                self.reported(),
+                Some(Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::ENOTTY)
+            )
     }
 
     /// `true` for `EPERM` and `EACCES`: the caller may not do this (not privileged, XSM
     /// policy, a handle restricted to another domain, dm_op on a PV dom0).
     pub const fn is_permission_denied(&self) -> bool {
-        matches!(
-            self,
-            Error::Os {
-                errno: Errno::EPERM | Errno::EACCES,
-                ..
-            }
-        )
+        matches!(self.reported(), Some(Errno::EPERM | Errno::EACCES))
     }
 
     /// `true` for `ESRCH`: the domain does not exist (any more).
     pub const fn is_no_such_domain(&self) -> bool {
-        matches!(
-            self,
-            Error::Os {
-                errno: Errno::ESRCH,
-                ..
-            }
-        )
+        matches!(self.reported(), Some(Errno::ESRCH))
     }
 
-    /// `true` for `EINVAL` from the kernel or Xen, and for every argument refused up front.
+    /// `true` for `EINVAL` from the kernel or Xen (which is also what a frame number the
+    /// guest does not have gives), and for every argument refused up front.
     pub const fn is_invalid_argument(&self) -> bool {
         match *self {
             Error::Os { errno, .. } => matches!(errno, Errno::EINVAL),
-            Error::NotSupported { .. } => false,
+            Error::Frame { frame, .. } => matches!(frame.errno, Errno::EINVAL),
+            Error::NotSupported { .. } | Error::OutOfBounds { .. } | Error::NotMapped { .. } => {
+                false
+            }
             Error::InvalidArgument { .. }
             | Error::TooManyBuffers { .. }
-            | Error::BufferTooLarge { .. } => true,
+            | Error::BufferTooLarge { .. }
+            | Error::Misaligned { .. } => true,
         }
     }
 }
@@ -262,7 +369,7 @@ impl From<Error> for std::io::Error {
     /// Keeps the errno as the raw OS error; the message is lost, so log the [`Error`] first if
     /// you need it.
     fn from(e: Error) -> std::io::Error {
-        std::io::Error::from_raw_os_error(e.errno() as i32)
+        std::io::Error::from_raw_os_error(e.errno().raw())
     }
 }
 
@@ -327,7 +434,7 @@ const XEN_ERRNOS: &[(i32, Errno)] = &[
 const _: () = {
     let mut i = 0;
     while i < XEN_ERRNOS.len() {
-        assert!(XEN_ERRNOS[i].0 == XEN_ERRNOS[i].1 as i32);
+        assert!(XEN_ERRNOS[i].0 == XEN_ERRNOS[i].1.raw());
         i += 1;
     }
 };
@@ -335,25 +442,24 @@ const _: () = {
 /// Translates a Xen error code (`XEN_EPERM` … from `xen/include/public/errno.h`; the sign is
 /// ignored, Xen returns them negated) into the errno of the same meaning.
 ///
-/// Codes outside Xen's list give [`Errno::UnknownErrno`]. Use it for codes Xen writes into
+/// Codes outside Xen's list give [`Errno::UNKNOWN`]. Use it for codes Xen writes into
 /// memory, such as `MMAPBATCH_V2`'s per-frame errors; codes returned by a privcmd ioctl are
 /// already errnos. On x86_64 and aarch64 every Xen code equals the Linux errno of the same
 /// name (checked at compile time), so the translation is the identity on the listed codes.
 ///
 /// ```
-/// use nix::errno::Errno;
-/// use xen_hypercall::errno_from_xen;
+/// use xen_hypercall::{errno_from_xen, Errno};
 ///
 /// assert_eq!(errno_from_xen(-1), Errno::EPERM);
 /// assert_eq!(errno_from_xen(-95), Errno::EOPNOTSUPP);
-/// assert_eq!(errno_from_xen(-27), Errno::UnknownErrno); // not a Xen code (EFBIG in Linux)
+/// assert_eq!(errno_from_xen(-27), Errno::UNKNOWN); // not a Xen code (EFBIG in Linux)
 /// ```
 pub fn errno_from_xen(code: i64) -> Errno {
     let code = code.unsigned_abs();
     XEN_ERRNOS
         .iter()
         .find(|&&(xen, _)| u64::from(xen.unsigned_abs()) == code)
-        .map_or(Errno::UnknownErrno, |&(_, errno)| errno)
+        .map_or(Errno::UNKNOWN, |&(_, errno)| errno)
 }
 
 #[cfg(test)]
@@ -436,15 +542,15 @@ mod tests {
         for &(xen, errno) in XEN_ERRNOS {
             assert_eq!(errno_from_xen(-i64::from(xen)), errno);
             assert_eq!(errno_from_xen(i64::from(xen)), errno);
-            assert_eq!(errno as i32, xen, "{errno:?}");
+            assert_eq!(errno.raw(), xen, "{errno:?}");
         }
         // Aliases in errno.h: EWOULDBLOCK = EAGAIN, EDEADLOCK = EDEADLK.
         assert_eq!(errno_from_xen(-11), Errno::EWOULDBLOCK);
         assert_eq!(errno_from_xen(-35), Errno::EDEADLOCK);
         // Not Xen codes.
-        assert_eq!(errno_from_xen(0), Errno::UnknownErrno);
-        assert_eq!(errno_from_xen(-15), Errno::UnknownErrno);
-        assert_eq!(errno_from_xen(i64::MIN), Errno::UnknownErrno);
+        assert_eq!(errno_from_xen(0), Errno::UNKNOWN);
+        assert_eq!(errno_from_xen(-15), Errno::UNKNOWN);
+        assert_eq!(errno_from_xen(i64::MIN), Errno::UNKNOWN);
         assert_eq!(Error::from_xen("m", None, -3).errno(), Errno::ESRCH);
     }
 }

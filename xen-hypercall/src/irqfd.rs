@@ -19,7 +19,7 @@ use core::ffi::{c_ulong, c_void};
 use core::ptr::NonNull;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use nix::errno::Errno;
+use crate::Errno;
 use xen_sys::dm_op::xen_dm_op;
 use xen_sys::privcmd::{
     privcmd_ioeventfd, privcmd_irqfd, privcmd_pcidev_get_gsi, IOCTL_PRIVCMD_IOEVENTFD,
@@ -507,7 +507,7 @@ mod tests {
             .to_string(),
             format!(
                 "irqfd assign on domain 3: not supported by this kernel ({})",
-                Errno::ENOTTY.desc()
+                Errno::ENOTTY
             )
         );
     }

@@ -105,6 +105,7 @@ mod buffer;
 mod confine;
 mod dm_op;
 mod domid;
+mod errno;
 mod error;
 mod irqfd;
 mod ops;
@@ -119,17 +120,14 @@ pub use domid::{
     DomId, DOMID_COW, DOMID_FIRST_RESERVED, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_SELF,
     DOMID_XEN,
 };
-pub use error::{errno_from_xen, Error, Result};
+pub use errno::Errno;
+pub use error::{errno_from_xen, Error, FrameError, Result};
 pub use irqfd::{
     EventFd, Ioeventfd, IoeventfdConfig, Irqfd, IOEVENTFD_MAX_VCPUS, VIRTIO_MMIO_QUEUE_NOTIFY,
 };
 pub use ops::{ShutdownReason, XenVersion};
 pub use privcmd::{restrict_privcmd_fd, Privcmd, PrivcmdIoctl};
 pub use restrict::{restrict_all, RegisteredFd, RestrictFn, RestrictRegistry};
-
-/// The `nix` errno type used in [`Error`], re-exported so callers can match on it without
-/// depending on `nix` themselves.
-pub use nix::errno::Errno;
 
 /// A counting global allocator for the unit tests: per-thread allocation counts, so tests can
 /// show that hot paths allocate nothing.

@@ -5,7 +5,7 @@ use core::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use nix::errno::Errno;
+use crate::Errno;
 
 use crate::restrict::{RegisteredFd, RestrictRegistry};
 use crate::{abi, sys, BufferPool, DmOpBuf, DmOpLimits, DmOpPath, DomId, Error};
@@ -616,7 +616,7 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "dm_op set_isa_irq_level on domain 7: Not a typewriter"
+            "dm_op set_isa_irq_level on domain 7: Inappropriate ioctl for device"
         );
     }
 

@@ -322,11 +322,7 @@ mod tests {
 
     fn failing_restrict(_fd: BorrowedFd<'_>, d: DomId) -> Result<(), Error> {
         CALLS.fetch_add(1, Ordering::SeqCst);
-        Err(Error::os(
-            "test restrict",
-            Some(d),
-            nix::errno::Errno::EINVAL,
-        ))
+        Err(Error::os("test restrict", Some(d), crate::Errno::EINVAL))
     }
 
     /// Any fd will do (restrict functions here never use it); a pipe also works under Miri.

@@ -6,12 +6,10 @@
 
 use core::ffi::{c_long, c_ulong, c_void, CStr};
 use core::ptr::NonNull;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
+use crate::Errno;
 
 #[cfg(test)]
 thread_local! {
@@ -33,8 +31,36 @@ fn count() {
 
 /// Opens a device read-write and close-on-exec.
 pub(crate) fn open_rdwr_cloexec(path: &CStr) -> Result<OwnedFd, Errno> {
-    count();
-    nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+    loop {
+        count();
+        // SAFETY: a NUL-terminated path and plain flags.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: `open` just returned this fd; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Calls `f` with the C library's message for `errno` (`None` if it has none), formatted into
+/// a stack buffer: no allocation, and thread-safe (`strerror_r`, not `strerror`).
+pub(crate) fn strerror<R>(errno: i32, f: impl FnOnce(Option<&str>) -> R) -> R {
+    let mut buf = [0u8; 128];
+    // SAFETY: `buf` is valid for writes of its length; the XSI `strerror_r` (what the libc
+    // crate binds on glibc and musl) writes a NUL-terminated message within it.
+    let r = unsafe { libc::strerror_r(errno, buf.as_mut_ptr().cast(), buf.len()) };
+    let msg = if r == 0 {
+        CStr::from_bytes_until_nul(&buf)
+            .ok()
+            .and_then(|c| c.to_str().ok())
+    } else {
+        None
+    };
+    f(msg)
 }
 
 /// A stand-in for the kernel driver in unit tests: when set, [`ioctl`] and [`ioctl_raw`]
@@ -69,7 +95,7 @@ pub(crate) unsafe fn ioctl_raw(fd: BorrowedFd<'_>, request: c_ulong, arg: *mut c
     if let Some(fake) = FAKE.with(|f| f.get()) {
         return match fake(request, arg) {
             Ok(r) => r,
-            Err(e) => -(e as c_long),
+            Err(e) => -c_long::from(e.raw()),
         };
     }
     // SAFETY: the caller guarantees `arg` is valid for `request`; `fd` is open for the
@@ -144,7 +170,7 @@ unsafe fn raw_syscall3(nr: c_long, a: c_long, b: c_long, c: c_long) -> c_long {
     // SAFETY: forwarded to the caller.
     let r = unsafe { libc::syscall(nr, a, b, c) };
     if r == -1 {
-        -(Errno::last() as c_long)
+        -c_long::from(Errno::last().raw())
     } else {
         r
     }
@@ -248,7 +274,11 @@ pub(crate) fn madvise_dontfork(ptr: NonNull<u8>, len: usize) -> Result<(), Errno
     // SAFETY: MADV_DONTFORK only changes what a future child inherits; it never changes the
     // contents or accessibility of the range in this process.
     let r = unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) };
-    Errno::result(r).map(drop)
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
 }
 
 /// Unmaps a range.

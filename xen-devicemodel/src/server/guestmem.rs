@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use xen_foreignmemory::{ForeignMemory, MapOptions, Mapping, ReadWrite, RetryPolicy, PAGE_SIZE};
 
-use super::setup::fm_err;
 use crate::{DomId, Errno, Error, Result};
 
 /// How many frames stay mapped. A `rep` request touches at most a few frames; the cache
@@ -98,7 +97,6 @@ impl GuestMem {
                 let m = match self.fm.map_with(self.dom, &[gfn], ReadWrite, &opts) {
                     Ok(m) => m,
                     Err(e) => {
-                        let e = fm_err(OP, self.dom, e);
                         self.failed.put(gfn, e.errno(), now);
                         return Err(e);
                     }
@@ -121,10 +119,8 @@ impl GuestMem {
         while done < buf.len() {
             let off = (gpa % PAGE_SIZE as u64) as usize;
             let n = (PAGE_SIZE - off).min(buf.len() - done);
-            let dom = self.dom;
             self.frame(gpa / PAGE_SIZE as u64)?
-                .read_bytes(off, &mut buf[done..done + n])
-                .map_err(|e| fm_err(OP, dom, e))?;
+                .read_bytes(off, &mut buf[done..done + n])?;
             done += n;
             gpa = gpa.wrapping_add(n as u64);
         }
@@ -137,10 +133,8 @@ impl GuestMem {
         while done < data.len() {
             let off = (gpa % PAGE_SIZE as u64) as usize;
             let n = (PAGE_SIZE - off).min(data.len() - done);
-            let dom = self.dom;
             self.frame(gpa / PAGE_SIZE as u64)?
-                .write_bytes(off, &data[done..done + n])
-                .map_err(|e| fm_err(OP, dom, e))?;
+                .write_bytes(off, &data[done..done + n])?;
             done += n;
             gpa = gpa.wrapping_add(n as u64);
         }

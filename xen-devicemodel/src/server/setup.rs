@@ -105,7 +105,7 @@ impl ServerBuilder {
             return Err(Error::os(OP, Some(dom), Errno::E2BIG));
         }
         let server = dm.create_ioreq_server(dom, self.mode)?;
-        let fm = ForeignMemory::open().map_err(|e| fm_err(OP, dom, e))?;
+        let fm = ForeignMemory::open()?;
         let buffered = self.mode != BufIoreqMode::Off;
         let (ioreq_page, buf_page, by_resource) = map_pages(&fm, &server, buffered)?;
         for c in &self.claims {
@@ -178,15 +178,6 @@ impl ServerBuilder {
     }
 }
 
-/// A foreign-memory error as this crate's: Xen's errors as they are, the others (bounds,
-/// alignment) as their errno, naming `op`.
-pub(super) fn fm_err(op: &'static str, dom: DomId, e: xen_foreignmemory::Error) -> Error {
-    match e {
-        xen_foreignmemory::Error::Xen(x) => x,
-        other => Error::os(op, Some(dom), other.errno()),
-    }
-}
-
 fn eventfd() -> Result<OwnedFd> {
     // SAFETY: plain syscall; on success we own the new fd.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -217,16 +208,13 @@ fn map_pages(
     ) {
         Ok(page) => {
             let buf = if buffered {
-                Some(
-                    fm.map_resource(
-                        dom,
-                        res,
-                        Resource::IOREQ_SERVER_BUFIOREQ_FRAME,
-                        1,
-                        ReadWrite,
-                    )
-                    .map_err(|e| fm_err(OP, dom, e))?,
-                )
+                Some(fm.map_resource(
+                    dom,
+                    res,
+                    Resource::IOREQ_SERVER_BUFIOREQ_FRAME,
+                    1,
+                    ReadWrite,
+                )?)
             } else {
                 None
             };
@@ -238,19 +226,14 @@ fn map_pages(
             let gfn = info
                 .ioreq_gfn
                 .ok_or(Error::os(OP, Some(dom), Errno::ENOENT))?;
-            let page = fm
-                .map(dom, &[gfn], ReadWrite)
-                .map_err(|e| fm_err(OP, dom, e))?;
+            let page = fm.map(dom, &[gfn], ReadWrite)?;
             let buf = match info.bufioreq_gfn {
-                Some(g) if buffered => Some(
-                    fm.map(dom, &[g], ReadWrite)
-                        .map_err(|e| fm_err(OP, dom, e))?,
-                ),
+                Some(g) if buffered => Some(fm.map(dom, &[g], ReadWrite)?),
                 _ => None,
             };
             Ok((page, buf, false))
         }
-        Err(e) => Err(fm_err(OP, dom, e)),
+        Err(e) => Err(e),
     }
 }
 

@@ -185,7 +185,7 @@ fn any_failed(blocks: &[ErrBlock]) -> bool {
     lanes.iter().fold(0, |a, &l| a | l) != 0
 }
 
-const ENOENT: c_int = -(Errno::ENOENT as c_int);
+const ENOENT: c_int = -Errno::ENOENT.raw();
 
 impl ForeignMemory {
     /// Maps the frames `gfns` of `domid`, in order, all or nothing: if any frame fails, the
@@ -564,7 +564,7 @@ fn v1_outcome(asked: u64, now: u64) -> c_int {
     if added == 0 {
         0
     } else if added & other != 0 {
-        -(Errno::EINVAL as c_int)
+        -Errno::EINVAL.raw()
     } else {
         ENOENT
     }
@@ -633,7 +633,7 @@ mod tests {
         // Frames 1, 2 and 5 are paged out; frame 2 comes back on the second retry, frame 5
         // never; frame 3 failed for another reason and is left alone.
         let gfns: Vec<u64> = (100..107).collect();
-        let einval = -(Errno::EINVAL as c_int);
+        let einval = -Errno::EINVAL.raw();
         let mut errs = [0, ENOENT, ENOENT, einval, 0, ENOENT, 0];
         let mut tries = [0u32; 7];
         let mut calls = Vec::new();
@@ -700,10 +700,7 @@ mod tests {
     fn old_ioctl_outcomes() {
         assert_eq!(v1_outcome(0x100, 0x100), 0);
         assert_eq!(v1_outcome(0x100, 0x100 | 0x8000_0000), ENOENT);
-        assert_eq!(
-            v1_outcome(0x100, 0x100 | 0xf000_0000),
-            -(Errno::EINVAL as c_int)
-        );
+        assert_eq!(v1_outcome(0x100, 0x100 | 0xf000_0000), -Errno::EINVAL.raw());
     }
 
     #[test]

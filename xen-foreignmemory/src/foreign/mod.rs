@@ -478,7 +478,7 @@ impl ForeignMemory {
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
     pub fn restrict(&self, domid: DomId) -> Result<()> {
-        Ok(self.privcmd.restrict(domid)?)
+        self.privcmd.restrict(domid)
     }
 
     /// The domain this handle is restricted to, if any.

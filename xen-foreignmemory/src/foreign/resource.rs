@@ -125,7 +125,7 @@ impl ForeignMemory {
             Ok(()) => Ok(mapping),
             Err(e) => {
                 drop(mapping);
-                Err(self.resource_error(e.with_op(resource.map_op())).into())
+                Err(self.resource_error(e.with_op(resource.map_op())))
             }
         }
     }
