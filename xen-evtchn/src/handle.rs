@@ -318,7 +318,7 @@ impl EventChannels {
         // SAFETY: the argument type of IOCTL_EVTCHN_NOTIFY, alive for the call.
         let r = unsafe { sys::ioctl_once(self.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) };
         if r < 0 {
-            return self.notify_failed(port);
+            return self.notify_failed(port, r);
         }
         Ok(())
     }
@@ -326,9 +326,9 @@ impl EventChannels {
     /// A failed notify: retried on `EINTR`, otherwise the error.
     #[cold]
     #[inline(never)]
-    fn notify_failed(&self, port: Port) -> Result<(), Error> {
+    fn notify_failed(&self, port: Port, ret: libc::c_long) -> Result<(), Error> {
         let arg = ioctl_evtchn_notify { port: port.get() };
-        match Errno::last() {
+        match xen_hypercall::sys::errno_of(ret) {
             // SAFETY: as in `notify`.
             Errno::EINTR => unsafe { sys::ioctl(self.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) }
                 .map(drop)

@@ -30,6 +30,11 @@ use xen_sys::event_channel::EVTCHN_FIFO_NR_CHANNELS;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Port(u32);
 
+// SAFETY: a transparent `u32`: no padding, every bit pattern a value (an invalid port is
+// still a `Port`, refused where it is used). The kernel reads and writes ports as `u32`s.
+#[allow(unsafe_code)]
+unsafe impl xen_hypercall::Plain for Port {}
+
 impl Port {
     /// The most ports any Xen event-channel ABI has (the FIFO ABI's 2^17); every valid port
     /// number is below it.

@@ -267,7 +267,7 @@ impl BufferPool {
 
     fn device(&self) -> Option<&OwnedFd> {
         self.device
-            .get_or_init(|| sys::open_rdwr_cloexec(c"/dev/xen/hypercall").ok())
+            .get_or_init(|| sys::open(c"/dev/xen/hypercall", false).ok())
             .as_ref()
     }
 
@@ -330,7 +330,8 @@ impl BufferPool {
         let op = "hypercall buffer mmap";
         let ptr = match self.device() {
             Some(dev) => {
-                let ptr = sys::mmap_shared(dev.as_fd(), len).map_err(|e| Error::os(op, None, e))?;
+                let ptr =
+                    sys::mmap_shared_rw(dev.as_fd(), len).map_err(|e| Error::os(op, None, e))?;
                 // Best effort: keeps a fork child from sharing the buffer. Pages from the
                 // device are never copied-on-write, so failure here is harmless.
                 let _ = sys::madvise_dontfork(ptr, len);

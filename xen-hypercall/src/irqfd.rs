@@ -17,7 +17,7 @@
 
 use core::ffi::{c_ulong, c_void};
 use core::ptr::NonNull;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::Errno;
 use xen_sys::dm_op::xen_dm_op;
@@ -42,38 +42,29 @@ pub struct EventFd {
 impl EventFd {
     /// A new eventfd with a zero counter.
     pub fn new() -> Result<EventFd, Error> {
-        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(Error::last_os_error("eventfd", None));
-        }
-        // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = sys::eventfd(true).map_err(|e| Error::os("eventfd", None, e))?;
         Ok(EventFd { fd })
     }
 
     /// Adds 1 to the counter (wakes whoever watches it: the kernel for an [`Irqfd`]).
     pub fn signal(&self) -> Result<(), Error> {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own descriptor.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), 8) };
-        if n == 8 {
-            Ok(())
-        } else {
-            Err(Error::last_os_error("eventfd signal", None))
+        match sys::write(self.fd.as_fd(), &[1u64]) {
+            Ok(8) => Ok(()),
+            // An eventfd takes all 8 bytes or none.
+            Ok(_) => Err(Error::os("eventfd signal", None, Errno::EIO)),
+            Err(e) => Err(Error::os("eventfd signal", None, e)),
         }
     }
 
     /// Reads and resets the counter: how many signals arrived since the last call (0 when none;
     /// never blocks).
     pub fn take(&self) -> Result<u64, Error> {
-        let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64 from our own descriptor.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), (&raw mut v).cast(), 8) };
-        match n {
-            8 => Ok(v),
-            _ if Errno::last() == Errno::EAGAIN => Ok(0),
-            _ => Err(Error::last_os_error("eventfd read", None)),
+        let mut v = [0u64];
+        match sys::read(self.fd.as_fd(), &mut v) {
+            Ok(8) => Ok(v[0]),
+            Ok(_) => Err(Error::os("eventfd read", None, Errno::EIO)),
+            Err(Errno::EAGAIN) => Ok(0),
+            Err(e) => Err(Error::os("eventfd read", None, e)),
         }
     }
 

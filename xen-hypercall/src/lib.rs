@@ -111,7 +111,7 @@ mod irqfd;
 mod ops;
 mod privcmd;
 mod restrict;
-mod sys;
+pub mod sys;
 
 pub use buffer::{BufferPool, BufferSource, BufferStats, HypercallBuffer, HypercallSlice, Plain};
 pub use confine::confine;

@@ -129,9 +129,9 @@ impl Privcmd {
     /// Fails with `ENOENT` when neither exists (not running on Xen, or the `xen-privcmd` module
     /// is not loaded) and `EACCES` without permission.
     pub fn open() -> Result<Privcmd, Error> {
-        let fd = match sys::open_rdwr_cloexec(c"/dev/xen/privcmd") {
+        let fd = match sys::open(c"/dev/xen/privcmd", false) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT) => sys::open_rdwr_cloexec(c"/proc/xen/privcmd")
+            Err(Errno::ENOENT) => sys::open(c"/proc/xen/privcmd", false)
                 .map_err(|e| Error::os("open /proc/xen/privcmd", None, e))?,
             Err(e) => return Err(Error::os("open /dev/xen/privcmd", None, e)),
         };

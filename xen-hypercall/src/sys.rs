@@ -1,15 +1,41 @@
-//! Every syscall this crate makes, each in one small function.
+//! The workspace's syscall layer: every system call the xen-rs crates make on Xen's devices
+//! (privcmd, evtchn) and on the descriptors around them (eventfds, polls, mappings), each in
+//! one small function.
 //!
-//! Keeping them here means (a) the `unsafe` that talks to the kernel lives in one file, and
-//! (b) unit tests can count syscalls: under `cfg(test)` each function bumps a per-thread counter
-//! ([`syscalls`]), which is how the tests show that a dm_op is exactly one syscall.
+//! It is our own thin layer over the raw system call and libc rather than `rustix`: the
+//! privcmd ioctl must return the kernel's full 64-bit result (a hypercall's return value),
+//! which `ioctl(2)` wrappers truncate to `int`; the hot paths (a dm_op, a map, notify) are
+//! one inlined `syscall` instruction each, counted by the instruction gates; and the errno
+//! type stays ours ([`Errno`]). The layer is small enough to read in one sitting.
+//!
+//! # EINTR
+//! One policy, applied here and nowhere else:
+//! - **Calls that a signal interrupts before they do anything are retried inside the layer**
+//!   until they answer something else: [`open`], [`ioctl_restartable`] (event channels),
+//!   [`read`], [`write`], [`eventfd`], the `fcntl`s, and [`wait_readable`] (which waits only for
+//!   the time left before its deadline). Callers never see `EINTR` from them.
+//! - **privcmd ioctls ([`ioctl`], [`ioctl_raw`]) are never retried.** Their errno may be
+//!   Xen's own answer passed through unchanged (`XEN_EINTR` equals `EINTR`), and the kernel
+//!   runs hypercalls preemptibly rather than failing them on a signal; an `EINTR` there is
+//!   the operation's result and goes to the caller like any other error.
+//! - **Single attempts for hot paths** ([`ioctl_raw`], [`read_once`], [`write_once`]) return
+//!   the raw result; their callers redo any failure through the general (retrying) form, out
+//!   of line.
+//! - `mmap` and `munmap` do not fail with `EINTR`.
+//!
+//! Under `cfg(test)` each function bumps a per-thread counter, so this crate's unit tests can
+//! show how many syscalls an operation makes; crates above keep their own counters around the
+//! calls they make through this module.
 
-use core::ffi::{c_long, c_ulong, c_void, CStr};
+#![allow(unsafe_code)]
+
+use core::ffi::{c_int, c_long, c_ulong, c_void, CStr};
 use core::ptr::NonNull;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
-use crate::Errno;
+use crate::{Errno, Plain};
 
 #[cfg(test)]
 thread_local! {
@@ -29,12 +55,16 @@ fn count() {
     SYSCALLS.with(|c| c.set(c.get() + 1));
 }
 
-/// Opens a device read-write and close-on-exec.
-pub(crate) fn open_rdwr_cloexec(path: &CStr) -> Result<OwnedFd, Errno> {
+/// Opens a device read-write and close-on-exec, non-blocking if asked (`EINTR` retried).
+pub fn open(path: &CStr, nonblocking: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = libc::O_RDWR | libc::O_CLOEXEC;
+    if nonblocking {
+        flags |= libc::O_NONBLOCK;
+    }
     loop {
         count();
         // SAFETY: a NUL-terminated path and plain flags.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        let fd = unsafe { libc::open(path.as_ptr(), flags) };
         if fd >= 0 {
             // SAFETY: `open` just returned this fd; nothing else owns it.
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -82,14 +112,15 @@ pub(crate) fn set_fake_ioctl(fake: Option<FakeIoctl>) {
 }
 
 /// `ioctl(fd, request, arg)` returning the kernel's raw result: non-negative on success,
-/// `-errno` on failure (`errno` itself is not touched). The hot-path form: one `syscall`
-/// instruction on x86_64 and aarch64 (no libc wrapper, no thread-local `errno`); the caller
-/// decodes a failure on its (cold) error path.
+/// `-errno` on failure (`errno` itself is not touched; decode with [`errno_of`]). The
+/// hot-path form: one `syscall` instruction on x86_64 and aarch64 (no libc wrapper, no
+/// thread-local `errno`); the caller decodes a failure on its (cold) error path. Not retried
+/// on `EINTR` (see the module docs).
 ///
 /// # Safety
 /// As for [`ioctl`].
 #[inline(always)]
-pub(crate) unsafe fn ioctl_raw(fd: BorrowedFd<'_>, request: c_ulong, arg: *mut c_void) -> c_long {
+pub unsafe fn ioctl_raw(fd: BorrowedFd<'_>, request: c_ulong, arg: *mut c_void) -> c_long {
     count();
     #[cfg(test)]
     if let Some(fake) = FAKE.with(|f| f.get()) {
@@ -179,11 +210,12 @@ unsafe fn raw_syscall3(nr: c_long, a: c_long, b: c_long, c: c_long) -> c_long {
 /// Decodes a failed [`ioctl_raw`] result.
 #[cold]
 #[inline(never)]
-pub(crate) fn errno_of(ret: c_long) -> Errno {
+pub fn errno_of(ret: c_long) -> Errno {
     Errno::from_raw(i32::try_from(-ret).unwrap_or(libc::EINVAL))
 }
 
-/// `ioctl(fd, request, arg)`, returning the kernel's full `long` result.
+/// `ioctl(fd, request, arg)`, returning the kernel's full `long` result; not retried on
+/// `EINTR` (the privcmd form, see the module docs).
 ///
 /// Goes through the raw system call ([`ioctl_raw`]) rather than libc's `ioctl()`, whose
 /// `int` return would truncate a hypercall's 64-bit result.
@@ -193,7 +225,7 @@ pub(crate) fn errno_of(ret: c_long) -> Errno {
 /// the request's struct, every pointer in it valid for the access the kernel and Xen make
 /// during the call.
 #[inline]
-pub(crate) unsafe fn ioctl(
+pub unsafe fn ioctl(
     fd: BorrowedFd<'_>,
     request: c_ulong,
     arg: *mut c_void,
@@ -209,29 +241,56 @@ pub(crate) unsafe fn ioctl(
     }
 }
 
-/// The system page size (cached after the first call; not counted as a syscall because glibc
-/// answers it from the auxiliary vector).
-pub(crate) fn page_size() -> usize {
-    static PAGE: AtomicUsize = AtomicUsize::new(0);
-    match PAGE.load(Ordering::Relaxed) {
-        0 => {
-            // SAFETY: sysconf has no memory-safety preconditions.
-            let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-            let size = usize::try_from(raw)
-                .ok()
-                .filter(|s| s.is_power_of_two())
-                .unwrap_or(4096);
-            PAGE.store(size, Ordering::Relaxed);
-            size
+/// [`ioctl`] retried while it fails with `EINTR`: for drivers (such as `/dev/xen/evtchn`)
+/// whose `EINTR` means a signal came before the call did anything.
+///
+/// # Safety
+/// As for [`ioctl`].
+pub unsafe fn ioctl_restartable(
+    fd: BorrowedFd<'_>,
+    request: c_ulong,
+    arg: *mut c_void,
+) -> Result<c_long, Errno> {
+    loop {
+        // SAFETY: forwarded to the caller.
+        match unsafe { ioctl(fd, request, arg) } {
+            Err(Errno::EINTR) => continue,
+            r => return r,
         }
+    }
+}
+
+/// The kernel's page size (cached after the first call; not counted as a syscall because the
+/// C library answers it from the auxiliary vector). Never below 4096, Xen's page size.
+#[inline]
+pub fn page_size() -> usize {
+    match PAGE.load(Ordering::Relaxed) {
+        0 => first_page_size(),
         size => size,
     }
+}
+
+/// The cached page size of [`page_size`].
+static PAGE: AtomicUsize = AtomicUsize::new(0);
+
+/// Asks for the page size once (out of line: it keeps the map paths' registers free).
+#[cold]
+#[inline(never)]
+fn first_page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = usize::try_from(raw)
+        .ok()
+        .filter(|s| s.is_power_of_two() && *s >= 4096)
+        .unwrap_or(4096);
+    PAGE.store(size, Ordering::Relaxed);
+    size
 }
 
 /// Maps `len` bytes of `fd` shared and read-write at an address the kernel picks.
 ///
 /// Safe: a new mapping at a fresh address aliases nothing the program already uses.
-pub(crate) fn mmap_shared(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>, Errno> {
+pub(crate) fn mmap_shared_rw(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>, Errno> {
     mmap_rw(len, libc::MAP_SHARED, fd.as_raw_fd())
 }
 
@@ -284,16 +343,333 @@ pub(crate) fn madvise_dontfork(ptr: NonNull<u8>, len: usize) -> Result<(), Errno
 /// Unmaps a range.
 ///
 /// # Safety
-/// The range must be a whole mapping this crate created, no longer referenced by anything.
-pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
+/// The range must be a whole mapping the caller created, no longer referenced by anything.
+#[inline(always)]
+pub unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
     count();
-    // SAFETY: the caller guarantees nothing uses the range any more. A failure (only possible
-    // for invalid arguments) would leave the mapping in place, which is safe.
-    let _ = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    // SAFETY: the caller guarantees nothing uses the range any more. A failure (only for
+    // invalid arguments) would leave the mapping in place, which is safe.
+    unsafe { raw::munmap(ptr.as_ptr() as usize, len) };
 }
 
 /// Reads a small sysfs/proc file as an unsigned number (module parameters).
 pub(crate) fn read_number(path: &str) -> Option<usize> {
     count();
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Where [`mmap`] may put a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAt {
+    /// Anywhere (optionally near a hint; 0 for none).
+    Hint(usize),
+    /// Exactly there, failing if anything is mapped there (`MAP_FIXED_NOREPLACE`).
+    NoReplace(usize),
+    /// Exactly there, replacing whatever was mapped (`MAP_FIXED`).
+    Replace(usize),
+}
+
+/// `mmap(addr, len, prot, MAP_SHARED | flags, fd, 0)`: for privcmd, an empty range the map
+/// ioctls then fill. `prot` is `PROT_*` bits. One inlined `syscall` instruction on x86_64 and
+/// aarch64.
+///
+/// # Safety
+/// With [`MapAt::Replace`], the caller guarantees nothing in the program uses the range.
+#[inline(always)]
+pub unsafe fn mmap(
+    fd: BorrowedFd<'_>,
+    at: MapAt,
+    len: usize,
+    prot: c_int,
+) -> Result<NonNull<u8>, Errno> {
+    count();
+    let (addr, flags) = match at {
+        MapAt::Hint(a) => (a, 0),
+        MapAt::NoReplace(a) => (a, libc::MAP_FIXED_NOREPLACE),
+        MapAt::Replace(a) => (a, libc::MAP_FIXED),
+    };
+    // SAFETY: without MAP_FIXED the kernel picks (or checks) a free range, aliasing nothing;
+    // with it, the caller vouches for the range. Nothing is dereferenced.
+    let p = unsafe { raw::mmap(addr, len, prot, libc::MAP_SHARED | flags, fd.as_raw_fd()) };
+    // The kernel answers an address or -errno (-4095 ..= -1).
+    if p > usize::MAX - 4095 {
+        return Err(mmap_failed(p));
+    }
+    NonNull::new(p as *mut u8).ok_or(Errno::ENOMEM)
+}
+
+/// Decodes a failed `mmap` (out of line: the map paths stay small).
+#[cold]
+#[inline(never)]
+fn mmap_failed(ret: usize) -> Errno {
+    Errno::from_raw(ret.wrapping_neg() as c_int)
+}
+
+/// A new eventfd with a zero counter, close-on-exec, non-blocking if asked.
+pub fn eventfd(nonblocking: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = libc::EFD_CLOEXEC;
+    if nonblocking {
+        flags |= libc::EFD_NONBLOCK;
+    }
+    loop {
+        count();
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor.
+        let fd = unsafe { libc::eventfd(0, flags) };
+        if fd >= 0 {
+            // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// The bytes of a slice of plain values.
+fn bytes_mut<T: Plain>(buf: &mut [T]) -> (*mut c_void, usize) {
+    (buf.as_mut_ptr().cast(), core::mem::size_of_val(buf))
+}
+
+/// One `read` into `buf`: the raw result (bytes read, or -1 with `errno` set). The hot-path
+/// form: no retry; the caller redoes a failure with [`read`].
+#[inline(always)]
+pub fn read_once<T: Plain>(fd: BorrowedFd<'_>, buf: &mut [T]) -> isize {
+    count();
+    let (ptr, len) = bytes_mut(buf);
+    // SAFETY: `buf` is valid for writes of `len` bytes and `T: Plain` is valid for every bit
+    // pattern the kernel may write.
+    unsafe { libc::read(fd.as_raw_fd(), ptr, len) }
+}
+
+/// One `write` of `buf`: the raw result (bytes written, or -1 with `errno` set). The hot-path
+/// form: no retry; the caller redoes a failure with [`write`].
+#[inline(always)]
+pub fn write_once<T: Plain>(fd: BorrowedFd<'_>, buf: &[T]) -> isize {
+    count();
+    // SAFETY: `buf` is valid for reads of its size in bytes; `T: Plain` has no padding.
+    unsafe {
+        libc::write(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            core::mem::size_of_val(buf),
+        )
+    }
+}
+
+/// `read` into `buf`, retried on `EINTR`: how many bytes came (`EAGAIN` on a non-blocking
+/// descriptor with nothing to read is an error).
+pub fn read<T: Plain>(fd: BorrowedFd<'_>, buf: &mut [T]) -> Result<usize, Errno> {
+    loop {
+        let r = read_once(fd, buf);
+        if let Ok(n) = usize::try_from(r) {
+            return Ok(n);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// `write` of `buf`, retried on `EINTR`: how many bytes the kernel took.
+pub fn write<T: Plain>(fd: BorrowedFd<'_>, buf: &[T]) -> Result<usize, Errno> {
+    loop {
+        let r = write_once(fd, buf);
+        if let Ok(n) = usize::try_from(r) {
+            return Ok(n);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable (or in error or hung up), or until `deadline`
+/// (`None`: no limit). Returns `false` on timeout. `EINTR` waits again for the time left; a
+/// wake-up before the deadline with nothing ready (clock granularity) does too.
+pub fn wait_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    deadline: Option<Instant>,
+) -> Result<bool, Errno> {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    loop {
+        let timeout_ms: c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so we never wake early and spin on a zero timeout.
+                let ms = left.as_nanos().div_ceil(1_000_000);
+                ms.min(c_int::MAX as u128) as c_int
+            }
+        };
+        count();
+        // SAFETY: `pfds` is N valid pollfds on the stack, alive across the call.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r == 0 {
+            if deadline.is_some_and(|d| Instant::now() < d) {
+                continue;
+            }
+            return Ok(false);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// The descriptor's file status flags (`fcntl(F_GETFL)`, `EINTR` retried).
+fn status_flags(fd: BorrowedFd<'_>) -> Result<c_int, Errno> {
+    loop {
+        count();
+        // SAFETY: F_GETFL takes no argument.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        if r >= 0 {
+            return Ok(r);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Whether `O_NONBLOCK` is set on the descriptor's open file description.
+pub fn is_nonblocking(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    Ok(status_flags(fd)? & libc::O_NONBLOCK != 0)
+}
+
+/// Sets or clears `O_NONBLOCK` on the descriptor's open file description.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
+    let flags = status_flags(fd)?;
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    loop {
+        count();
+        // SAFETY: F_SETFL takes an int of flags.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) } >= 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// `mmap` and `munmap` as direct system calls where the crate knows the calling convention
+/// (libc's wrappers add a call, errno handling and, for `mmap`, argument checks the callers
+/// here have already made), through libc elsewhere and under Miri. `mmap` returns the address
+/// or `-errno` as the kernel does.
+mod raw {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[inline(always)]
+    pub(super) unsafe fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32) -> usize {
+        let ret: usize;
+        // SAFETY: the Linux x86_64 system-call convention: number in rax, arguments in rdi,
+        // rsi, rdx, r10, r8, r9; the kernel returns in rax and clobbers rcx and r11. The call
+        // reads no user memory; the caller vouches for the range it may replace.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") libc::SYS_mmap as usize => ret,
+                in("rdi") addr,
+                in("rsi") len,
+                in("rdx") prot as isize,
+                in("r10") flags as isize,
+                in("r8") fd as isize,
+                in("r9") 0usize,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[inline(always)]
+    pub(super) unsafe fn munmap(addr: usize, len: usize) {
+        // SAFETY: as for `mmap`; the caller guarantees nothing uses the range any more.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") libc::SYS_munmap as usize => _,
+                in("rdi") addr,
+                in("rsi") len,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+    }
+
+    #[cfg(all(target_arch = "aarch64", not(miri)))]
+    #[inline(always)]
+    pub(super) unsafe fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32) -> usize {
+        let ret: usize;
+        // SAFETY: the Linux aarch64 system-call convention: number in x8, arguments in
+        // x0..x5, `svc #0`, result in x0; nothing else is clobbered. The call reads no user
+        // memory; the caller vouches for the range it may replace.
+        unsafe {
+            core::arch::asm!(
+                "svc #0",
+                in("x8") libc::SYS_mmap as usize,
+                inlateout("x0") addr => ret,
+                in("x1") len,
+                in("x2") prot as isize,
+                in("x3") flags as isize,
+                in("x4") fd as isize,
+                in("x5") 0usize,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    #[cfg(all(target_arch = "aarch64", not(miri)))]
+    #[inline(always)]
+    pub(super) unsafe fn munmap(addr: usize, len: usize) {
+        // SAFETY: as for `mmap`; the caller guarantees nothing uses the range any more.
+        unsafe {
+            core::arch::asm!(
+                "svc #0",
+                in("x8") libc::SYS_munmap as usize,
+                inlateout("x0") addr => _,
+                in("x1") len,
+                options(nostack),
+            );
+        }
+    }
+
+    #[cfg(any(miri, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[inline(always)]
+    pub(super) unsafe fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32) -> usize {
+        // SAFETY: forwarded from the caller.
+        let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags, fd, 0) };
+        if p == libc::MAP_FAILED {
+            (super::Errno::last().raw() as usize).wrapping_neg()
+        } else {
+            p as usize
+        }
+    }
+
+    #[cfg(any(miri, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[inline(always)]
+    pub(super) unsafe fn munmap(addr: usize, len: usize) {
+        // SAFETY: forwarded from the caller.
+        let _ = unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+    }
 }

@@ -1,7 +1,7 @@
 //! Set-up and teardown: [`ServerBuilder`] (creating the ioreq server, mapping its pages,
 //! claiming the ranges, binding the event channels) and [`Server`]'s `Drop`.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -179,13 +179,7 @@ impl ServerBuilder {
 }
 
 fn eventfd() -> Result<OwnedFd> {
-    // SAFETY: plain syscall; on success we own the new fd.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(Error::last_os_error("ioreq server eventfd", None));
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    xen_hypercall::sys::eventfd(true).map_err(|e| Error::os("ioreq server eventfd", None, e))
 }
 
 /// Maps the synchronous page and (if any) the buffered page of `server`.

@@ -1,6 +1,6 @@
 //! [`StopHandle`]: ends a [`Server`](super::Server)'s loop from another thread or task.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -23,10 +23,8 @@ impl StopHandle {
     /// [`Server::run`](super::Server::run) returns `Ok(())`. Later `run` calls return at once.
     pub fn stop(&self) {
         self.inner.flag.store(true, Ordering::Release);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN)
-        // still leaves it readable, which is all the loop needs.
-        let _ = unsafe { libc::write(self.inner.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // A full counter (EAGAIN) still leaves it readable, which is all the loop needs.
+        let _ = xen_hypercall::sys::write(self.inner.efd.as_fd(), &[1u64]);
         #[cfg(feature = "tokio")]
         self.inner.notify.notify_one();
     }
