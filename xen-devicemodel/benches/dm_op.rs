@@ -15,7 +15,6 @@
 
 use std::hint::black_box;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::time::Instant;
 
 use xen_devicemodel::{
@@ -126,7 +125,7 @@ fn main() {
         std::fs::File::open("/dev/null").expect("/dev/null"),
     ));
     stand_in.set_dm_op_path(DmOpPath::Ioctl);
-    let stand_in = DeviceModel::from_privcmd(Arc::new(stand_in));
+    let stand_in = DeviceModel::from_privcmd(stand_in);
     run_all(
         "stand-in (/dev/null)",
         &stand_in,

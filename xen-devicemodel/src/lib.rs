@@ -95,8 +95,6 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-use std::sync::Arc;
-
 use xen_sys::dm_op::{xen_dm_op, XEN_DMOP_nr_vcpus, XEN_DMOP_remote_shutdown};
 
 pub use xen_hypercall::{DomId, Errno, Error, Privcmd, Result, ShutdownReason};
@@ -131,27 +129,29 @@ pub use vram::VramRegion;
 
 /// A device-model handle: issues dm_ops (and the few related hypercalls) on guests.
 ///
-/// Owns a [`Privcmd`] behind an `Arc`: `clone()` shares the same fd (and its restriction).
-/// `Send + Sync`; every method takes `&self`.
+/// Holds a clone of a [`Privcmd`] handle: `clone()` shares the same open file (and its
+/// restriction), as do the other handles built from the same [`Privcmd`] (e.g. a
+/// `xen_foreignmemory::ForeignMemory`). `Send + Sync`; every method takes `&self`.
 #[derive(Debug, Clone)]
 pub struct DeviceModel {
-    xen: Arc<Privcmd>,
+    xen: Privcmd,
 }
 
 impl DeviceModel {
     /// Opens `/dev/xen/privcmd` ([`Privcmd::open`]).
     pub fn open() -> Result<DeviceModel> {
-        Ok(DeviceModel::from_privcmd(Arc::new(Privcmd::open()?)))
+        Ok(DeviceModel::from_privcmd(Privcmd::open()?))
     }
 
-    /// A handle over an existing privcmd handle (shared with e.g. foreign-memory mappings).
-    pub fn from_privcmd(xen: Arc<Privcmd>) -> DeviceModel {
+    /// A handle over an existing privcmd handle (pass a clone to share it with e.g.
+    /// foreign-memory mappings).
+    pub fn from_privcmd(xen: Privcmd) -> DeviceModel {
         DeviceModel { xen }
     }
 
     /// The underlying privcmd handle.
     #[inline]
-    pub fn privcmd(&self) -> &Arc<Privcmd> {
+    pub fn privcmd(&self) -> &Privcmd {
         &self.xen
     }
 
@@ -242,7 +242,7 @@ mod tests {
         let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
         let p = Privcmd::from(fd);
         p.set_dm_op_path(DmOpPath::Ioctl);
-        DeviceModel::from_privcmd(Arc::new(p))
+        DeviceModel::from_privcmd(p)
     }
 
     const D: DomId = DomId::new(7);
@@ -443,7 +443,7 @@ mod tests {
         check::<IoreqServer>();
         let dm = stand_in();
         let dm2 = dm.clone();
-        assert!(Arc::ptr_eq(dm.privcmd(), dm2.privcmd()));
+        assert!(dm.privcmd().same_handle(dm2.privcmd()));
         assert_eq!(dm.restricted_to(), None);
     }
 }

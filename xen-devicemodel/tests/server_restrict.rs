@@ -24,6 +24,15 @@ impl Device for Echo {
     }
 }
 
+/// How many of this process's descriptors are open on the privcmd device.
+fn privcmd_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_str().is_some_and(|t| t.ends_with("/privcmd")))
+        .count()
+}
+
 #[test]
 #[ignore = "needs Xen: cargo xtask xen-test"]
 fn server_loop_serves_after_restrict_all() {
@@ -31,12 +40,21 @@ fn server_loop_serves_after_restrict_all() {
     let g = TestGuest::hvm().unwrap();
     let dom = DomId::new(g.domid());
     let echo = Arc::new(Mutex::new(Echo::default()));
+    let before = privcmd_fds();
     let mut server = ServerBuilder::new(dom)
         .buffered(BufIoreqMode::Atomic)
         .device(echo.clone(), [Claim::Ports(0x540..=0x541)])
         .restrict(true)
         .build()
         .unwrap();
+    // One privcmd file serves the dm_ops and the foreign mappings (the handle's clones:
+    // the device model's and the guest-memory cache's at least).
+    assert_eq!(
+        privcmd_fds() - before,
+        1,
+        "the server opens one privcmd file"
+    );
+    assert!(server.device_model().privcmd().handle_count() >= 2);
     assert_eq!(server.device_model().restricted_to(), Some(dom));
     // The server's own handle now refuses other domains (dom0 here).
     let e = server.device_model().nr_vcpus(DomId::new(0)).unwrap_err();

@@ -10,7 +10,6 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use xen_devicemodel::*;
 use xen_hypercall::DmOpPath;
@@ -90,7 +89,7 @@ fn every_simple_op_is_exactly_one_syscall() {
     let dm = {
         let p = Privcmd::from(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
         p.set_dm_op_path(DmOpPath::Ioctl);
-        DeviceModel::from_privcmd(Arc::new(p))
+        DeviceModel::from_privcmd(p)
     };
     let d = DomId::new(7);
     let irq = IsaIrq::new(4).unwrap();

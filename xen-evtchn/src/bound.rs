@@ -70,30 +70,29 @@ impl<T: AsEventChannels + ?Sized> AsEventChannels for std::sync::Arc<T> {
 /// A port bound through an [`EventChannels`] handle; unbound when dropped unless
 /// [released](BoundPort::release).
 ///
-/// `H` is how the port reaches its handle: `&EventChannels` (what the `bind_*` methods
-/// return: the port cannot outlive the handle), or an owning pointer such as
-/// `Arc<EventChannels>` / `Arc<AsyncEventChannels>` for ports that move into threads or
-/// spawned tasks ([`BoundPort::with_handle`]). Anything that is [`AsEventChannels`] works.
+/// `H` is how the port reaches its handle. The `bind_*` methods return `BoundPort` (that is,
+/// `BoundPort<EventChannels>`): the port holds a clone of its handle, so it never outlives
+/// it and moves into threads or spawned tasks as it is. Anything that is
+/// [`AsEventChannels`] works as `H` ([`BoundPort::with_handle`], e.g.
+/// `Arc<AsyncEventChannels>`, or `&EventChannels` for a port that borrows).
 ///
-/// `BoundPort<&EventChannels>` and `BoundPort<Arc<…>>` are `Send + Sync`.
+/// `BoundPort` is `Send + Sync`.
 ///
 /// ```no_run
-/// use std::sync::Arc;
 /// use xen_evtchn::{BoundPort, DomId, EventChannels};
 ///
-/// let ch = Arc::new(EventChannels::open()?);
+/// let ch = EventChannels::open()?;
 /// {
-///     let port = ch.bind_unbound_port(DomId::new(5))?; // BoundPort<&EventChannels>
+///     let port = ch.bind_unbound_port(DomId::new(5))?;
 ///     port.notify()?;
 /// } // unbound here
 ///
-/// // A port that lives in another thread, with its own reference to the handle:
-/// let port: BoundPort<Arc<EventChannels>> =
-///     ch.bind_unbound_port(DomId::new(5))?.with_handle(ch.clone())?;
+/// // A port that lives in another thread, with its own clone of the handle:
+/// let port: BoundPort = ch.bind_unbound_port(DomId::new(5))?;
 /// std::thread::spawn(move || port.notify()).join().unwrap()?;
 /// # Ok::<(), xen_hypercall::Error>(())
 /// ```
-pub struct BoundPort<H: AsEventChannels> {
+pub struct BoundPort<H: AsEventChannels = EventChannels> {
     handle: H,
     port: Port,
 }
@@ -110,7 +109,7 @@ impl<H: AsEventChannels> BoundPort<H> {
     /// use xen_evtchn::{BoundPort, DomId, EventChannels};
     /// let ch = EventChannels::open()?;
     /// let raw = ch.bind_unbound_port(DomId::new(5))?.release();
-    /// let owned = BoundPort::from_raw_parts(&ch, raw);
+    /// let owned = BoundPort::from_raw_parts(ch.clone(), raw);
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn from_raw_parts(handle: H, port: Port) -> BoundPort<H> {
@@ -136,7 +135,7 @@ impl<H: AsEventChannels> BoundPort<H> {
     /// use xen_evtchn::{DomId, EventChannels};
     /// let ch = EventChannels::open()?;
     /// let port = ch.bind_unbound_port(DomId::new(5))?;
-    /// assert!(std::ptr::eq(*port.handle(), &ch));
+    /// assert!(port.handle().same_handle(&ch));
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn handle(&self) -> &H {
@@ -201,8 +200,9 @@ impl<H: AsEventChannels> BoundPort<H> {
     /// The same port, reaching its handle through `handle` instead (e.g. an `Arc` of it, so
     /// the port can move into a thread or a spawned task).
     ///
-    /// `handle` must lead to the same [`EventChannels`] (checked by address); otherwise the
-    /// port is unbound through its old handle and [`Error::InvalidArgument`] is returned.
+    /// `handle` must lead to the same [`EventChannels`] (a clone of it,
+    /// [`EventChannels::same_handle`]); otherwise the port is unbound through its old handle
+    /// and [`Error::InvalidArgument`] is returned.
     ///
     /// ```no_run
     /// use std::sync::Arc;
@@ -212,7 +212,11 @@ impl<H: AsEventChannels> BoundPort<H> {
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn with_handle<H2: AsEventChannels>(self, handle: H2) -> Result<BoundPort<H2>, Error> {
-        if !core::ptr::eq(self.handle.as_event_channels(), handle.as_event_channels()) {
+        if !self
+            .handle
+            .as_event_channels()
+            .same_handle(handle.as_event_channels())
+        {
             // `self` drops here and unbinds through its own handle: nothing is left bound.
             return Err(Error::InvalidArgument {
                 op: "evtchn with_handle",
@@ -262,6 +266,7 @@ mod tests {
     #[test]
     fn send_sync() {
         assert_send_sync::<EventChannels>();
+        assert_send_sync::<BoundPort>();
         assert_send_sync::<BoundPort<&EventChannels>>();
         assert_send_sync::<BoundPort<Arc<EventChannels>>>();
     }

@@ -3,6 +3,8 @@
 use core::fmt;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xen_hypercall::{DomId, Errno, Error, RegisteredFd, RestrictRegistry};
@@ -38,9 +40,12 @@ const KIND: &str = "evtchn";
 /// `pending*` methods; a port that fired is *masked* (the kernel will not report it again)
 /// until you [`unmask`](Self::unmask) it. Closing the handle unbinds every port it still has.
 ///
-/// The handle is `Send + Sync`: binding, notifying and unmasking from several threads is fine
-/// (the kernel serializes them). Several threads may read pending events; each event goes to
-/// exactly one reader.
+/// The handle is a cheap clonable handle: clones share the open file (an `Arc` inside), which
+/// closes when the last clone drops, and each [`BoundPort`] holds a clone, so a port never
+/// outlives its handle and can move into another thread or task as it is. The handle is
+/// `Send + Sync`: binding, notifying and unmasking from several threads is fine (the kernel
+/// serializes them). Several threads may read pending events; each event goes to exactly one
+/// reader.
 ///
 /// # Blocking and non-blocking handles
 /// [`open`](Self::open) gives a *blocking* handle: [`pending`](Self::pending) is one blocking
@@ -83,9 +88,16 @@ const KIND: &str = "evtchn";
 /// a.unmask(port)?;                   // one write: the port may fire again
 /// # Ok::<(), xen_hypercall::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct EventChannels {
+    inner: Arc<Inner>,
+}
+
+/// What the clones of an [`EventChannels`] share.
+struct Inner {
     fd: RegisteredFd<'static>,
-    nonblocking: bool,
+    /// `O_NONBLOCK` of the open file (shared by every clone, as the flag is).
+    nonblocking: AtomicBool,
 }
 
 /// How long a read may wait.
@@ -125,10 +137,7 @@ impl EventChannels {
     fn open_flags(nonblocking: bool) -> Result<EventChannels, Error> {
         let fd = sys::open_rdwr_cloexec(EVTCHN_DEVICE_C, nonblocking)
             .map_err(|e| Error::os("evtchn open", None, e))?;
-        Ok(EventChannels {
-            fd: RestrictRegistry::global().register(KIND, fd, restrict_evtchn_fd),
-            nonblocking,
-        })
+        Ok(EventChannels::with_fd(fd, nonblocking))
     }
 
     /// Adopts an already-open `/dev/xen/evtchn` fd (the counterpart of `xenevtchn_fdopen`),
@@ -151,9 +160,35 @@ impl EventChannels {
     pub fn from_fd(fd: OwnedFd) -> EventChannels {
         // An fd whose flags cannot be read is not usable anyway; its errors surface on use.
         let nonblocking = sys::is_nonblocking(fd.as_fd()).unwrap_or(false);
+        EventChannels::with_fd(fd, nonblocking)
+    }
+
+    fn with_fd(fd: OwnedFd, nonblocking: bool) -> EventChannels {
         EventChannels {
-            fd: RestrictRegistry::global().register(KIND, fd, restrict_evtchn_fd),
-            nonblocking,
+            inner: Arc::new(Inner {
+                fd: RestrictRegistry::global().register(KIND, fd, restrict_evtchn_fd),
+                nonblocking: AtomicBool::new(nonblocking),
+            }),
+        }
+    }
+
+    /// Whether `other` is a clone of this handle (the same open file).
+    pub fn same_handle(&self, other: &EventChannels) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// How many clones of this handle exist (this one included; each [`BoundPort`] holds one).
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
+    /// Gives up the handle and returns its fd, open, its ports still bound, when this is the
+    /// last clone (otherwise the handle comes back unchanged). The fd leaves the restrict
+    /// registry.
+    pub fn into_owned_fd(self) -> Result<OwnedFd, EventChannels> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => Ok(inner.fd.into_owned_fd()),
+            Err(inner) => Err(EventChannels { inner }),
         }
     }
 
@@ -166,7 +201,7 @@ impl EventChannels {
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn is_nonblocking(&self) -> bool {
-        self.nonblocking
+        self.inner.nonblocking.load(Ordering::Relaxed)
     }
 
     /// Switches the handle between blocking and non-blocking reads (`O_NONBLOCK`; it applies
@@ -179,9 +214,9 @@ impl EventChannels {
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn set_nonblocking(&mut self, nonblocking: bool) -> Result<(), Error> {
-        sys::set_nonblocking(self.fd.as_fd(), nonblocking)
+        sys::set_nonblocking(self.inner.fd.as_fd(), nonblocking)
             .map_err(|e| Error::os("evtchn set_nonblocking", None, e))?;
-        self.nonblocking = nonblocking;
+        self.inner.nonblocking.store(nonblocking, Ordering::Relaxed);
         Ok(())
     }
 
@@ -198,16 +233,20 @@ impl EventChannels {
     /// println!("tell domain 5 to bind to port {}", port.port());
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
-    pub fn bind_unbound_port(&self, remote: DomId) -> Result<BoundPort<&Self>, Error> {
+    pub fn bind_unbound_port(&self, remote: DomId) -> Result<BoundPort, Error> {
         const OP: &str = "evtchn bind_unbound_port";
         let remote = require_remote(OP, remote)?;
         let arg = ioctl_evtchn_bind_unbound_port {
             remote_domain: remote.get().into(),
         };
         // SAFETY: the argument type of IOCTL_EVTCHN_BIND_UNBOUND_PORT, alive for the call.
-        let port = unsafe { sys::ioctl(self.fd.as_fd(), IOCTL_EVTCHN_BIND_UNBOUND_PORT, &arg) }
-            .map_err(|e| Error::os(OP, Some(remote), e))?;
-        Ok(BoundPort::from_raw_parts(self, Port::new(port as u32)))
+        let port =
+            unsafe { sys::ioctl(self.inner.fd.as_fd(), IOCTL_EVTCHN_BIND_UNBOUND_PORT, &arg) }
+                .map_err(|e| Error::os(OP, Some(remote), e))?;
+        Ok(BoundPort::from_raw_parts(
+            self.clone(),
+            Port::new(port as u32),
+        ))
     }
 
     /// Binds a local port to port `remote_port` of domain `remote`, which that domain
@@ -233,7 +272,7 @@ impl EventChannels {
         &self,
         remote: DomId,
         remote_port: impl Into<Port>,
-    ) -> Result<BoundPort<&Self>, Error> {
+    ) -> Result<BoundPort, Error> {
         const OP: &str = "evtchn bind_interdomain";
         let remote = require_remote(OP, remote)?;
         let remote_port = remote_port
@@ -245,9 +284,13 @@ impl EventChannels {
             remote_port: remote_port.get(),
         };
         // SAFETY: the argument type of IOCTL_EVTCHN_BIND_INTERDOMAIN, alive for the call.
-        let port = unsafe { sys::ioctl(self.fd.as_fd(), IOCTL_EVTCHN_BIND_INTERDOMAIN, &arg) }
-            .map_err(|e| Error::os(OP, Some(remote), e))?;
-        Ok(BoundPort::from_raw_parts(self, Port::new(port as u32)))
+        let port =
+            unsafe { sys::ioctl(self.inner.fd.as_fd(), IOCTL_EVTCHN_BIND_INTERDOMAIN, &arg) }
+                .map_err(|e| Error::os(OP, Some(remote), e))?;
+        Ok(BoundPort::from_raw_parts(
+            self.clone(),
+            Port::new(port as u32),
+        ))
     }
 
     /// Binds a port to virtual IRQ `virq` (`EVTCHNOP_bind_virq`, on vCPU 0).
@@ -262,12 +305,15 @@ impl EventChannels {
     /// assert_eq!(ch.pending()?, port.port());
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
-    pub fn bind_virq(&self, virq: Virq) -> Result<BoundPort<&Self>, Error> {
+    pub fn bind_virq(&self, virq: Virq) -> Result<BoundPort, Error> {
         let arg = ioctl_evtchn_bind_virq { virq: virq.get() };
         // SAFETY: the argument type of IOCTL_EVTCHN_BIND_VIRQ, alive for the call.
-        let port = unsafe { sys::ioctl(self.fd.as_fd(), IOCTL_EVTCHN_BIND_VIRQ, &arg) }
+        let port = unsafe { sys::ioctl(self.inner.fd.as_fd(), IOCTL_EVTCHN_BIND_VIRQ, &arg) }
             .map_err(|e| Error::os("evtchn bind_virq", None, e))?;
-        Ok(BoundPort::from_raw_parts(self, Port::new(port as u32)))
+        Ok(BoundPort::from_raw_parts(
+            self.clone(),
+            Port::new(port as u32),
+        ))
     }
 
     /// Unbinds `port` (the C API's `xenevtchn_unbind`). Prefer dropping the [`BoundPort`] (or
@@ -291,7 +337,7 @@ impl EventChannels {
         let port = port.into().require_valid(OP)?;
         let arg = ioctl_evtchn_unbind { port: port.get() };
         // SAFETY: the argument type of IOCTL_EVTCHN_UNBIND, alive for the call.
-        unsafe { sys::ioctl(self.fd.as_fd(), IOCTL_EVTCHN_UNBIND, &arg) }
+        unsafe { sys::ioctl(self.inner.fd.as_fd(), IOCTL_EVTCHN_UNBIND, &arg) }
             .map_err(|e| Error::os(OP, None, e))?;
         Ok(())
     }
@@ -316,7 +362,7 @@ impl EventChannels {
         }
         let arg = ioctl_evtchn_notify { port: port.get() };
         // SAFETY: the argument type of IOCTL_EVTCHN_NOTIFY, alive for the call.
-        let r = unsafe { sys::ioctl_once(self.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) };
+        let r = unsafe { sys::ioctl_once(self.inner.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) };
         if r < 0 {
             return self.notify_failed(port, r);
         }
@@ -330,7 +376,7 @@ impl EventChannels {
         let arg = ioctl_evtchn_notify { port: port.get() };
         match xen_hypercall::sys::errno_of(ret) {
             // SAFETY: as in `notify`.
-            Errno::EINTR => unsafe { sys::ioctl(self.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) }
+            Errno::EINTR => unsafe { sys::ioctl(self.inner.fd.as_fd(), IOCTL_EVTCHN_NOTIFY, &arg) }
                 .map(drop)
                 .map_err(|e| Error::os("evtchn notify", None, e)),
             e => Err(Error::os("evtchn notify", None, e)),
@@ -360,7 +406,7 @@ impl EventChannels {
         // itself, and on a non-blocking one a pending port is simply there. Everything else
         // (nothing there yet, EINTR, end of file, errors) takes the general path.
         let mut one = [Port::new(0)];
-        if sys::read_one(self.fd.as_fd(), &mut one[0]) {
+        if sys::read_one(self.inner.fd.as_fd(), &mut one[0]) {
             return Ok(one[0]);
         }
         self.pending_slow()
@@ -474,11 +520,11 @@ impl EventChannels {
                 reason: "empty buffer: there is no room for a port",
             });
         }
-        let fd = self.fd.as_fd();
+        let fd = self.inner.fd.as_fd();
         let err = |e| Error::os(OP, None, e);
         // A blocking read would wait: ask poll first whether there is anything (within the
         // deadline). A non-blocking handle just reads.
-        if !self.nonblocking {
+        if !self.is_nonblocking() {
             let deadline = match wait {
                 Wait::Forever => None,
                 Wait::Never => Some(Some(Instant::now())),
@@ -526,7 +572,7 @@ impl EventChannels {
     #[inline]
     pub fn unmask(&self, port: impl Into<Port>) -> Result<(), Error> {
         let ports = [port.into()];
-        if sys::write_one(self.fd.as_fd(), &ports[0]) {
+        if sys::write_one(self.inner.fd.as_fd(), &ports[0]) {
             return Ok(());
         }
         self.unmask_slow(&ports)
@@ -550,7 +596,7 @@ impl EventChannels {
     pub fn unmask_many(&self, ports: &[Port]) -> Result<(), Error> {
         let mut rest = ports;
         while !rest.is_empty() {
-            let n = sys::write_ports(self.fd.as_fd(), rest)
+            let n = sys::write_ports(self.inner.fd.as_fd(), rest)
                 .map_err(|e| Error::os("evtchn unmask", None, e))?;
             if n == 0 {
                 // Cannot happen with this driver (it takes every whole port); never spin.
@@ -572,7 +618,7 @@ impl EventChannels {
     /// ```
     pub fn reset(&self) -> Result<(), Error> {
         // SAFETY: IOCTL_EVTCHN_RESET takes no argument.
-        unsafe { sys::ioctl::<u8>(self.fd.as_fd(), IOCTL_EVTCHN_RESET, core::ptr::null()) }
+        unsafe { sys::ioctl::<u8>(self.inner.fd.as_fd(), IOCTL_EVTCHN_RESET, core::ptr::null()) }
             .map_err(|e| Error::os("evtchn reset", None, e))?;
         Ok(())
     }
@@ -594,7 +640,7 @@ impl EventChannels {
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn restrict(&self, domid: DomId) -> Result<(), Error> {
-        self.fd.restrict(domid)
+        self.inner.fd.restrict(domid)
     }
 
     /// The domain this handle was restricted to ([`restrict`](Self::restrict) or
@@ -606,7 +652,7 @@ impl EventChannels {
     /// # Ok::<(), xen_hypercall::Error>(())
     /// ```
     pub fn restricted_to(&self) -> Option<DomId> {
-        self.fd.restricted_to()
+        self.inner.fd.restricted_to()
     }
 }
 
@@ -664,13 +710,13 @@ fn require_remote(op: &'static str, remote: DomId) -> Result<DomId, Error> {
 
 impl AsFd for EventChannels {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.inner.fd.as_fd()
     }
 }
 
 impl AsRawFd for EventChannels {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.inner.fd.as_raw_fd()
     }
 }
 
@@ -681,18 +727,11 @@ impl From<OwnedFd> for EventChannels {
     }
 }
 
-impl From<EventChannels> for OwnedFd {
-    /// Leaves the restrict registry and gives the fd back, open, its ports still bound.
-    fn from(ch: EventChannels) -> OwnedFd {
-        ch.fd.into_owned_fd()
-    }
-}
-
 impl fmt::Debug for EventChannels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventChannels")
-            .field("fd", &self.fd.as_raw_fd())
-            .field("nonblocking", &self.nonblocking)
+            .field("fd", &self.inner.fd.as_raw_fd())
+            .field("nonblocking", &self.is_nonblocking())
             .field("restricted_to", &self.restricted_to())
             .finish()
     }
@@ -751,7 +790,12 @@ pub(crate) mod tests {
             .iter()
             .any(|(k, _)| *k == "evtchn"));
         assert!(format!("{ch:?}").contains("EventChannels"));
-        let fd = OwnedFd::from(ch);
+        // Clones share the open file; a bound port holds one; only the last gives the fd up.
+        let port = crate::BoundPort::from_raw_parts(ch.clone(), crate::Port::new(3));
+        assert!(port.handle().same_handle(&ch) && ch.handle_count() == 2);
+        let ch = ch.into_owned_fd().unwrap_err();
+        drop(port); // unbind fails on /dev/null, quietly
+        let fd = ch.into_owned_fd().unwrap();
         assert_eq!(fd.as_raw_fd(), raw);
     }
 

@@ -37,10 +37,7 @@ fn open() -> EventChannels {
 }
 
 /// A loopback pair: `a`'s unbound port, and `b`'s port bound to it.
-fn pair<'a, 'b>(
-    a: &'a EventChannels,
-    b: &'b EventChannels,
-) -> (BoundPort<&'a EventChannels>, BoundPort<&'b EventChannels>) {
+fn pair(a: &EventChannels, b: &EventChannels) -> (BoundPort, BoundPort) {
     let pa = a.bind_unbound_port(DomId::SELF).expect("bind_unbound_port");
     let pb = b
         .bind_interdomain(DomId::SELF, pa.port())
@@ -398,7 +395,7 @@ fn adopt_fd_and_registry() {
     let (pa, pb) = pair(&a, &b);
     let raw = pa.release();
     // Hand the fd over (as across exec) and adopt it: the port is still bound there.
-    let fd = OwnedFd::from(a);
+    let fd: OwnedFd = a.into_owned_fd().expect("the last clone");
     let n = fd.as_raw_fd();
     let a = EventChannels::from(fd);
     assert_eq!(a.as_raw_fd(), n);

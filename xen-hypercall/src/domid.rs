@@ -95,20 +95,17 @@ impl DomId {
     }
 }
 
-/// `DOMID_SELF` as a [`DomId`] (same as [`DomId::SELF`]).
-pub const DOMID_SELF: DomId = DomId::SELF;
-/// `DOMID_IO` as a [`DomId`] (same as [`DomId::IO`]).
-pub const DOMID_IO: DomId = DomId::IO;
-/// `DOMID_XEN` as a [`DomId`] (same as [`DomId::XEN`]).
-pub const DOMID_XEN: DomId = DomId::XEN;
-/// `DOMID_COW` as a [`DomId`] (same as [`DomId::COW`]).
-pub const DOMID_COW: DomId = DomId::COW;
-/// `DOMID_INVALID` as a [`DomId`] (same as [`DomId::INVALID`]).
-pub const DOMID_INVALID: DomId = DomId::INVALID;
-/// `DOMID_IDLE` as a [`DomId`] (same as [`DomId::IDLE`]).
-pub const DOMID_IDLE: DomId = DomId::IDLE;
-/// `DOMID_FIRST_RESERVED` as a [`DomId`] (same as [`DomId::FIRST_RESERVED`]).
-pub const DOMID_FIRST_RESERVED: DomId = DomId::FIRST_RESERVED;
+// The reserved ids are Xen's (`xen/include/public/xen.h`, generated into xen-sys).
+const _: () = {
+    use xen_sys::xen as x;
+    assert!(DomId::FIRST_RESERVED.0 == x::DOMID_FIRST_RESERVED);
+    assert!(DomId::SELF.0 == x::DOMID_SELF);
+    assert!(DomId::IO.0 == x::DOMID_IO);
+    assert!(DomId::XEN.0 == x::DOMID_XEN);
+    assert!(DomId::COW.0 == x::DOMID_COW);
+    assert!(DomId::INVALID.0 == x::DOMID_INVALID);
+    assert!(DomId::IDLE.0 == x::DOMID_IDLE);
+};
 
 impl fmt::Debug for DomId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

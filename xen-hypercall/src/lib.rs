@@ -116,10 +116,7 @@ pub mod sys;
 pub use buffer::{BufferPool, BufferSource, BufferStats, HypercallBuffer, HypercallSlice, Plain};
 pub use confine::confine;
 pub use dm_op::{DmOpBuf, DmOpLimits, DmOpPath};
-pub use domid::{
-    DomId, DOMID_COW, DOMID_FIRST_RESERVED, DOMID_IDLE, DOMID_INVALID, DOMID_IO, DOMID_SELF,
-    DOMID_XEN,
-};
+pub use domid::DomId;
 pub use errno::Errno;
 pub use error::{errno_from_xen, Error, FrameError, Result};
 pub use irqfd::{

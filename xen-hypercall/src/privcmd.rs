@@ -4,6 +4,7 @@ use core::ffi::{c_int, c_void};
 use core::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::Errno;
 
@@ -12,10 +13,12 @@ use crate::{abi, sys, BufferPool, DmOpBuf, DmOpLimits, DmOpPath, DomId, Error};
 
 /// An open handle on Xen's privcmd driver: hypercalls, dm_ops, foreign mappings, restriction.
 ///
-/// One `open` per handle, close-on-exec; the fd is closed on drop. `Privcmd` is `Send + Sync`:
-/// share it between threads by reference or `Arc`, every method takes `&self`. Each handle
+/// One `open` per handle, close-on-exec. `Privcmd` is a cheap clonable handle: clones share
+/// the open file (an `Arc` inside), which is closed when the last clone drops, and every
+/// method takes `&self`; it is `Send + Sync`. Crates built on it (`xen-devicemodel`,
+/// `xen-foreignmemory`) hold a clone, so one privcmd file can serve them all. Each open file
 /// has its own [`BufferPool`] of hypercall buffers, and joins the process-wide
-/// [restrict registry](crate::restrict_all) for as long as it lives.
+/// [restrict registry](crate::restrict_all) for as long as it is open.
 ///
 /// ```no_run
 /// use xen_hypercall::Privcmd;
@@ -25,7 +28,13 @@ use crate::{abi, sys, BufferPool, DmOpBuf, DmOpLimits, DmOpPath, DomId, Error};
 /// println!("Xen {}.{}{}", v.major, v.minor, xen.xen_extraversion()?);
 /// # Ok::<(), xen_hypercall::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct Privcmd {
+    inner: Arc<Inner>,
+}
+
+/// What the clones of a [`Privcmd`] share.
+struct Inner {
     fd: RegisteredFd<'static>,
     buffers: BufferPool,
     dm_op_path: AtomicU8,
@@ -140,17 +149,19 @@ impl Privcmd {
 
     fn from_fd(fd: OwnedFd, dm_op_limits: DmOpLimits) -> Privcmd {
         Privcmd {
-            fd: RestrictRegistry::global().register(KIND, fd, restrict_privcmd_fd),
-            buffers: BufferPool::new(),
-            dm_op_path: AtomicU8::new(DmOpPath::Probe as u8),
-            dm_op_fast_bufs: AtomicUsize::new(0),
-            dm_op_limits,
+            inner: Arc::new(Inner {
+                fd: RestrictRegistry::global().register(KIND, fd, restrict_privcmd_fd),
+                buffers: BufferPool::new(),
+                dm_op_path: AtomicU8::new(DmOpPath::Probe as u8),
+                dm_op_fast_bufs: AtomicUsize::new(0),
+                dm_op_limits,
+            }),
         }
     }
 
     /// This handle's hypercall buffers.
     pub fn buffers(&self) -> &BufferPool {
-        &self.buffers
+        &self.inner.buffers
     }
 
     /// Issues a raw hypercall through `IOCTL_PRIVCMD_HYPERCALL` and returns Xen's
@@ -185,7 +196,7 @@ impl Privcmd {
         // inside `args`.
         unsafe {
             sys::ioctl(
-                self.fd.as_fd(),
+                self.as_fd(),
                 abi::IOCTL_PRIVCMD_HYPERCALL,
                 (&raw mut call).cast(),
             )
@@ -195,23 +206,23 @@ impl Privcmd {
 
     /// The dm_op limits checked before each call (the kernel's, read at [`Privcmd::open`]).
     pub fn dm_op_limits(&self) -> DmOpLimits {
-        self.dm_op_limits
+        self.inner.dm_op_limits
     }
 
     /// How dm_ops are currently issued ([`DmOpPath::Probe`] until the first one).
     pub fn dm_op_path(&self) -> DmOpPath {
-        DmOpPath::from_u8(self.dm_op_path.load(Ordering::Relaxed))
+        DmOpPath::from_u8(self.inner.dm_op_path.load(Ordering::Relaxed))
     }
 
     /// Forces how dm_ops are issued, skipping (or re-arming, with [`DmOpPath::Probe`]) the
     /// probe. For tests, benchmarks with stand-in devices, and callers who know their kernel.
     pub fn set_dm_op_path(&self, path: DmOpPath) {
-        self.dm_op_path.store(path as u8, Ordering::Relaxed);
+        self.inner.dm_op_path.store(path as u8, Ordering::Relaxed);
         let fast = match path {
-            DmOpPath::Ioctl => self.dm_op_limits.max_bufs,
+            DmOpPath::Ioctl => self.inner.dm_op_limits.max_bufs,
             _ => 0,
         };
-        self.dm_op_fast_bufs.store(fast, Ordering::Relaxed);
+        self.inner.dm_op_fast_bufs.store(fast, Ordering::Relaxed);
     }
 
     /// Issues a device-model operation on `domid` with `bufs` (the first holds the
@@ -234,9 +245,9 @@ impl Privcmd {
         // (`dm_op_fast_bufs` is 0 on the other paths), each within the size limit.
         let mut fast = domid.is_domain()
             & !bufs.is_empty()
-            & (bufs.len() <= self.dm_op_fast_bufs.load(Ordering::Relaxed));
+            & (bufs.len() <= self.inner.dm_op_fast_bufs.load(Ordering::Relaxed));
         for b in bufs {
-            fast &= b.len() <= self.dm_op_limits.max_buf_size;
+            fast &= b.len() <= self.inner.dm_op_limits.max_buf_size;
         }
         if !fast {
             return self.dm_op_slow(op, domid, bufs);
@@ -252,7 +263,7 @@ impl Privcmd {
         // the duration of the call.
         let r = unsafe {
             sys::ioctl_raw(
-                self.fd.as_fd(),
+                self.as_fd(),
                 abi::IOCTL_PRIVCMD_DM_OP,
                 (&raw mut req).cast(),
             )
@@ -274,7 +285,7 @@ impl Privcmd {
         bufs: &[DmOpBuf<'_>],
     ) -> Result<(), Error> {
         domid.require_domain(op)?;
-        self.dm_op_limits.check(op, domid, bufs)?;
+        self.inner.dm_op_limits.check(op, domid, bufs)?;
         if self.dm_op_path() == DmOpPath::Probe {
             let path = if self.has_ioctl(PrivcmdIoctl::DmOp) {
                 DmOpPath::Ioctl
@@ -299,7 +310,7 @@ impl Privcmd {
     pub fn has_ioctl(&self, ioctl: PrivcmdIoctl) -> bool {
         // SAFETY: every privcmd ioctl copies its argument from user space first; a null
         // pointer makes that copy fail with EFAULT before the driver does anything else.
-        let r = unsafe { sys::ioctl(self.fd.as_fd(), ioctl.request(), core::ptr::null_mut()) };
+        let r = unsafe { sys::ioctl(self.as_fd(), ioctl.request(), core::ptr::null_mut()) };
         r == Err(Errno::EFAULT)
     }
 
@@ -315,7 +326,7 @@ impl Privcmd {
         for b in bufs {
             total = total.saturating_add(b.len().next_multiple_of(8));
         }
-        let mut bounce = self.buffers.alloc_slice::<u64>(total.div_ceil(8))?;
+        let mut bounce = self.inner.buffers.alloc_slice::<u64>(total.div_ceil(8))?;
         let base = bounce.as_mut_ptr().cast::<u8>();
         let mut off = header;
         for (i, b) in bufs.iter().enumerate() {
@@ -357,13 +368,13 @@ impl Privcmd {
     /// Reserved ids are refused before the syscall: the kernel would take `DOMID_INVALID` as
     /// "no restriction".
     pub fn restrict(&self, domid: DomId) -> Result<(), Error> {
-        self.fd.restrict(domid)
+        self.inner.fd.restrict(domid)
     }
 
     /// The domain this handle was restricted to, through [`Privcmd::restrict`] or
     /// [`restrict_all`](crate::restrict_all), if any.
     pub fn restricted_to(&self) -> Option<DomId> {
-        self.fd.restricted_to()
+        self.inner.fd.restricted_to()
     }
 
     /// `IOCTL_PRIVCMD_MMAPBATCH_V2`: maps the frames `gfns` of `domid` at `addr`, one page
@@ -405,7 +416,7 @@ impl Privcmd {
         // the caller vouches for `addr`.
         let r = unsafe {
             sys::ioctl_raw(
-                self.fd.as_fd(),
+                self.as_fd(),
                 abi::IOCTL_PRIVCMD_MMAPBATCH_V2,
                 (&raw mut req).cast(),
             )
@@ -452,7 +463,7 @@ impl Privcmd {
         // vouches for `addr`.
         unsafe {
             sys::ioctl(
-                self.fd.as_fd(),
+                self.as_fd(),
                 abi::IOCTL_PRIVCMD_MMAPBATCH,
                 (&raw mut req).cast(),
             )
@@ -477,7 +488,7 @@ impl Privcmd {
         // back `num`.
         unsafe {
             sys::ioctl(
-                self.fd.as_fd(),
+                self.as_fd(),
                 abi::IOCTL_PRIVCMD_MMAP_RESOURCE,
                 (&raw mut req).cast(),
             )
@@ -517,7 +528,7 @@ impl Privcmd {
         // SAFETY: `req` is live; the caller vouches for `addr`.
         let r = unsafe {
             sys::ioctl_raw(
-                self.fd.as_fd(),
+                self.as_fd(),
                 abi::IOCTL_PRIVCMD_MMAP_RESOURCE,
                 (&raw mut req).cast(),
             )
@@ -532,14 +543,14 @@ impl Privcmd {
 impl AsFd for Privcmd {
     #[inline]
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.inner.fd.as_fd()
     }
 }
 
 impl AsRawFd for Privcmd {
     #[inline]
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.inner.fd.as_raw_fd()
     }
 }
 
@@ -551,22 +562,36 @@ impl From<OwnedFd> for Privcmd {
     }
 }
 
-impl From<Privcmd> for OwnedFd {
-    /// Gives up the handle and returns its fd, open; it leaves the restrict registry, so a
-    /// later [`restrict_all`](crate::restrict_all) does not restrict it (a restriction made
-    /// before stays: it belongs to the open file).
-    fn from(p: Privcmd) -> OwnedFd {
-        p.fd.into_owned_fd()
+impl Privcmd {
+    /// How many clones of this handle exist (this one included).
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
+    /// Whether `other` is a clone of this handle (the same open file).
+    pub fn same_handle(&self, other: &Privcmd) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Gives up the handle and returns its fd, open, when this is the last clone (otherwise
+    /// the handle comes back unchanged); the fd leaves the restrict registry, so a later
+    /// [`restrict_all`](crate::restrict_all) does not restrict it (a restriction made before
+    /// stays: it belongs to the open file).
+    pub fn into_owned_fd(self) -> Result<OwnedFd, Privcmd> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => Ok(inner.fd.into_owned_fd()),
+            Err(inner) => Err(Privcmd { inner }),
+        }
     }
 }
 
 impl fmt::Debug for Privcmd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Privcmd")
-            .field("fd", &self.fd.as_raw_fd())
+            .field("fd", &self.inner.fd.as_raw_fd())
             .field("restricted_to", &self.restricted_to())
             .field("dm_op_path", &self.dm_op_path())
-            .field("buffers", &self.buffers)
+            .field("buffers", &self.inner.buffers)
             .finish()
     }
 }
@@ -781,7 +806,13 @@ mod tests {
         );
         assert_eq!(p.restricted_to(), None);
         assert!(format!("{p:?}").contains("Privcmd"));
-        let fd: OwnedFd = p.into();
+        // Clones share the open file; only the last one gives its fd up.
+        let q = p.clone();
+        assert_eq!((q.as_raw_fd(), p.handle_count()), (raw, 2));
+        let p = p.into_owned_fd().unwrap_err();
+        drop(q);
+        assert_eq!(p.handle_count(), 1);
+        let fd: OwnedFd = p.into_owned_fd().unwrap();
         assert_eq!(fd.as_raw_fd(), raw);
     }
 

@@ -14,7 +14,6 @@
 
 use std::hint::black_box;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::Arc;
 
 use xen_devicemodel::{BufIoreqMode, DeviceModel, DomId, IoreqServer, IoreqServerId, IsaIrq};
 use xen_evtchn::{EventChannels, Port};
@@ -204,7 +203,7 @@ fn run(row: &str, n: u32) {
             } else {
                 DmOpPath::Ioctl
             };
-            let dm = DeviceModel::from_privcmd(Arc::new(privcmd(path)));
+            let dm = DeviceModel::from_privcmd(privcmd(path));
             let srv = IoreqServer::from_id(&dm, D, IoreqServerId::new(1), BufIoreqMode::Atomic);
             let irq = IsaIrq::new(3).unwrap_or_else(|_| fail("irq"));
             let pci = xen_devicemodel::Sbdf::new(0, 0, 3, 0).unwrap_or_else(|_| fail("sbdf"));

@@ -496,9 +496,9 @@ mod tests {
             .write(true)
             .open("/dev/null")
             .unwrap();
-        let dm = DeviceModel::from_privcmd(Arc::new(xen_hypercall::Privcmd::from(
+        let dm = DeviceModel::from_privcmd(xen_hypercall::Privcmd::from(
             std::os::fd::OwnedFd::from(null),
-        )));
+        ));
         let dom = DomId::new(3);
         let i = Interrupts::new(dm.clone(), dom);
         let t = i

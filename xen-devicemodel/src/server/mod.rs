@@ -136,7 +136,7 @@ mod stop;
 
 use std::sync::Arc;
 
-use xen_evtchn::{EventChannels, Port};
+use xen_evtchn::{BoundPort, EventChannels};
 use xen_foreignmemory::{Mapping, ReadWrite};
 
 use crate::{DeviceModel, DomId, Error, IoreqServer};
@@ -160,11 +160,11 @@ pub use stop::StopHandle;
 ///
 /// `Send`: set it up on one thread and run it on another.
 pub struct Server {
-    // Teardown order (Drop, then fields in this order): disable, unbind the channels
-    // (in Drop), unmap the pages, drop the devices and destroy the server (in `d`), close
-    // the channel handle.
-    vcpu_ports: Vec<Port>,
-    buf_port: Option<Port>,
+    // Teardown order (Drop, then fields in this order): disable (in Drop), unbind the
+    // channels (each bound port unbinds itself), unmap the pages, drop the devices and
+    // destroy the server (in `d`), close the channel handle.
+    vcpu_ports: Vec<BoundPort>,
+    buf_port: Option<BoundPort>,
     slots: Vec<Slot>,
     ring: Option<Ring>,
     /// The buffered ring had records left at the end of the last turn.

@@ -178,7 +178,7 @@ impl Server {
             self.ring_backlog = self.d.drain_ring(r);
         }
         for &p in ports {
-            if let Some(v) = self.vcpu_ports.iter().position(|&q| q == p) {
+            if let Some(v) = self.vcpu_ports.iter().position(|q| q.port() == p) {
                 self.serve_slot(v)?;
             }
         }
@@ -197,7 +197,8 @@ impl Server {
     }
 
     fn serve_slot(&mut self, v: usize) -> Result<()> {
-        let (Some(&s), Some(&p)) = (self.slots.get(v), self.vcpu_ports.get(v)) else {
+        let (Some(&s), Some(p)) = (self.slots.get(v), self.vcpu_ports.get(v).map(|b| b.port()))
+        else {
             return Ok(());
         };
         if self.d.bells.fast > 0 {

@@ -105,7 +105,8 @@ impl ServerBuilder {
             return Err(Error::os(OP, Some(dom), Errno::E2BIG));
         }
         let server = dm.create_ioreq_server(dom, self.mode)?;
-        let fm = ForeignMemory::open()?;
+        // The same privcmd file as the dm_ops: one open file, one restriction.
+        let fm = ForeignMemory::from_privcmd(dm.privcmd().clone());
         let buffered = self.mode != BufIoreqMode::Off;
         let (ioreq_page, buf_page, by_resource) = map_pages(&fm, &server, buffered)?;
         for c in &self.claims {
@@ -152,7 +153,7 @@ impl ServerBuilder {
             let s = unsafe { Slot::new(base.add(v * slot::SLOT_SIZE)) };
             srv.slots.push(s);
             let remote = s.vp_eport();
-            let p = srv.ch.bind_interdomain(dom, remote)?.release();
+            let p = srv.ch.bind_interdomain(dom, remote)?;
             srv.vcpu_ports.push(p);
         }
         // The kernel's ioeventfd reads the slots through the pages privcmd mapped as a
@@ -161,14 +162,14 @@ impl ServerBuilder {
         if by_resource && !fast::dom0_is_pv() {
             srv.d.plat.pages = IoreqPages {
                 page: base as usize,
-                ports: srv.vcpu_ports.iter().map(|p| p.get()).collect(),
+                ports: srv.vcpu_ports.iter().map(|p| p.port().get()).collect(),
             };
         }
         if let Some(page) = &srv.buf_page {
             // SAFETY: the buffered page is mapped for as long as the Server lives.
             srv.ring = Some(unsafe { Ring::new(page.as_mut_ptr()) });
             if let Some(remote) = srv.d.plat.server.info()?.bufioreq_port {
-                srv.buf_port = Some(srv.ch.bind_interdomain(dom, remote)?.release());
+                srv.buf_port = Some(srv.ch.bind_interdomain(dom, remote)?);
             }
         }
         if self.restrict {
@@ -233,16 +234,11 @@ fn map_pages(
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Stop Xen sending requests, then release the channels; the pages are unmapped and
-        // the server destroyed as the fields drop.
+        // Stop Xen sending requests; the channels are unbound, the pages unmapped and the
+        // server destroyed as the fields drop.
         let _ = self.d.plat.server.disable();
-        // The kernel's ioeventfds read the ioreq page: removed before it is unmapped.
+        // The kernel's ioeventfds read the ioreq page: removed before it is unmapped (the
+        // channels unbind as their ports drop, then the pages are unmapped).
         self.d.bells.clear();
-        for &p in &self.vcpu_ports {
-            let _ = self.ch.unbind(p);
-        }
-        if let Some(p) = self.buf_port {
-            let _ = self.ch.unbind(p);
-        }
     }
 }

@@ -5,7 +5,7 @@
 //! - [`resource`]: mapping resources (`resource_size`, `map_resource`, `map_resource_with`).
 
 use core::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
@@ -17,9 +17,12 @@ use crate::{Access, Error, Result, PAGE_SIZE};
 mod frames;
 mod resource;
 
-/// An open handle for mapping other domains' memory: an owned
-/// [`Privcmd`](xen_hypercall::Privcmd) (close-on-exec, closed on drop, `AsFd`), which takes
-/// part in the process-wide [`restrict_all`](xen_hypercall::restrict_all).
+/// A handle for mapping other domains' memory, over a clone of a
+/// [`Privcmd`](xen_hypercall::Privcmd) handle (close-on-exec, closed when its last clone
+/// drops, `AsFd`), which takes part in the process-wide
+/// [`restrict_all`](xen_hypercall::restrict_all). Build it from the [`Privcmd`] your device
+/// model already holds ([`ForeignMemory::from_privcmd`] with a clone) to use one privcmd file
+/// for both. `clone()` is cheap: the clone shares the open file.
 ///
 /// - [`map`](ForeignMemory::map) / [`map_partial`](ForeignMemory::map_partial) /
 ///   [`map_with`](ForeignMemory::map_with): guest frames by number
@@ -423,11 +426,14 @@ impl ForeignMemory {
         Ok(ForeignMemory::from_privcmd(Privcmd::open()?))
     }
 
-    /// Uses an already-open privcmd handle.
+    /// Uses an already-open privcmd handle; pass a clone to share it (one open file, one
+    /// restriction) with the other handles built from it.
     ///
     /// ```no_run
     /// use xen_foreignmemory::ForeignMemory;
-    /// let fm = ForeignMemory::from_privcmd(xen_hypercall::Privcmd::open()?);
+    /// let xen = xen_hypercall::Privcmd::open()?;
+    /// let fm = ForeignMemory::from_privcmd(xen.clone());
+    /// assert_eq!(xen.handle_count(), 2); // one open file for both
     /// # let _ = fm;
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -601,9 +607,16 @@ impl From<Privcmd> for ForeignMemory {
     }
 }
 
-impl From<ForeignMemory> for OwnedFd {
-    fn from(fm: ForeignMemory) -> OwnedFd {
-        fm.privcmd.into()
+impl Clone for ForeignMemory {
+    /// Another handle on the same open privcmd file (and restriction), with the batch ioctl
+    /// already probed and its own scratch space for large maps.
+    fn clone(&self) -> ForeignMemory {
+        ForeignMemory {
+            privcmd: self.privcmd.clone(),
+            batch: AtomicU8::new(self.batch.load(Ordering::Relaxed)),
+            errs: frames::KeptErrs::new(),
+            page: self.page,
+        }
     }
 }
 
@@ -620,6 +633,7 @@ impl fmt::Debug for ForeignMemory {
 mod tests {
     use super::*;
     use crate::Resource;
+    use std::os::fd::OwnedFd;
 
     /// A stand-in privcmd: /dev/null refuses mmap and every ioctl.
     fn stand_in() -> ForeignMemory {
