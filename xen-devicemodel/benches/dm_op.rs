@@ -16,6 +16,7 @@
 use std::hint::black_box;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
+use xen_devicemodel::Gfn;
 
 use xen_devicemodel::{
     BufIoreqMode, DeviceModel, DomId, Event, IoreqServer, IoreqServerId, IsaIrq, Privcmd,
@@ -60,7 +61,7 @@ fn run_all(label: &str, dm: &DeviceModel, dom: DomId, iters: u32, rounds: u32) {
         black_box(dm.inject_event(dom, Event::interrupt(0, 0x40))).ok();
     });
     measure(&format!("{label}: modified_memory"), iters, rounds, || {
-        black_box(dm.modified_memory(dom, 0x100, 1)).ok();
+        black_box(dm.modified_memory(dom, Gfn::new(0x100), 1)).ok();
     });
     measure(&format!("{label}: map_port_range"), iters, rounds, || {
         black_box(srv.map_port_range(0x3f8..=0x3ff)).ok();

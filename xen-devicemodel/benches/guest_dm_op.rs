@@ -7,6 +7,7 @@
 //! operation on its own, on a guest that has an ioreq server (so the server ops have one).
 
 use std::time::Instant;
+use xen_devicemodel::Gfn;
 
 use xen_devicemodel::{BufIoreqMode, DeviceModel, DomId, IsaIrq};
 use xen_testkit::protocol as p;
@@ -56,14 +57,16 @@ fn main() {
         dm.set_isa_irq_level(d, irq9, false).unwrap();
     });
     time("modified_memory", n, &mut || {
-        dm.modified_memory(d, p::SCRATCH_GFN, 1).unwrap();
+        dm.modified_memory(d, Gfn::new(p::SCRATCH_GFN), 1).unwrap();
     });
     time("set_mem_type ram_rw (1 frame)", n, &mut || {
-        dm.make_ram_region_rw(d, p::SCRATCH_GFN, 1).unwrap();
+        dm.make_ram_region_rw(d, Gfn::new(p::SCRATCH_GFN), 1)
+            .unwrap();
     });
     let mut bm = [0u64; 1];
     time("track_dirty_vram (16 frames)", n, &mut || {
-        dm.track_dirty_vram(d, p::SCRATCH_GFN, 16, &mut bm).unwrap();
+        dm.track_dirty_vram(d, Gfn::new(p::SCRATCH_GFN), 16, &mut bm)
+            .unwrap();
     });
     dm.stop_tracking_dirty_vram(d).unwrap();
     srv.destroy().unwrap();

@@ -11,7 +11,7 @@ use xen_sys::dm_op::{
 };
 
 use crate::{BufIoreqMode, DeviceModel, DomId, Error, IoreqMemAccess, IoreqServerId, MemType};
-use crate::{Result, Sbdf};
+use crate::{Gfn, Result, Sbdf};
 
 /// What [`IoreqServer::info`] reports (`XEN_DMOP_get_ioreq_server_info`).
 ///
@@ -29,9 +29,9 @@ pub struct IoreqServerInfo {
     pub bufioreq_port: Option<u32>,
     /// The guest frame of the synchronous ioreq page, when asked for
     /// ([`IoreqServer::info_with_frames`]).
-    pub ioreq_gfn: Option<u64>,
+    pub ioreq_gfn: Option<Gfn>,
     /// The guest frame of the buffered ring, when asked for and the server has one.
-    pub bufioreq_gfn: Option<u64>,
+    pub bufioreq_gfn: Option<Gfn>,
 }
 
 /// An ioreq server of a guest, destroyed (`XEN_DMOP_destroy_ioreq_server`) when dropped.
@@ -127,8 +127,8 @@ impl IoreqServer {
         let frames = flags & XEN_DMOP_no_gfns == 0;
         Ok(IoreqServerInfo {
             bufioreq_port: buffered.then_some(info.bufioreq_port),
-            ioreq_gfn: frames.then_some(info.ioreq_gfn),
-            bufioreq_gfn: (frames && buffered).then_some(info.bufioreq_gfn),
+            ioreq_gfn: frames.then_some(Gfn::new(info.ioreq_gfn)),
+            bufioreq_gfn: (frames && buffered).then_some(Gfn::new(info.bufioreq_gfn)),
         })
     }
 

@@ -97,7 +97,7 @@
 
 use xen_sys::dm_op::{xen_dm_op, XEN_DMOP_nr_vcpus, XEN_DMOP_remote_shutdown};
 
-pub use xen_hypercall::{DomId, Errno, Error, Privcmd, Result, ShutdownReason};
+pub use xen_hypercall::{DomId, Errno, Error, Gfn, Privcmd, Result, ShutdownReason};
 
 mod types;
 pub use types::{
@@ -258,13 +258,13 @@ mod tests {
             Ok(()),
             "nothing to send, nothing sent"
         );
-        let e = dm.modified_memory(D, 0x100, 0).unwrap_err();
+        let e = dm.modified_memory(D, Gfn::new(0x100), 0).unwrap_err();
         assert!(e.is_invalid_argument() && !e.is_os(), "{e}");
         let e = dm.modified_memory_call("dm_op modified_memory", D, &mut []);
         assert!(!e.unwrap_err().is_os());
         // With extents: two buffers, one dm_op (the stand-in's ENOTTY shows it was sent).
         assert_eq!(
-            dm.modified_memory(D, 0x100, 1),
+            dm.modified_memory(D, Gfn::new(0x100), 1),
             Err(enotty("dm_op modified_memory"))
         );
         for path in [DmOpPath::Ioctl, DmOpPath::Hypercall] {
@@ -314,17 +314,29 @@ mod tests {
                 dm.inject_event(D, Event::interrupt(0, 0x41)),
                 e("dm_op inject_event")
             );
-            assert_eq!(dm.make_ram_region_ro(D, 0x100, 1), e("dm_op set_mem_type"));
-            assert_eq!(dm.make_ram_region_rw(D, 0x100, 1), e("dm_op set_mem_type"));
-            assert_eq!(dm.modified_memory(D, 0x100, 2), e("dm_op modified_memory"));
+            assert_eq!(
+                dm.make_ram_region_ro(D, Gfn::new(0x100), 1),
+                e("dm_op set_mem_type")
+            );
+            assert_eq!(
+                dm.make_ram_region_rw(D, Gfn::new(0x100), 1),
+                e("dm_op set_mem_type")
+            );
+            assert_eq!(
+                dm.modified_memory(D, Gfn::new(0x100), 2),
+                e("dm_op modified_memory")
+            );
             let mut bitmap = [0u64; 2];
             assert_eq!(
-                dm.track_dirty_vram(D, 0x100, 100, &mut bitmap),
+                dm.track_dirty_vram(D, Gfn::new(0x100), 100, &mut bitmap),
                 e("dm_op track_dirty_vram")
             );
-            assert_eq!(dm.relocate_memory(D, 1, 2, 1), e("dm_op relocate_memory"));
             assert_eq!(
-                dm.pin_memory_cacheattr(D, 1..=2, CacheAttr::WriteCombining),
+                dm.relocate_memory(D, Gfn::new(1), Gfn::new(2), 1),
+                e("dm_op relocate_memory")
+            );
+            assert_eq!(
+                dm.pin_memory_cacheattr(D, Gfn::new(1)..=Gfn::new(2), CacheAttr::WriteCombining),
                 e("dm_op pin_memory_cacheattr")
             );
             assert_eq!(
@@ -365,32 +377,34 @@ mod tests {
             {
                 inval(srv.map_port_range(0x10..=0x0f));
                 inval(srv.map_mmio_range(0x2000..=0x1fff));
-                inval(dm.pin_memory_cacheattr(D, 5..=4, CacheAttr::WriteBack));
+                inval(dm.pin_memory_cacheattr(D, Gfn::new(5)..=Gfn::new(4), CacheAttr::WriteBack));
             }
             let _ = srv.into_id();
-            inval(dm.set_mem_type(D, MemType::RamRo, 5, 0));
-            inval(dm.set_mem_type(D, MemType::RamRo, u64::MAX, 2));
-            inval(dm.relocate_memory(D, 1, u64::MAX, 2));
-            inval(dm.modified_memory(D, 1, 0));
+            inval(dm.set_mem_type(D, MemType::RamRo, Gfn::new(5), 0));
+            inval(dm.set_mem_type(D, MemType::RamRo, Gfn::new(u64::MAX), 2));
+            inval(dm.relocate_memory(D, Gfn::new(1), Gfn::new(u64::MAX), 2));
+            inval(dm.modified_memory(D, Gfn::new(1), 0));
             inval(dm.modified_memory_bulk(
                 D,
                 &[
                     MemExtent {
-                        first_pfn: 1,
+                        first_gfn: Gfn::new(1),
                         nr: 1,
                     },
                     MemExtent {
-                        first_pfn: u64::MAX,
+                        first_gfn: Gfn::new(u64::MAX),
                         nr: 2,
                     },
                 ],
             ));
             let mut small = [0u64; 1];
-            inval(dm.track_dirty_vram(D, 0, 65, &mut small));
+            inval(dm.track_dirty_vram(D, Gfn::new(0), 65, &mut small));
             let mut big = [0u64; 513];
-            let e = dm.track_dirty_vram(D, 0, 513 * 64, &mut big).unwrap_err();
+            let e = dm
+                .track_dirty_vram(D, Gfn::new(0), 513 * 64, &mut big)
+                .unwrap_err();
             assert!(matches!(e, Error::BufferTooLarge { size: 4104, .. }), "{e}");
-            inval(dm.populate_ram(D, 5, 0));
+            inval(dm.populate_ram(D, Gfn::new(5), 0));
             assert!(Sbdf::new(0, 0, 32, 0).is_err());
         }
     }
@@ -401,11 +415,11 @@ mod tests {
         let dm = stand_in();
         let extents: Vec<MemExtent> = (0..600)
             .map(|i| MemExtent {
-                first_pfn: 0x1000 + 2 * i,
+                first_gfn: Gfn::new(0x1000 + 2 * i),
                 nr: 1,
             })
             .collect();
-        let _ = dm.modified_memory(D, 1, 1);
+        let _ = dm.modified_memory(D, Gfn::new(1), 1);
         let a0 = allocations();
         // The stand-in fails the first call: the error comes from the first chunk.
         assert_eq!(
@@ -422,7 +436,7 @@ mod tests {
         // A real restricted handle needs Xen (tests/xen_domain.rs); here the unrestricted stand-in
         // reaches the kernel, which answers ENOTTY.
         let dm = stand_in();
-        let e = dm.populate_ram(D, 0x1000, 1).unwrap_err();
+        let e = dm.populate_ram(D, Gfn::new(0x1000), 1).unwrap_err();
         assert_eq!(e.op(), "memory_op populate_physmap");
         assert_eq!(e.errno(), Errno::ENOTTY);
         assert_eq!(

@@ -11,14 +11,14 @@ use xen_sys::dm_op::{
 use xen_sys::hvm::HVM_PARAM_ACPI_S_STATE;
 
 use crate::types::check_frames;
-use crate::{CacheAttr, DeviceModel, DomId, Errno, Error, MemType, Result};
+use crate::{CacheAttr, DeviceModel, DomId, Errno, Error, Gfn, MemType, Result};
 
-/// A run of guest frames `first_pfn ..= first_pfn + nr - 1`, for
+/// A run of guest frames `first_gfn ..= first_gfn + nr - 1`, for
 /// [`DeviceModel::modified_memory_bulk`] (`xen_dm_op_modified_memory_extent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MemExtent {
     /// The first frame.
-    pub first_pfn: u64,
+    pub first_gfn: Gfn,
     /// How many frames (at least 1).
     pub nr: u32,
 }
@@ -56,9 +56,9 @@ fn frames_refused(op: &'static str, dom: DomId, first: u64, nr: u32) -> Error {
 
 impl DeviceModel {
     /// Starts or continues tracking writes to the `bitmap.len() * 64`-or-fewer frames
-    /// `first_pfn ..= first_pfn + nr - 1` and fetches which were written since the last call
+    /// `first_gfn ..= first_gfn + nr - 1` and fetches which were written since the last call
     /// (`XEN_DMOP_track_dirty_vram`): bit `i` of `bitmap` (bit `i % 64` of word `i / 64`) is
-    /// frame `first_pfn + i`. Bits past `nr` are left as Xen leaves them.
+    /// frame `first_gfn + i`. Bits past `nr` are left as Xen leaves them.
     ///
     /// Xen tracks **one range per domain**: calling with another range restarts tracking there
     /// (its first answer then reports every frame dirty). Hence no splitting: a range whose
@@ -71,24 +71,24 @@ impl DeviceModel {
     pub fn track_dirty_vram(
         &self,
         dom: DomId,
-        first_pfn: u64,
+        first_gfn: Gfn,
         nr: u32,
         bitmap: &mut [u64],
     ) -> Result<()> {
         const OP: &str = "dm_op track_dirty_vram";
-        if !frames_fit(first_pfn, nr) {
-            return Err(frames_refused(OP, dom, first_pfn, nr));
+        if !frames_fit(first_gfn.get(), nr) {
+            return Err(frames_refused(OP, dom, first_gfn.get(), nr));
         }
         #[cfg(feature = "vram")]
         crate::vram::refuse_if_claimed(OP, dom)?;
-        self.track_dirty_vram_unchecked(dom, first_pfn, nr, bitmap)
+        self.track_dirty_vram_unchecked(dom, first_gfn, nr, bitmap)
     }
 
     #[inline]
     pub(crate) fn track_dirty_vram_unchecked(
         &self,
         dom: DomId,
-        first_pfn: u64,
+        first_gfn: Gfn,
         nr: u32,
         bitmap: &mut [u64],
     ) -> Result<()> {
@@ -103,7 +103,7 @@ impl DeviceModel {
         };
         let mut req = Self::request(XEN_DMOP_track_dirty_vram);
         req.u.track_dirty_vram.nr = nr;
-        req.u.track_dirty_vram.first_pfn = first_pfn;
+        req.u.track_dirty_vram.first_pfn = first_gfn.get();
         // `dm_op` refuses reserved domain ids before the syscall.
         self.privcmd().dm_op(
             OP,
@@ -117,25 +117,25 @@ impl DeviceModel {
         #[cfg(feature = "vram")]
         crate::vram::refuse_if_claimed("dm_op track_dirty_vram", dom)?;
         let mut unused = [0u64; 1];
-        self.track_dirty_vram_unchecked(dom, 0, 0, &mut unused)
+        self.track_dirty_vram_unchecked(dom, Gfn::new(0), 0, &mut unused)
     }
 
-    /// Tells Xen that the device model wrote `nr` frames from `first_pfn` (e.g. by DMA into
+    /// Tells Xen that the device model wrote `nr` frames from `first_gfn` (e.g. by DMA into
     /// guest memory), so that they are marked in the domain's log-dirty bitmap, the one live
     /// migration reads (`XEN_DMOP_modified_memory` with one extent). A no-op when the domain
     /// is not in log-dirty mode. (With hardware-assisted paging,
     /// [`DeviceModel::track_dirty_vram`] reports the guest's own writes, from page types, and
     /// does not see these marks.)
     #[inline]
-    pub fn modified_memory(&self, dom: DomId, first_pfn: u64, nr: u32) -> Result<()> {
+    pub fn modified_memory(&self, dom: DomId, first_gfn: Gfn, nr: u32) -> Result<()> {
         const OP: &str = "dm_op modified_memory";
-        if !frames_fit(first_pfn, nr) {
-            return Err(frames_refused(OP, dom, first_pfn, nr));
+        if !frames_fit(first_gfn.get(), nr) {
+            return Err(frames_refused(OP, dom, first_gfn.get(), nr));
         }
         let mut extent = [xen_dm_op_modified_memory_extent {
             nr,
             pad: 0,
-            first_pfn,
+            first_pfn: first_gfn.get(),
         }];
         self.modified_memory_call(OP, dom, &mut extent)
     }
@@ -147,7 +147,7 @@ impl DeviceModel {
     pub fn modified_memory_bulk(&self, dom: DomId, extents: &[MemExtent]) -> Result<()> {
         const OP: &str = "dm_op modified_memory";
         for e in extents {
-            check_frames(OP, dom, e.first_pfn, e.nr.into())?;
+            check_frames(OP, dom, e.first_gfn.get(), e.nr.into())?;
         }
         let per_call = (self.privcmd().dm_op_limits().max_buf_size
             / core::mem::size_of::<xen_dm_op_modified_memory_extent>())
@@ -162,7 +162,7 @@ impl DeviceModel {
                 *b = xen_dm_op_modified_memory_extent {
                     nr: e.nr,
                     pad: 0,
-                    first_pfn: e.first_pfn,
+                    first_pfn: e.first_gfn.get(),
                 };
             }
             self.modified_memory_call(OP, dom, &mut buf[..chunk.len()])?;
@@ -199,49 +199,49 @@ impl DeviceModel {
         )
     }
 
-    /// Gives the `nr` frames from `first_pfn` the memory type `mem_type`
+    /// Gives the `nr` frames from `first_gfn` the memory type `mem_type`
     /// (`XEN_DMOP_set_mem_type`). Xen only allows changes between the RAM types and
     /// [`MemType::IoreqServer`], and between [`MemType::MmioDm`] and unpopulated frames.
     pub fn set_mem_type(
         &self,
         dom: DomId,
         mem_type: MemType,
-        first_pfn: u64,
+        first_gfn: Gfn,
         nr: u32,
     ) -> Result<()> {
         const OP: &str = "dm_op set_mem_type";
-        check_frames(OP, dom, first_pfn, nr.into())?;
+        check_frames(OP, dom, first_gfn.get(), nr.into())?;
         let mut req = Self::request(XEN_DMOP_set_mem_type);
         req.u.set_mem_type.nr = nr;
         req.u.set_mem_type.mem_type = mem_type as u16;
-        req.u.set_mem_type.first_pfn = first_pfn;
+        req.u.set_mem_type.first_pfn = first_gfn.get();
         self.op(OP, dom, &mut req)
     }
 
-    /// Makes `nr` frames from `first_pfn` read-only RAM: the guest's writes are discarded
+    /// Makes `nr` frames from `first_gfn` read-only RAM: the guest's writes are discarded
     /// ([`DeviceModel::set_mem_type`] with [`MemType::RamRo`]).
-    pub fn make_ram_region_ro(&self, dom: DomId, first_pfn: u64, nr: u32) -> Result<()> {
-        self.set_mem_type(dom, MemType::RamRo, first_pfn, nr)
+    pub fn make_ram_region_ro(&self, dom: DomId, first_gfn: Gfn, nr: u32) -> Result<()> {
+        self.set_mem_type(dom, MemType::RamRo, first_gfn, nr)
     }
 
-    /// Makes `nr` frames from `first_pfn` ordinary writable RAM again
+    /// Makes `nr` frames from `first_gfn` ordinary writable RAM again
     /// ([`DeviceModel::set_mem_type`] with [`MemType::RamRw`]).
-    pub fn make_ram_region_rw(&self, dom: DomId, first_pfn: u64, nr: u32) -> Result<()> {
-        self.set_mem_type(dom, MemType::RamRw, first_pfn, nr)
+    pub fn make_ram_region_rw(&self, dom: DomId, first_gfn: Gfn, nr: u32) -> Result<()> {
+        self.set_mem_type(dom, MemType::RamRw, first_gfn, nr)
     }
 
     /// Moves the `nr` frames of guest memory at `src_gfn` to `dst_gfn` in the guest's
     /// physical address space (`XEN_DMOP_relocate_memory`, like `XENMEM_add_to_physmap` with
     /// `XENMAPSPACE_gmfn_range`): the contents appear at the destination, the source frames
     /// become empty. Both ranges are checked for overflow first.
-    pub fn relocate_memory(&self, dom: DomId, src_gfn: u64, dst_gfn: u64, nr: u32) -> Result<()> {
+    pub fn relocate_memory(&self, dom: DomId, src_gfn: Gfn, dst_gfn: Gfn, nr: u32) -> Result<()> {
         const OP: &str = "dm_op relocate_memory";
-        check_frames(OP, dom, src_gfn, nr.into())?;
-        check_frames(OP, dom, dst_gfn, nr.into())?;
+        check_frames(OP, dom, src_gfn.get(), nr.into())?;
+        check_frames(OP, dom, dst_gfn.get(), nr.into())?;
         let mut req = Self::request(XEN_DMOP_relocate_memory);
         req.u.relocate_memory.size = nr;
-        req.u.relocate_memory.src_gfn = src_gfn;
-        req.u.relocate_memory.dst_gfn = dst_gfn;
+        req.u.relocate_memory.src_gfn = src_gfn.get();
+        req.u.relocate_memory.dst_gfn = dst_gfn.get();
         self.op(OP, dom, &mut req)
     }
 
@@ -251,7 +251,7 @@ impl DeviceModel {
     pub fn pin_memory_cacheattr(
         &self,
         dom: DomId,
-        frames: RangeInclusive<u64>,
+        frames: RangeInclusive<Gfn>,
         attr: CacheAttr,
     ) -> Result<()> {
         self.pin_cacheattr_raw(dom, frames, attr as u32)
@@ -259,11 +259,11 @@ impl DeviceModel {
 
     /// Removes a pin made with [`DeviceModel::pin_memory_cacheattr`] over exactly `frames`
     /// (`XEN_DMOP_pin_memory_cacheattr` with `XEN_DMOP_DELETE_MEM_CACHEATTR`).
-    pub fn unpin_memory_cacheattr(&self, dom: DomId, frames: RangeInclusive<u64>) -> Result<()> {
+    pub fn unpin_memory_cacheattr(&self, dom: DomId, frames: RangeInclusive<Gfn>) -> Result<()> {
         self.pin_cacheattr_raw(dom, frames, XEN_DMOP_DELETE_MEM_CACHEATTR)
     }
 
-    fn pin_cacheattr_raw(&self, dom: DomId, frames: RangeInclusive<u64>, ty: u32) -> Result<()> {
+    fn pin_cacheattr_raw(&self, dom: DomId, frames: RangeInclusive<Gfn>, ty: u32) -> Result<()> {
         const OP: &str = "dm_op pin_memory_cacheattr";
         if frames.start() > frames.end() {
             return Err(Error::InvalidArgument {
@@ -273,8 +273,8 @@ impl DeviceModel {
             });
         }
         let mut req = Self::request(XEN_DMOP_pin_memory_cacheattr);
-        req.u.pin_memory_cacheattr.start = *frames.start();
-        req.u.pin_memory_cacheattr.end = *frames.end();
+        req.u.pin_memory_cacheattr.start = frames.start().get();
+        req.u.pin_memory_cacheattr.end = frames.end().get();
         req.u.pin_memory_cacheattr.type_ = ty;
         self.op(OP, dom, &mut req)
     }
@@ -286,24 +286,24 @@ impl DeviceModel {
     ///
     /// **Not a dm_op**: the kernel refuses it on a restricted handle, so it fails there with
     /// `EPERM` before any syscall.
-    pub fn populate_ram(&self, dom: DomId, first_gfn: u64, nr: u64) -> Result<()> {
+    pub fn populate_ram(&self, dom: DomId, first_gfn: Gfn, nr: u32) -> Result<()> {
         const OP: &str =
             "memory_op populate_physmap (not a dm_op: unavailable on a restricted handle)";
         let dom = self.require_unrestricted(OP, dom)?;
-        if nr == 0 || first_gfn.checked_add(nr - 1).is_none() {
+        if nr == 0 || first_gfn.checked_add(u64::from(nr) - 1).is_none() {
             return Err(Error::InvalidArgument {
                 op: OP,
                 domain: Some(dom),
                 reason: "needs at least one frame and no overflow",
             });
         }
-        let mut gfns = [0u64; POPULATE_CHUNK];
-        let mut next = first_gfn;
-        let mut left = nr;
+        let mut gfns = [Gfn::new(0); POPULATE_CHUNK];
+        let mut next = first_gfn.get();
+        let mut left = u64::from(nr);
         while left > 0 {
             let n = left.min(POPULATE_CHUNK as u64) as usize;
             for (i, g) in gfns[..n].iter_mut().enumerate() {
-                *g = next + i as u64;
+                *g = Gfn::new(next + i as u64);
             }
             let done = self
                 .privcmd()

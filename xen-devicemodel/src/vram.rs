@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::{CacheAttr, DeviceModel, DomId, Errno, Error, Result};
+use crate::{CacheAttr, DeviceModel, DomId, Errno, Error, Gfn, Result};
 
 /// Domains whose dirty-VRAM tracking belongs to a live [`VramRegion`] of this process.
 static CLAIMED: Mutex<Vec<DomId>> = Mutex::new(Vec::new());
@@ -42,8 +42,8 @@ const MAX_FRAMES: u32 = 4096 * 8;
 pub struct VramRegion {
     dm: DeviceModel,
     dom: DomId,
-    vram_start_gfn: u64,
-    backing_start_gfn: u64,
+    vram_start_gfn: Gfn,
+    backing_start_gfn: Gfn,
     nr: u32,
     /// Whether dropping it undoes the region: cleared by [`VramRegion::destroy`], which still
     /// lets the fields drop (the `DeviceModel`'s handle is released as usual).
@@ -57,14 +57,14 @@ impl VramRegion {
     pub fn create(
         dm: &DeviceModel,
         dom: DomId,
-        vram_start_gfn: u64,
-        backing_start_gfn: u64,
+        vram_start_gfn: Gfn,
+        backing_start_gfn: Gfn,
         nr: u32,
     ) -> Result<VramRegion> {
         const OP: &str = "vram create";
         let dom = dom.require_domain(OP)?;
-        crate::types::check_frames(OP, dom, vram_start_gfn, nr.into())?;
-        crate::types::check_frames(OP, dom, backing_start_gfn, nr.into())?;
+        crate::types::check_frames(OP, dom, vram_start_gfn.get(), nr.into())?;
+        crate::types::check_frames(OP, dom, backing_start_gfn.get(), nr.into())?;
         let (v, b) = (vram_start_gfn, backing_start_gfn);
         // Inclusive last frames: check_frames proved that these sums do not overflow, and
         // working with them keeps every later sum (here and in `undo`) inside u64.
@@ -116,7 +116,7 @@ impl VramRegion {
     }
 
     /// The region's first frame.
-    pub fn start_gfn(&self) -> u64 {
+    pub fn start_gfn(&self) -> Gfn {
         self.vram_start_gfn
     }
 
@@ -175,7 +175,7 @@ impl VramRegion {
         let mut unused = [0u64; 1];
         let a = self
             .dm
-            .track_dirty_vram_unchecked(self.dom, 0, 0, &mut unused);
+            .track_dirty_vram_unchecked(self.dom, Gfn::new(0), 0, &mut unused);
         let b = v_last.and_then(|l| self.dm.unpin_memory_cacheattr(self.dom, v..=l));
         let c = self
             .dm
@@ -202,7 +202,7 @@ impl Drop for VramRegion {
 
 /// The last frame of `nr` frames from `first`, or [`Error::InvalidArgument`] when that is
 /// past `u64::MAX` (or `nr` is 0).
-fn last_frame(op: &'static str, dom: DomId, first: u64, nr: u32) -> Result<u64> {
+fn last_frame(op: &'static str, dom: DomId, first: Gfn, nr: u32) -> Result<Gfn> {
     u64::from(nr)
         .checked_sub(1)
         .and_then(|k| first.checked_add(k))
@@ -236,7 +236,7 @@ mod tests {
             (m - 3, m - 4, 4, false),
             (m, m, 1, false),
         ] {
-            let e = VramRegion::create(&dm, d, v, b, n).unwrap_err();
+            let e = VramRegion::create(&dm, d, Gfn::new(v), Gfn::new(b), n).unwrap_err();
             if valid {
                 assert_eq!(e.errno(), Errno::ENOTTY, "{v:#x} {b:#x} {n}: {e}");
             } else {
@@ -257,8 +257,8 @@ mod tests {
             let r = VramRegion {
                 dm: dm.clone(),
                 dom: d,
-                vram_start_gfn: u64::MAX - 3,
-                backing_start_gfn: 0,
+                vram_start_gfn: Gfn::new(u64::MAX - 3),
+                backing_start_gfn: Gfn::new(0),
                 nr: 4,
                 live: true,
             };

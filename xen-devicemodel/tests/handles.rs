@@ -59,7 +59,7 @@ fn destroy_and_into_id_keep_the_fd_count_flat() {
     #[cfg(feature = "vram")]
     for _ in 0..ROUNDS {
         let dm = DeviceModel::open().unwrap();
-        VramRegion::create(&dm, d, 0xa000, p::SCRATCH_GFN, 4)
+        VramRegion::create(&dm, d, Gfn::new(0xa000), Gfn::new(p::SCRATCH_GFN), 4)
             .unwrap()
             .destroy()
             .unwrap();

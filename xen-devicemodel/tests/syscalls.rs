@@ -125,26 +125,34 @@ fn every_simple_op_is_exactly_one_syscall() {
             "track_dirty_vram",
             Box::new(move |dm| {
                 let mut bm = [0u64; 4];
-                dm.track_dirty_vram(d, 0x100, 256, &mut bm).is_err()
+                dm.track_dirty_vram(d, Gfn::new(0x100), 256, &mut bm)
+                    .is_err()
             }),
         ),
         (
             "modified_memory",
-            Box::new(move |dm| dm.modified_memory(d, 0x100, 4).is_err()),
+            Box::new(move |dm| dm.modified_memory(d, Gfn::new(0x100), 4).is_err()),
         ),
         (
             "set_mem_type",
-            Box::new(move |dm| dm.make_ram_region_ro(d, 0x100, 4).is_err()),
+            Box::new(move |dm| dm.make_ram_region_ro(d, Gfn::new(0x100), 4).is_err()),
         ),
         (
             "relocate_memory",
-            Box::new(move |dm| dm.relocate_memory(d, 0x100, 0x200, 4).is_err()),
+            Box::new(move |dm| {
+                dm.relocate_memory(d, Gfn::new(0x100), Gfn::new(0x200), 4)
+                    .is_err()
+            }),
         ),
         (
             "pin_memory_cacheattr",
             Box::new(move |dm| {
-                dm.pin_memory_cacheattr(d, 0x100..=0x1ff, CacheAttr::WriteCombining)
-                    .is_err()
+                dm.pin_memory_cacheattr(
+                    d,
+                    Gfn::new(0x100)..=Gfn::new(0x1ff),
+                    CacheAttr::WriteCombining,
+                )
+                .is_err()
             }),
         ),
         (

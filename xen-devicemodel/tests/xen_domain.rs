@@ -65,14 +65,14 @@ fn a_restricted_handle_reaches_its_domain_only() {
         ),
         ("set_isa_irq_level", r.set_isa_irq_level(db, irq, false)),
         ("inject_msi", r.inject_msi(db, 0xfee0_0000, 0x40)),
-        ("modified_memory", r.modified_memory(db, 0x100, 1)),
+        ("modified_memory", r.modified_memory(db, Gfn::new(0x100), 1)),
         ("shutdown", r.shutdown(db, ShutdownReason::Poweroff)),
     ] {
         let e = res.unwrap_err();
         assert!(e.is_permission_denied(), "{name}: {e}");
     }
     assert_eq!(r.nr_vcpus(da).unwrap(), 2, "still works on its own domain");
-    let e = r.populate_ram(da, 0x9000, 1).unwrap_err();
+    let e = r.populate_ram(da, Gfn::new(0x9000), 1).unwrap_err();
     assert!(
         e.is_permission_denied() && e.op().contains("not a dm_op"),
         "{e}"

@@ -187,7 +187,8 @@ fn writes_to_an_ioreq_server_mem_type_frame_reach_the_server() {
     // Memory type ioreq_server: writes to a RAM frame of that type reach us, reads do not.
     let gfn = p::SCRATCH_GFN + 4;
     srv.map_mem_type(IoreqMemAccess::Write).unwrap();
-    dm.set_mem_type(d, MemType::IoreqServer, gfn, 1).unwrap();
+    dm.set_mem_type(d, MemType::IoreqServer, Gfn::new(gfn), 1)
+        .unwrap();
     let (req, r) = with_guest(&serve, 0, || g.mem_write((gfn << 12) + 0x40, 0xab, 1));
     r.unwrap();
     let req = req.expect("write to an ioreq_server-type frame reached us");
@@ -195,7 +196,8 @@ fn writes_to_an_ioreq_server_mem_type_frame_reach_the_server() {
         (req.addr, req.read, req.data & 0xff, req.kind),
         ((gfn << 12) + 0x40, false, 0xab, IOREQ_TYPE_COPY)
     );
-    dm.set_mem_type(d, MemType::RamRw, gfn, 1).unwrap();
+    dm.set_mem_type(d, MemType::RamRw, Gfn::new(gfn), 1)
+        .unwrap();
     srv.map_mem_type(IoreqMemAccess::Unmap).unwrap();
     let (req, r) = with_guest(&serve, 0, || g.mem_write((gfn << 12) + 0x40, 0xcd, 1));
     r.unwrap();
@@ -216,8 +218,8 @@ fn ioreq_server_info_with_frames() {
     let legacy = dm.create_ioreq_server(d, BufIoreqMode::Legacy).unwrap();
     let frames = legacy.info_with_frames().unwrap();
     report!("legacy server {} with frames: {frames:?}", legacy.id());
-    let ioreq_gfn = frames.ioreq_gfn.expect("ioreq frame");
-    let buf_gfn = frames.bufioreq_gfn.expect("buffered frame");
+    let ioreq_gfn = frames.ioreq_gfn.expect("ioreq frame").get();
+    let buf_gfn = frames.bufioreq_gfn.expect("buffered frame").get();
     assert!(frames.bufioreq_port.is_some_and(|p| p != 0));
     assert_ne!(ioreq_gfn, buf_gfn);
     // A marker written by dom0 into the reported frame is what the guest reads there.
@@ -240,7 +242,7 @@ fn ioreq_server_info_with_frames() {
     g.set_timeout(Duration::from_secs(1));
     let legacy = dm.create_ioreq_server(d, BufIoreqMode::Legacy).unwrap();
     let frames = legacy.info_with_frames().unwrap();
-    let by_gfn = g.map_frames(&[frames.ioreq_gfn.unwrap()]).unwrap();
+    let by_gfn = g.map_frames(&[frames.ioreq_gfn.unwrap().get()]).unwrap();
     legacy.enable().unwrap();
     let port = by_gfn.read_u32(0x18);
     let alive_enabled = g.ping().is_ok();

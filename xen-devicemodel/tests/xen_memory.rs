@@ -28,13 +28,13 @@ fn track_dirty_vram_reports_exactly_the_written_frames() {
 
     // Dirty tracking over the scratch frames.
     let mut bm = [0u64; 1];
-    dm.track_dirty_vram(d, s, n, &mut bm).unwrap();
+    dm.track_dirty_vram(d, Gfn::new(s), n, &mut bm).unwrap();
     report!("first track_dirty_vram: {:#x}", bm[0]);
-    dm.track_dirty_vram(d, s, n, &mut bm).unwrap();
+    dm.track_dirty_vram(d, Gfn::new(s), n, &mut bm).unwrap();
     assert_eq!(bm[0] & 0xffff, 0, "nothing written since");
     g.fill(Some(s + 3), 1).unwrap();
     g.fill(Some(s + 7), 2).unwrap();
-    dm.track_dirty_vram(d, s, n, &mut bm).unwrap();
+    dm.track_dirty_vram(d, Gfn::new(s), n, &mut bm).unwrap();
     assert_eq!(
         bm[0] & 0xffff,
         1 << 3 | 1 << 7,
@@ -55,14 +55,14 @@ fn set_mem_type_ram_ro_discards_writes_and_ram_rw_restores() {
     let f = s + 11;
     g.fill(Some(f), 5).unwrap();
     assert_eq!(g.checksum(f).unwrap(), pattern_hash(5));
-    dm.make_ram_region_ro(d, f, 1).unwrap();
+    dm.make_ram_region_ro(d, Gfn::new(f), 1).unwrap();
     g.fill(Some(f), 6).unwrap();
     assert_eq!(
         g.checksum(f).unwrap(),
         pattern_hash(5),
         "ram_ro: write discarded"
     );
-    dm.make_ram_region_rw(d, f, 1).unwrap();
+    dm.make_ram_region_rw(d, Gfn::new(f), 1).unwrap();
     g.fill(Some(f), 6).unwrap();
     assert_eq!(
         g.checksum(f).unwrap(),
@@ -83,9 +83,11 @@ fn relocate_memory_moves_the_bytes_and_back() {
     let f = s + 14;
     let away = 0x8000u64; // 128 MiB: beyond the guest's 32 MiB of RAM
     g.fill(Some(f), 9).unwrap();
-    dm.relocate_memory(d, f, away, 1).unwrap();
+    dm.relocate_memory(d, Gfn::new(f), Gfn::new(away), 1)
+        .unwrap();
     assert_eq!(g.checksum(away).unwrap(), pattern_hash(9), "moved");
-    dm.relocate_memory(d, away, f, 1).unwrap();
+    dm.relocate_memory(d, Gfn::new(away), Gfn::new(f), 1)
+        .unwrap();
     assert_eq!(g.checksum(f).unwrap(), pattern_hash(9), "moved back");
     report!("relocate_memory: bytes moved");
 }
@@ -98,16 +100,18 @@ fn pin_memory_cacheattr_refuses_overlaps_while_pinned() {
     let s = p::SCRATCH_GFN;
 
     // pin_memory_cacheattr: a pin is recorded (an overlapping one is refused) and removed.
-    dm.pin_memory_cacheattr(d, s..=s + 1, CacheAttr::WriteCombining)
+    dm.pin_memory_cacheattr(d, Gfn::new(s)..=Gfn::new(s + 1), CacheAttr::WriteCombining)
         .unwrap();
     let e = dm
-        .pin_memory_cacheattr(d, s + 1..=s + 2, CacheAttr::Uncacheable)
+        .pin_memory_cacheattr(d, Gfn::new(s + 1)..=Gfn::new(s + 2), CacheAttr::Uncacheable)
         .unwrap_err();
     report!("overlapping pin: {e}");
-    dm.unpin_memory_cacheattr(d, s..=s + 1).unwrap();
-    dm.pin_memory_cacheattr(d, s + 1..=s + 2, CacheAttr::Uncacheable)
+    dm.unpin_memory_cacheattr(d, Gfn::new(s)..=Gfn::new(s + 1))
         .unwrap();
-    dm.unpin_memory_cacheattr(d, s + 1..=s + 2).unwrap();
+    dm.pin_memory_cacheattr(d, Gfn::new(s + 1)..=Gfn::new(s + 2), CacheAttr::Uncacheable)
+        .unwrap();
+    dm.unpin_memory_cacheattr(d, Gfn::new(s + 1)..=Gfn::new(s + 2))
+        .unwrap();
     report!("pin_memory_cacheattr: overlap refused while pinned, accepted after unpin");
 }
 
@@ -130,7 +134,7 @@ fn populate_ram_adds_frames_the_guest_can_use() {
         u64::MAX,
         "not RAM yet"
     );
-    dm.populate_ram(d, newgfn, 16).unwrap();
+    dm.populate_ram(d, Gfn::new(newgfn), 16).unwrap();
     // What a fresh frame holds is Xen's business, not the dm_op's: Xen scrubs the pages of
     // dying domains, but a page freed by a live one (e.g. a destroyed ioreq server's page,
     // whose last request this test machine has been seen to find here) goes back to the heap
@@ -238,7 +242,7 @@ fn modified_memory_marks_the_log_dirty_bitmap() {
             .filter(|i| bm[((s + i) / 8) as usize] >> ((s + i) % 8) & 1 == 1)
             .fold(0, |a, i| a | 1 << i)
     };
-    dm.modified_memory(d, s + 5, 1).unwrap();
+    dm.modified_memory(d, Gfn::new(s + 5), 1).unwrap();
     shadow_op(xen, d, 11, Some(&mut bm)).expect("SHADOW_OP_CLEAN");
     assert_eq!(
         scratch(&bm),
@@ -249,11 +253,11 @@ fn modified_memory_marks_the_log_dirty_bitmap() {
         d,
         &[
             MemExtent {
-                first_pfn: s + 1,
+                first_gfn: Gfn::new(s + 1),
                 nr: 1,
             },
             MemExtent {
-                first_pfn: s + 9,
+                first_gfn: Gfn::new(s + 9),
                 nr: 2,
             },
         ],
@@ -264,7 +268,7 @@ fn modified_memory_marks_the_log_dirty_bitmap() {
     // More extents than one call holds (256 with the default limit).
     let many: Vec<MemExtent> = (0..300)
         .map(|i| MemExtent {
-            first_pfn: s + 12 + (i % 2),
+            first_gfn: Gfn::new(s + 12 + (i % 2)),
             nr: 1,
         })
         .collect();
@@ -290,13 +294,13 @@ fn vram_region() {
     let s = p::SCRATCH_GFN;
     let vram = 0xa000u64;
     g.fill(Some(s + 1), 21).unwrap();
-    let region = VramRegion::create(&dm, d, vram, s, 4).unwrap();
+    let region = VramRegion::create(&dm, d, Gfn::new(vram), Gfn::new(s), 4).unwrap();
     assert_eq!(g.checksum(vram + 1).unwrap(), pattern_hash(21), "moved in");
-    let e = VramRegion::create(&dm, d, 0xb000, s + 8, 2).unwrap_err();
+    let e = VramRegion::create(&dm, d, Gfn::new(0xb000), Gfn::new(s + 8), 2).unwrap_err();
     assert_eq!(e.errno(), Errno::EBUSY, "{e}");
     let mut bm = [0u64; 1];
     assert_eq!(
-        dm.track_dirty_vram(d, vram, 4, &mut bm)
+        dm.track_dirty_vram(d, Gfn::new(vram), 4, &mut bm)
             .unwrap_err()
             .errno(),
         Errno::EBUSY
@@ -315,7 +319,7 @@ fn vram_region() {
         pattern_hash(22),
         "with the guest's write"
     );
-    let again = VramRegion::create(&dm, d, vram, s, 4).unwrap();
+    let again = VramRegion::create(&dm, d, Gfn::new(vram), Gfn::new(s), 4).unwrap();
     again.destroy().unwrap();
     report!("vram: create, dirty sub-range, one tracker per domain, drop restores");
 }

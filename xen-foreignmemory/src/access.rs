@@ -39,10 +39,11 @@ pub trait Access:
 /// the kernel's fault on a write can never be reached from safe code.
 ///
 /// ```no_run
+/// # use xen_foreignmemory::Gfn;
 /// use xen_foreignmemory::{DomId, ForeignMemory, Mapping, ReadOnly};
 ///
 /// let fm = ForeignMemory::open()?;
-/// let m: Mapping<ReadOnly> = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+/// let m: Mapping<ReadOnly> = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
 /// let magic: u32 = m.read(0)?;
 /// // m.write(0, 1u32); // does not compile: no `write` on Mapping<ReadOnly>
 /// # let _ = magic;
@@ -55,16 +56,17 @@ pub trait Access:
 /// use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
 ///
 /// let fm = ForeignMemory::open()?;
-/// let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+/// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
 /// m.write(0, 1u32)?; // error[E0599]: no method named `write` found for `Mapping<ReadOnly>`
 /// # Ok::<(), xen_foreignmemory::Error>(())
 /// ```
+/// # use xen_foreignmemory::Gfn;
 ///
 /// ```compile_fail
 /// use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
 ///
 /// let fm = ForeignMemory::open()?;
-/// let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+/// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
 /// m.view::<u64>(0)?.write(1); // no `write` on a View of a read-only mapping either
 /// # Ok::<(), xen_foreignmemory::Error>(())
 /// ```
@@ -74,10 +76,11 @@ pub struct ReadOnly;
 /// Read-write access: `PROT_READ | PROT_WRITE`.
 ///
 /// ```no_run
+/// # use xen_foreignmemory::Gfn;
 /// use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
 ///
 /// let fm = ForeignMemory::open()?;
-/// let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+/// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
 /// m.write(0x10, 0xdead_beef_u32)?;
 /// # Ok::<(), xen_foreignmemory::Error>(())
 /// ```
@@ -98,6 +101,7 @@ impl Access for ReadWrite {
 /// mapping cannot be (execute, write-only, none) with a typed error.
 ///
 /// ```
+/// # use xen_foreignmemory::Gfn;
 /// use xen_foreignmemory::Protection;
 ///
 /// assert_eq!(Protection::from_prot(libc::PROT_READ)?, Protection::Read);
@@ -114,17 +118,18 @@ impl Access for ReadWrite {
 /// A protection known only at run time picks the mapping's type by matching:
 ///
 /// ```no_run
+/// # use xen_foreignmemory::Gfn;
 /// use xen_foreignmemory::{DomId, ForeignMemory, Protection, ReadOnly, ReadWrite};
 ///
 /// # let prot = libc::PROT_READ;
 /// let fm = ForeignMemory::open()?;
 /// match Protection::from_prot(prot)? {
 ///     Protection::Read => {
-///         let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+///         let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
 ///         println!("{:#x}", m.read::<u32>(0)?);
 ///     }
 ///     Protection::ReadWrite => {
-///         let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+///         let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
 ///         m.write(0, 0u32)?;
 ///     }
 /// }

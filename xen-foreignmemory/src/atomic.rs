@@ -115,9 +115,10 @@ impl<T: AtomicInt, A: Access> View<'_, T, A> {
     /// state says "ready").
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// # let page = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// # let page = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// let write_pointer = page.view::<u32>(4)?.load_acquire();
     /// # let _ = write_pointer;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -135,9 +136,10 @@ impl<T: AtomicInt, A: Access> View<'_, T, A> {
     /// Loads the value atomically with `Relaxed` ordering.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// # let page = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// # let page = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// let counter = page.view::<u64>(8)?.load_relaxed();
     /// # let _ = counter;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -154,9 +156,10 @@ impl<T: AtomicInt> View<'_, T, ReadWrite> {
     /// then its state).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let page = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// # let page = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// page.view::<u32>(0)?.store_release(1);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -168,9 +171,10 @@ impl<T: AtomicInt> View<'_, T, ReadWrite> {
     /// Stores `value` atomically with `Relaxed` ordering.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let page = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// # let page = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// page.view::<u8>(3)?.store_relaxed(0);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -182,9 +186,10 @@ impl<T: AtomicInt> View<'_, T, ReadWrite> {
     /// Swaps in `value` atomically (`AcqRel`), returning the old value.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let page = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// # let page = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// let old = page.view::<u32>(0)?.swap(0);
     /// # let _ = old;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -198,9 +203,10 @@ impl<T: AtomicInt> View<'_, T, ReadWrite> {
     /// `Acquire` on failure): `Ok(current)`, or `Err(the value found)`.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let page = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// # let page = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// let claimed = page.view::<u32>(0)?.compare_exchange(0, 1).is_ok();
     /// # let _ = claimed;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -213,9 +219,10 @@ impl<T: AtomicInt> View<'_, T, ReadWrite> {
     /// Adds `value` atomically (`AcqRel`, wrapping), returning the old value.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let page = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// # let page = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// let read_pointer = page.view::<u32>(0)?.fetch_add(1);
     /// # let _ = read_pointer;
     /// # Ok::<(), xen_foreignmemory::Error>(())

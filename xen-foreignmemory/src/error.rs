@@ -6,12 +6,12 @@
 /// The error of every call of this crate (the workspace's, re-exported).
 ///
 /// ```
-/// use xen_foreignmemory::{DomId, Errno, Error, FrameError};
+/// use xen_foreignmemory::{DomId, Errno, Error, FrameError, Gfn};
 ///
 /// let e = Error::Frame {
 ///     op: "foreignmemory map",
 ///     domain: DomId::new(5),
-///     frame: FrameError { index: 1, gfn: 0x9999_9999, errno: Errno::EINVAL },
+///     frame: FrameError { index: 1, gfn: Gfn::new(0x9999_9999), errno: Errno::EINVAL },
 ///     failed: 1,
 ///     count: 4,
 /// };
@@ -60,7 +60,7 @@ mod tests {
         assert!(e.is_invalid_argument());
         let frame = FrameError {
             index: 0,
-            gfn: 7,
+            gfn: crate::Gfn::new(7),
             errno: Errno::ENOENT,
         };
         assert_eq!(Error::NotMapped { op: "read", frame }.frame(), Some(frame));
@@ -73,7 +73,7 @@ mod tests {
             domain: DomId::new(5),
             frame: FrameError {
                 index: 1,
-                gfn: 9,
+                gfn: crate::Gfn::new(9),
                 errno,
             },
             failed: 1,

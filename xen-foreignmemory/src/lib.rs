@@ -3,6 +3,7 @@
 //! counterpart of libxenforeignmemory, over Linux's `/dev/xen/privcmd`.
 //!
 //! ```no_run
+//! # use xen_foreignmemory::Gfn;
 //! use xen_foreignmemory::{field, DomId, ForeignMemory, ReadOnly, ReadWrite, Resource};
 //! // An ioreq slot (xen/include/public/hvm/ioreq.h), as plain old data.
 //! #[derive(Clone, Copy)]
@@ -15,14 +16,14 @@
 //! let guest = DomId::new(1);
 //!
 //! // Guest RAM, by frame number: one mmap and one ioctl, whatever the count.
-//! let ram = fm.map(guest, &[0x100, 0x101, 0x102], ReadWrite)?;
+//! let ram = fm.map(guest, &[Gfn::new(0x100), Gfn::new(0x101), Gfn::new(0x102)], ReadWrite)?;
 //! let word: u64 = ram.read(0x10)?;
 //! ram.write(0x1008, word)?;
 //! let mut buf = [0u8; 64];
 //! ram.read_bytes(4096 - 32, &mut buf)?; // across two frames
 //!
 //! // A read-only mapping has no write methods at all.
-//! let ro = fm.map(guest, &[0x100], ReadOnly)?;
+//! let ro = fm.map(guest, &[Gfn::new(0x100)], ReadOnly)?;
 //! let _: u32 = ro.read(0)?;
 //!
 //! // An ioreq server's synchronous ioreq page, as typed views.
@@ -102,6 +103,8 @@ pub use vmm::GuestRegion;
 pub use xen_hypercall::DomId;
 /// The errno type of [`Error::errno`] and [`FrameError::errno`].
 pub use xen_hypercall::Errno;
+/// Guest frame numbers, from `xen-hypercall`.
+pub use xen_hypercall::Gfn;
 /// The marker for plain-old-data types that can be read from and written to guest memory
 /// (from `xen-hypercall`).
 pub use xen_hypercall::Plain;

@@ -58,10 +58,11 @@ pub const PAGE_SIZE: usize = 4096;
 /// kernel marks them `VM_DONTCOPY`): a child created by `fork` must not use them.
 ///
 /// ```no_run
+/// # use xen_foreignmemory::Gfn;
 /// use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
 ///
 /// let fm = ForeignMemory::open()?;
-/// let m = fm.map(DomId::new(1), &[0x100, 0x101], ReadWrite)?;
+/// let m = fm.map(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0x101)], ReadWrite)?;
 /// assert_eq!(m.len(), 2 * 4096);
 /// let first: u64 = m.read(0)?;
 /// m.write(4096, first)?; // second frame, same value
@@ -126,9 +127,10 @@ impl<A: Access> Mapping<A> {
     /// Length in bytes (frames × [`PAGE_SIZE`]).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100, 0x200, 0x300], ReadOnly)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0x200), Gfn::new(0x300)], ReadOnly)?;
     /// assert_eq!(m.len(), 3 * 4096);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -139,9 +141,10 @@ impl<A: Access> Mapping<A> {
     /// Always `false`: a mapping has at least one frame.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// assert!(!fm.map(DomId::new(1), &[0x100], ReadOnly)?.is_empty());
+    /// assert!(!fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?.is_empty());
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
@@ -151,9 +154,10 @@ impl<A: Access> Mapping<A> {
     /// Number of frames.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// assert_eq!(fm.map(DomId::new(1), &[0x100, 0x200], ReadOnly)?.frames(), 2);
+    /// assert_eq!(fm.map(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0x200)], ReadOnly)?.frames(), 2);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
     pub fn frames(&self) -> usize {
@@ -163,12 +167,12 @@ impl<A: Access> Mapping<A> {
     /// The domain whose memory this is.
     ///
     /// ```no_run
-    /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
+    /// # use xen_foreignmemory::{DomId, ForeignMemory, Gfn, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// assert_eq!(fm.map(DomId::new(1), &[0x100], ReadOnly)?.domain(), DomId::new(1));
+    /// assert_eq!(fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?.domid(), DomId::new(1));
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
-    pub fn domain(&self) -> DomId {
+    pub fn domid(&self) -> DomId {
         self.domain
     }
 
@@ -177,9 +181,10 @@ impl<A: Access> Mapping<A> {
     /// [`len`](Mapping::len) and the mapped frames).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// assert_eq!(m.as_ptr() as usize % 4096, 0);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -191,9 +196,10 @@ impl<A: Access> Mapping<A> {
     /// [`FailurePolicy::PerFrame`](crate::FailurePolicy) and some failed).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map_partial(DomId::new(1), &[0x100, 0xfff_ffff], ReadOnly)?;
+    /// let m = fm.map_partial(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0xfff_ffff)], ReadOnly)?;
     /// if !m.is_complete() {
     ///     for e in m.frame_errors() {
     ///         eprintln!("{e}"); // frame 1 (gfn 0xfffffff): Invalid argument
@@ -208,9 +214,10 @@ impl<A: Access> Mapping<A> {
     /// The frames that did not map, by ascending index (empty for a complete mapping).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map_partial(DomId::new(1), &[0x100, 0xfff_ffff], ReadOnly)?;
+    /// let m = fm.map_partial(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0xfff_ffff)], ReadOnly)?;
     /// assert_eq!(m.frame_errors().iter().map(|e| e.index).collect::<Vec<_>>(), [1]);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -221,9 +228,10 @@ impl<A: Access> Mapping<A> {
     /// Whether frame `index` is mapped: `Ok(())`, or why not (`None` if out of range).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map_partial(DomId::new(1), &[0x100, 0xfff_ffff], ReadOnly)?;
+    /// let m = fm.map_partial(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0xfff_ffff)], ReadOnly)?;
     /// assert_eq!(m.frame_status(0), Some(Ok(())));
     /// assert!(matches!(m.frame_status(1), Some(Err(_))));
     /// assert_eq!(m.frame_status(2), None);
@@ -273,9 +281,10 @@ impl<A: Access> Mapping<A> {
     /// for `T` and `T` is at most 8 bytes).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// let magic: u32 = m.read(0)?;
     /// let pair: [u64; 2] = m.read(8)?;
     /// # let _ = (magic, pair);
@@ -291,9 +300,10 @@ impl<A: Access> Mapping<A> {
     /// Copies `buf.len()` bytes at byte `offset` into `buf`.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// let mut page = vec![0u8; 4096];
     /// m.read_bytes(0, &mut page)?;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -308,6 +318,7 @@ impl<A: Access> Mapping<A> {
     /// A typed view of the `T` at byte `offset`, which must be aligned for `T`.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use xen_foreignmemory::{field, DomId, ForeignMemory, ReadOnly};
     /// # #[derive(Clone, Copy)]
     /// # #[repr(C)]
@@ -316,7 +327,7 @@ impl<A: Access> Mapping<A> {
     /// # unsafe impl xen_foreignmemory::Plain for Ioreq {}
     ///
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0xfeff0], ReadOnly)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0xfeff0)], ReadOnly)?;
     /// let vcpu0 = m.view::<Ioreq>(0)?;
     /// let whole: Ioreq = vcpu0.read();
     /// let addr: u64 = field!(vcpu0, addr)?.read();
@@ -352,9 +363,10 @@ impl Mapping<ReadWrite> {
     /// garbage) is ever read or copied into guest memory, at aligned or misaligned offsets.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// m.write(0x20, 0x1234_u16)?;
     /// m.write(0x28, [1u32, 2, 3])?;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -369,9 +381,10 @@ impl Mapping<ReadWrite> {
     /// Copies `data` to byte `offset`.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// m.write_bytes(0x100, b"hello, guest")?;
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -385,9 +398,10 @@ impl Mapping<ReadWrite> {
     /// Sets `len` bytes at `offset` to `byte`.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// m.fill(0, 4096, 0)?; // zero the page
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -401,9 +415,10 @@ impl Mapping<ReadWrite> {
     /// The address of the first byte, writable (see [`Mapping::as_ptr`]).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// let p: *mut u8 = m.as_mut_ptr();
     /// # let _ = p;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -416,9 +431,10 @@ impl Mapping<ReadWrite> {
     /// the type forbids writes).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, Mapping, ReadOnly, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// let ro: Mapping<ReadOnly> = m.into_read_only();
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -464,6 +480,7 @@ impl<A: Access> fmt::Debug for Mapping<A> {
 /// array with [`View::get`].
 ///
 /// ```no_run
+/// # use xen_foreignmemory::Gfn;
 /// use std::sync::atomic::{fence, Ordering};
 /// use xen_foreignmemory::{field, DomId, ForeignMemory, ReadWrite};
 /// # #[derive(Clone, Copy)]
@@ -473,7 +490,7 @@ impl<A: Access> fmt::Debug for Mapping<A> {
 /// # unsafe impl xen_foreignmemory::Plain for Ioreq {}
 ///
 /// let fm = ForeignMemory::open()?;
-/// let page = fm.map(DomId::new(1), &[0xfeff0], ReadWrite)?;
+/// let page = fm.map(DomId::new(1), &[Gfn::new(0xfeff0)], ReadWrite)?;
 /// let req = page.view::<Ioreq>(0)?; // vCPU 0's slot of a shared_iopage
 /// let data = field!(req, data)?;
 /// data.write(0x42);
@@ -501,9 +518,10 @@ impl<'m, T: Plain, A: Access> View<'m, T, A> {
     /// Reads the whole value (volatile).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// let counters: [u32; 4] = m.view::<[u32; 4]>(0x400)?.read();
     /// # let _ = counters;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -517,9 +535,10 @@ impl<'m, T: Plain, A: Access> View<'m, T, A> {
     /// The address of the value (see [`Mapping::as_ptr`]).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// let v = m.view::<u64>(8)?;
     /// assert_eq!(v.as_ptr() as usize, m.as_ptr() as usize + 8);
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -531,9 +550,10 @@ impl<'m, T: Plain, A: Access> View<'m, T, A> {
     /// A view of the `F` at byte `offset` inside this `T` (bounds and alignment checked).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// let pair = m.view::<[u64; 2]>(0)?;
     /// let second: u64 = pair.at::<u64>(8)?.read();
     /// assert!(pair.at::<u64>(16).is_err());
@@ -577,6 +597,7 @@ impl<'m, T: Plain, A: Access> View<'m, T, A> {
     /// pointer is an error, never a wild access.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # #[derive(Clone, Copy)]
     /// # #[repr(C)]
@@ -584,7 +605,7 @@ impl<'m, T: Plain, A: Access> View<'m, T, A> {
     /// # // SAFETY: integers only.
     /// # unsafe impl xen_foreignmemory::Plain for Ioreq {}
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0xfeff0], ReadOnly)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0xfeff0)], ReadOnly)?;
     /// let req = m.view::<Ioreq>(0)?;
     /// // SAFETY: `p` points at a live ioreq; taking a field's address reads nothing.
     /// let size = req.project(|p| unsafe { &raw const (*p).size })?;
@@ -614,9 +635,10 @@ impl<'m, T: Plain, const N: usize, A: Access> View<'m, [T; N], A> {
     /// A view of element `index` of an array, or `None` past its end.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// let counters = m.view::<[u32; 256]>(0x400)?;
     /// let timer = counters.get(0xf0).map(|c| c.read());
     /// assert!(counters.get(256).is_none());
@@ -637,9 +659,10 @@ impl<'m, T: Plain, const N: usize, A: Access> View<'m, [T; N], A> {
     /// The number of elements, `N`.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// assert_eq!(m.view::<[u32; 8]>(0)?.len(), 8);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -650,9 +673,10 @@ impl<'m, T: Plain, const N: usize, A: Access> View<'m, [T; N], A> {
     /// `true` for a zero-length array.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// assert!(!m.view::<[u32; 8]>(0)?.is_empty());
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -665,9 +689,10 @@ impl<T: Plain> View<'_, T, ReadWrite> {
     /// Writes the whole value (volatile).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// m.view::<u64>(0x18)?.write(7);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -680,9 +705,10 @@ impl<T: Plain> View<'_, T, ReadWrite> {
     /// The address of the value, writable.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let m = fm.map(DomId::new(1), &[0x100], ReadWrite)?;
+    /// # let m = fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadWrite)?;
     /// let p: *mut u64 = m.view::<u64>(0)?.as_mut_ptr();
     /// # let _ = p;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -717,6 +743,7 @@ impl<T, A: Access> fmt::Debug for View<'_, T, A> {
 /// other type with a method called `project`, whose closure argument could be anything).
 ///
 /// ```no_run
+/// # use xen_foreignmemory::Gfn;
 /// use xen_foreignmemory::{field, DomId, ForeignMemory, ReadWrite};
 /// # #[derive(Clone, Copy)]
 /// # #[repr(C)]
@@ -725,7 +752,7 @@ impl<T, A: Access> fmt::Debug for View<'_, T, A> {
 /// # unsafe impl xen_foreignmemory::Plain for Ioreq {}
 ///
 /// let fm = ForeignMemory::open()?;
-/// let page = fm.map(DomId::new(1), &[0xfeff0], ReadWrite)?;
+/// let page = fm.map(DomId::new(1), &[Gfn::new(0xfeff0)], ReadWrite)?;
 /// let req = page.view::<Ioreq>(0)?;
 /// let (addr, size) = (field!(req, addr)?.read(), field!(req, size)?.read());
 /// field!(req, data)?.write(0xffff_ffff);
@@ -751,6 +778,7 @@ impl<T, A: Access> fmt::Debug for View<'_, T, A> {
 /// }
 /// let _ = field!(LookAlike, x); // error[E0308]: expected `&View<'_, _, _>`
 /// ```
+/// # use xen_foreignmemory::Gfn;
 #[macro_export]
 macro_rules! field {
     ($view:expr, $($field:ident).+) => {
@@ -766,6 +794,7 @@ macro_rules! field {
 mod tests {
     use super::*;
     use xen_hypercall::Errno;
+    use xen_hypercall::Gfn;
 
     /// A Mapping over anonymous memory: the same checks as over guest memory.
     fn anon<A: Access>(frames: usize) -> Mapping<A> {
@@ -800,7 +829,7 @@ mod tests {
     #[test]
     fn reads_writes_and_bounds() {
         let m = anon::<ReadWrite>(2);
-        assert_eq!((m.len(), m.frames(), m.domain()), (8192, 2, DomId::new(9)));
+        assert_eq!((m.len(), m.frames(), m.domid()), (8192, 2, DomId::new(9)));
         assert!(m.is_complete() && !m.is_empty());
         assert_eq!(
             m.write(8190, 0xabcd_u32).unwrap_err().errno(),
@@ -885,7 +914,7 @@ mod tests {
         let mut m = anon::<ReadOnly>(4);
         let hole = |index| FrameError {
             index,
-            gfn: 0x1000 + index as u64,
+            gfn: Gfn::new(0x1000 + index as u64),
             errno: Errno::EINVAL,
         };
         m.set_holes(vec![hole(1), hole(3)].into_boxed_slice());

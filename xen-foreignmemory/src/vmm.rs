@@ -23,11 +23,12 @@ impl Mapping<ReadWrite> {
     /// `vm-memory`). Fails with [`Error::NotMapped`] for a partial mapping.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use vm_memory::{Bytes, VolatileMemory};
     /// use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     ///
     /// let fm = ForeignMemory::open()?;
-    /// let m = fm.map(DomId::new(1), &[0x100, 0x101], ReadWrite)?;
+    /// let m = fm.map(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0x101)], ReadWrite)?;
     /// let slice = m.as_volatile_slice()?;
     /// slice.write_obj(0x1234_u32, 0x10).unwrap();
     /// assert_eq!(slice.len(), 8192);
@@ -57,12 +58,12 @@ impl Mapping<ReadWrite> {
 ///
 /// ```no_run
 /// use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestRegionCollection};
-/// use xen_foreignmemory::{DomId, ForeignMemory, GuestRegion, ReadWrite};
+/// use xen_foreignmemory::{DomId, ForeignMemory, Gfn, GuestRegion, ReadWrite};
 ///
 /// let fm = ForeignMemory::open()?;
 /// let guest = DomId::new(1);
 /// // Guest RAM 0x100000..0x140000 (frames 0x100..0x140).
-/// let gfns: Vec<u64> = (0x100..0x140).collect();
+/// let gfns: Vec<Gfn> = (0x100..0x140).map(Gfn::new).collect();
 /// let region = GuestRegion::new(GuestAddress(0x10_0000), fm.map(guest, &gfns, ReadWrite)?)?;
 /// let mem = GuestRegionCollection::from_regions(vec![region]).unwrap();
 /// mem.write_obj(0xabcd_u16, GuestAddress(0x10_0010)).unwrap();
@@ -81,11 +82,12 @@ impl GuestRegion {
     /// refused ([`Error::NotMapped`]), as is a region whose end overflows the address space.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use vm_memory::GuestAddress;
     /// use xen_foreignmemory::{DomId, ForeignMemory, GuestRegion, ReadWrite};
     ///
     /// let fm = ForeignMemory::open()?;
-    /// let r = GuestRegion::new(GuestAddress(0x1000), fm.map(DomId::new(1), &[1], ReadWrite)?)?;
+    /// let r = GuestRegion::new(GuestAddress(0x1000), fm.map(DomId::new(1), &[Gfn::new(1)], ReadWrite)?)?;
     /// assert_eq!(r.mapping().len(), 4096);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -102,7 +104,7 @@ impl GuestRegion {
         {
             return Err(Error::invalid(
                 OP,
-                Some(mapping.domain()),
+                Some(mapping.domid()),
                 "the region must start page-aligned and end inside the address space",
             ));
         }
@@ -112,10 +114,11 @@ impl GuestRegion {
     /// The mapping underneath (for this crate's own typed accessors).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use vm_memory::GuestAddress;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, GuestRegion, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let r = GuestRegion::new(GuestAddress(0x1000), fm.map(DomId::new(1), &[1], ReadWrite)?)?;
+    /// # let r = GuestRegion::new(GuestAddress(0x1000), fm.map(DomId::new(1), &[Gfn::new(1)], ReadWrite)?)?;
     /// let word: u64 = r.mapping().read(0)?;
     /// # let _ = word;
     /// # Ok::<(), xen_foreignmemory::Error>(())
@@ -127,10 +130,11 @@ impl GuestRegion {
     /// Gives the mapping back.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// # use vm_memory::GuestAddress;
     /// # use xen_foreignmemory::{DomId, ForeignMemory, GuestRegion, ReadWrite};
     /// # let fm = ForeignMemory::open()?;
-    /// # let r = GuestRegion::new(GuestAddress(0x1000), fm.map(DomId::new(1), &[1], ReadWrite)?)?;
+    /// # let r = GuestRegion::new(GuestAddress(0x1000), fm.map(DomId::new(1), &[Gfn::new(1)], ReadWrite)?)?;
     /// let m = r.into_mapping();
     /// # let _ = m;
     /// # Ok::<(), xen_foreignmemory::Error>(())

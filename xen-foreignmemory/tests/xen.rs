@@ -5,6 +5,7 @@
 //! they run one at a time and can count this process's privcmd mappings.
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use xen_foreignmemory::Gfn;
 
 use xen_foreignmemory::{
     field, BatchIoctl, DomId, Errno, Error, FailurePolicy, ForeignMemory, GrantTable, MapOptions,
@@ -96,9 +97,9 @@ fn guest_pattern_reads_back_through_a_mapping() {
     let g = guest();
     let fm = fm();
     let gfn = g.fill(Some(p::SCRATCH_GFN), 0x5eed).unwrap();
-    let m: Mapping<ReadOnly> = fm.map(dom(g), &[gfn], ReadOnly).unwrap();
+    let m: Mapping<ReadOnly> = fm.map(dom(g), &[Gfn::new(gfn)], ReadOnly).unwrap();
     assert_eq!(fm.batch_ioctl(), BatchIoctl::V2);
-    assert_eq!((m.len(), m.frames(), m.domain()), (PAGE_SIZE, 1, dom(g)));
+    assert_eq!((m.len(), m.frames(), m.domid()), (PAGE_SIZE, 1, dom(g)));
     assert!(m.is_complete());
     let mut page = vec![0u8; PAGE_SIZE];
     m.read_bytes(0, &mut page).unwrap();
@@ -131,23 +132,24 @@ fn writes_through_a_read_write_mapping_reach_the_guest() {
     let _s = serial();
     let g = guest();
     let fm = fm();
-    let gfns = [p::SCRATCH_GFN + 1, p::SCRATCH_GFN + 2];
+    let raw = [p::SCRATCH_GFN + 1, p::SCRATCH_GFN + 2];
+    let gfns = raw.map(Gfn::new);
     let m = fm.map(dom(g), &gfns, ReadWrite).unwrap();
     let data = pattern(77);
     m.write_bytes(PAGE_SIZE, &data).unwrap();
     m.fill(0, PAGE_SIZE, 0xab).unwrap();
     m.write(0x10, 0x1122_3344_5566_7788u64).unwrap();
     // The guest sees both frames as we wrote them.
-    assert_eq!(g.checksum(gfns[1]).unwrap(), fnv1a64(data.iter().copied()));
+    assert_eq!(g.checksum(raw[1]).unwrap(), fnv1a64(data.iter().copied()));
     let mut first = vec![0xabu8; PAGE_SIZE];
     first[0x10..0x18].copy_from_slice(&0x1122_3344_5566_7788u64.to_ne_bytes());
-    assert_eq!(g.copy_out(gfns[0]).unwrap(), first);
+    assert_eq!(g.copy_out(raw[0]).unwrap(), first);
     assert_eq!(
-        g.mem_read(gfns[0] << 12 | 0x10, 8).unwrap(),
+        g.mem_read(raw[0] << 12 | 0x10, 8).unwrap(),
         0x1122_3344_5566_7788
     );
     // The guest writes; we see it through a second, read-only mapping.
-    g.mem_write(gfns[0] << 12 | 0x20, 0xfeed_f00d, 4).unwrap();
+    g.mem_write(raw[0] << 12 | 0x20, 0xfeed_f00d, 4).unwrap();
     let ro = fm.map(dom(g), &gfns[..1], ReadOnly).unwrap();
     assert_eq!(ro.read::<u32>(0x20).unwrap(), 0xfeed_f00d);
     assert_eq!(m.read::<u32>(0x20).unwrap(), 0xfeed_f00d);
@@ -172,14 +174,14 @@ fn failed_frames_are_per_frame_errors_or_fail_the_whole_call() {
     let g = guest();
     let fm = fm();
     let good = g.fill(Some(p::SCRATCH_GFN + 3), 3).unwrap();
-    let gfns = [good, BEYOND, good];
+    let gfns = [good, BEYOND, good].map(Gfn::new);
     let before = privcmd_vmas();
 
     // All or nothing: the error names frame 1, and nothing stays mapped.
     let e = fm.map(dom(g), &gfns, ReadOnly).unwrap_err();
     println!("all-or-nothing: {e}");
     let frame = e.frame().expect("a frame error");
-    assert_eq!((frame.index, frame.gfn), (1, BEYOND));
+    assert_eq!((frame.index, frame.gfn.get()), (1, BEYOND));
     assert!(
         matches!(
             e,
@@ -213,7 +215,7 @@ fn failed_frames_are_per_frame_errors_or_fail_the_whole_call() {
 
     // Every frame bad: the per-frame form fails too, cleanly.
     let e = fm
-        .map_partial(dom(g), &[BEYOND, BEYOND + 1], ReadOnly)
+        .map_partial(dom(g), &[Gfn::new(BEYOND), Gfn::new(BEYOND + 1)], ReadOnly)
         .unwrap_err();
     assert!(
         matches!(
@@ -244,12 +246,16 @@ fn bad_input_is_refused_with_typed_errors_and_nothing_mapped() {
     );
     println!("zero frames: {e}");
 
-    let e = fm.map(DomId::SELF, &[0x100], ReadOnly).unwrap_err();
+    let e = fm
+        .map(DomId::SELF, &[Gfn::new(0x100)], ReadOnly)
+        .unwrap_err();
     assert!(e.is_invalid_argument(), "{e}");
     println!("DOMID_SELF: {e}");
 
     let opts = MapOptions::new().at(0x7f00_0000_0001);
-    let e = fm.map_with(dom(g), &[0x100], ReadOnly, &opts).unwrap_err();
+    let e = fm
+        .map_with(dom(g), &[Gfn::new(0x100)], ReadOnly, &opts)
+        .unwrap_err();
     assert!(e.is_invalid_argument(), "{e}");
     println!("unaligned address: {e}");
 
@@ -287,10 +293,14 @@ fn bad_input_is_refused_with_typed_errors_and_nothing_mapped() {
     assert!(e.is_invalid_argument(), "{e}");
 
     // A domain that does not exist.
-    let e = fm.map(ABSENT, &[0x100, 0x101], ReadOnly).unwrap_err();
+    let e = fm
+        .map(ABSENT, &[Gfn::new(0x100), Gfn::new(0x101)], ReadOnly)
+        .unwrap_err();
     println!("absent domain: {e}");
     assert!(e.is_no_such_domain(), "{e:?}");
-    let e = fm.map_partial(ABSENT, &[0x100], ReadWrite).unwrap_err();
+    let e = fm
+        .map_partial(ABSENT, &[Gfn::new(0x100)], ReadWrite)
+        .unwrap_err();
     assert!(e.is_no_such_domain(), "{e:?}");
 
     assert_eq!(privcmd_vmas(), before, "nothing left mapped");
@@ -304,11 +314,13 @@ fn the_old_mmapbatch_ioctl_works_too() {
     let fm = fm();
     fm.set_batch_ioctl(BatchIoctl::V1);
     let gfn = g.fill(Some(p::SCRATCH_GFN + 4), 44).unwrap();
-    let m = fm.map(dom(g), &[gfn], ReadOnly).unwrap();
+    let m = fm.map(dom(g), &[Gfn::new(gfn)], ReadOnly).unwrap();
     let mut page = vec![0u8; PAGE_SIZE];
     m.read_bytes(0, &mut page).unwrap();
     assert_eq!(page, pattern(44));
-    let m = fm.map_partial(dom(g), &[gfn, BEYOND], ReadOnly).unwrap();
+    let m = fm
+        .map_partial(dom(g), &[Gfn::new(gfn), Gfn::new(BEYOND)], ReadOnly)
+        .unwrap();
     assert_eq!(m.frame_errors().len(), 1);
     assert_eq!(m.frame_errors()[0].errno, Errno::EINVAL);
     assert_eq!(fm.batch_ioctl(), BatchIoctl::V1);
@@ -337,12 +349,19 @@ fn caller_chosen_addresses() {
     let addr = resv as usize;
     // Occupied: NOREPLACE refuses.
     let e = fm
-        .map_with(dom(g), &[gfn], ReadOnly, &MapOptions::new().at(addr))
+        .map_with(
+            dom(g),
+            &[Gfn::new(gfn)],
+            ReadOnly,
+            &MapOptions::new().at(addr),
+        )
         .unwrap_err();
     assert_eq!(e.errno(), Errno::EEXIST, "{e}");
     // SAFETY: the range is our reservation and nothing uses it.
     let opts = unsafe { MapOptions::new().at_replacing(addr + PAGE_SIZE) };
-    let m = fm.map_with(dom(g), &[gfn], ReadOnly, &opts).unwrap();
+    let m = fm
+        .map_with(dom(g), &[Gfn::new(gfn)], ReadOnly, &opts)
+        .unwrap();
     assert_eq!(m.as_ptr() as usize, addr + PAGE_SIZE);
     assert_eq!(m.read::<[u8; 8]>(0).unwrap(), pattern(55)[..8]);
     drop(m);
@@ -350,7 +369,7 @@ fn caller_chosen_addresses() {
     let m = fm
         .map_with(
             dom(g),
-            &[gfn],
+            &[Gfn::new(gfn)],
             ReadOnly,
             &MapOptions::new().at(addr + PAGE_SIZE),
         )
@@ -361,7 +380,7 @@ fn caller_chosen_addresses() {
     let m = fm
         .map_with(
             dom(g),
-            &[gfn],
+            &[Gfn::new(gfn)],
             ReadOnly,
             &MapOptions::new().near(0x6000_0000_0000),
         )
@@ -379,7 +398,7 @@ fn map_allocates_nothing_once_the_handle_has_its_error_array() {
     let g = guest();
     let fm = fm();
     let d = dom(g);
-    let gfns: Vec<u64> = (0x400..0x400 + 1024).collect();
+    let gfns: Vec<Gfn> = (0x400..0x400 + 1024).map(Gfn::new).collect();
     // Up to 8 frames the outcome array is on the stack: nothing allocated, ever.
     let a0 = allocations();
     drop(fm.map(d, &gfns[..8], ReadOnly).unwrap());
@@ -398,7 +417,9 @@ fn map_allocates_nothing_once_the_handle_has_its_error_array() {
     }
     // Failure paths allocate nothing either.
     let a0 = allocations();
-    let e = fm.map(d, &[0x400, BEYOND], ReadOnly).unwrap_err();
+    let e = fm
+        .map(d, &[Gfn::new(0x400), Gfn::new(BEYOND)], ReadOnly)
+        .unwrap_err();
     assert_eq!(allocations() - a0, 0, "{e}");
 }
 
@@ -609,12 +630,14 @@ fn restricted_handles_map_their_domain_only() {
     let gfn = g.fill(Some(p::SCRATCH_GFN + 6), 66).unwrap();
     fm.restrict(dom(g)).unwrap();
     assert_eq!(fm.restricted_to(), Some(dom(g)));
-    let m = fm.map(dom(g), &[gfn], ReadOnly).unwrap();
+    let m = fm.map(dom(g), &[Gfn::new(gfn)], ReadOnly).unwrap();
     assert_eq!(m.read::<u8>(0).unwrap(), pattern_byte(66, 0));
-    let e = fm.map(ABSENT, &[0x100], ReadOnly).unwrap_err();
+    let e = fm.map(ABSENT, &[Gfn::new(0x100)], ReadOnly).unwrap_err();
     println!("restricted, other domain: {e}");
     assert!(e.is_permission_denied(), "{e:?}");
-    let e = fm.map(DomId::DOM0, &[0x100], ReadOnly).unwrap_err();
+    let e = fm
+        .map(DomId::DOM0, &[Gfn::new(0x100)], ReadOnly)
+        .unwrap_err();
     assert!(e.is_permission_denied(), "{e:?}");
     let e = fm
         .resource_size(ABSENT, Resource::GrantTable(GrantTable::Shared))
@@ -632,7 +655,7 @@ fn mappings_outlive_the_handle_and_cross_threads() {
         let fm = fm();
         fm.map_with(
             dom(g),
-            &[gfn],
+            &[Gfn::new(gfn)],
             ReadOnly,
             &MapOptions::new()
                 .retry(RetryPolicy::NEVER)
@@ -668,7 +691,7 @@ fn bench_map_unmap() {
     let g = guest();
     let fm = fm();
     // RAM frames of the 32 MiB guest, clear of the VGA hole and of the test guest's image.
-    let gfns: Vec<u64> = (0x400..0x400 + 1024).collect();
+    let gfns: Vec<Gfn> = (0x400..0x400 + 1024).map(Gfn::new).collect();
     let d = dom(g);
     let time = |rounds: usize, f: &mut dyn FnMut()| {
         let t0 = std::time::Instant::now();
@@ -689,10 +712,14 @@ fn bench_map_unmap() {
             let runs: [&mut dyn FnMut(); 4] = [
                 &mut || drop(std::hint::black_box(fm.map(d, list, ReadOnly).unwrap())),
                 &mut || drop(std::hint::black_box(fm.map(d, list, ReadWrite).unwrap())),
-                &mut || drop(std::hint::black_box(g.map_frames(list).unwrap())),
+                &mut || {
+                    drop(std::hint::black_box(
+                        g.map_frames(Gfn::as_raw_slice(list)).unwrap(),
+                    ))
+                },
                 &mut || {
                     if let Some(c) = &c {
-                        c.map_unmap(d, list);
+                        c.map_unmap(d, Gfn::as_raw_slice(list));
                     }
                 },
             ];
@@ -734,7 +761,7 @@ fn vm_memory_guest_memory_over_a_mapping() {
     let g = guest();
     let fm = fm();
     let base = p::SCRATCH_GFN + 9;
-    let gfns = [base, base + 1];
+    let gfns = [base, base + 1].map(Gfn::new);
     let m = fm.map(dom(g), &gfns, ReadWrite).unwrap();
     let slice = m.as_volatile_slice().unwrap();
     assert_eq!(slice.len(), 2 * PAGE_SIZE);
@@ -759,7 +786,9 @@ fn vm_memory_guest_memory_over_a_mapping() {
         .read_obj::<u8>(start.unchecked_add(2 * PAGE_SIZE as u64))
         .is_err());
     // A partial or read-only mapping cannot become a region.
-    let partial = fm.map_partial(dom(g), &[base, BEYOND], ReadWrite).unwrap();
+    let partial = fm
+        .map_partial(dom(g), &[Gfn::new(base), Gfn::new(BEYOND)], ReadWrite)
+        .unwrap();
     assert!(partial.as_volatile_slice().is_err());
     assert!(GuestRegion::new(start, partial).is_err());
 }
@@ -843,11 +872,11 @@ fn failed_frames_of_medium_maps_are_found() {
     let good = g.fill(Some(p::SCRATCH_GFN + 3), 3).unwrap();
     let before = privcmd_vmas();
     for (n, bad) in [(9, 8), (40, 37), (64, 0), (64, 63)] {
-        let mut gfns = vec![good; n];
-        gfns[bad] = BEYOND;
+        let mut gfns = vec![Gfn::new(good); n];
+        gfns[bad] = Gfn::new(BEYOND);
         let e = fm.map(dom(g), &gfns, ReadOnly).unwrap_err();
         let frame = e.frame().expect("a frame error");
-        assert_eq!((frame.index, frame.gfn), (bad, BEYOND), "{n} frames: {e}");
+        assert_eq!((frame.index, frame.gfn.get()), (bad, BEYOND), "{n} frames: {e}");
         assert_eq!(privcmd_vmas(), before, "nothing left mapped");
         let m = fm.map_partial(dom(g), &gfns, ReadOnly).unwrap();
         assert_eq!(m.frame_errors().len(), 1);
@@ -858,7 +887,7 @@ fn failed_frames_of_medium_maps_are_found() {
         assert_eq!(page, pattern(3));
         drop(m);
         // All good now: no outcome of the failed call is left over.
-        let m = fm.map(dom(g), &vec![good; n], ReadOnly).unwrap();
+        let m = fm.map(dom(g), &vec![Gfn::new(good); n], ReadOnly).unwrap();
         assert!(m.is_complete());
         drop(m);
         assert_eq!(privcmd_vmas(), before);

@@ -57,6 +57,8 @@ macro_rules! plain {
     };
 }
 plain!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+// SAFETY: a transparent `u64`, valid for every bit pattern.
+unsafe impl Plain for crate::Gfn {}
 // SAFETY: an array of `Plain` is a sequence of `Plain` values with no padding between them
 // (an array's size is exactly `N * size_of::<T>()`).
 unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::{DomId, Errno};
+use crate::{DomId, Errno, Gfn};
 
 /// Shorthand for `Result<T, xen_hypercall::Error>`.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -153,9 +153,9 @@ pub enum Error {
 /// number, and the error Xen or the kernel reported for it.
 ///
 /// ```
-/// use xen_hypercall::{Errno, FrameError};
+/// use xen_hypercall::{Errno, FrameError, Gfn};
 ///
-/// let e = FrameError { index: 3, gfn: 0x1_0000_0000, errno: Errno::EINVAL };
+/// let e = FrameError { index: 3, gfn: Gfn::new(0x1_0000_0000), errno: Errno::EINVAL };
 /// assert_eq!(e.to_string(), "frame 3 (gfn 0x100000000): Invalid argument");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +163,7 @@ pub struct FrameError {
     /// Position of the frame in the list passed to the map call (0-based).
     pub index: usize,
     /// The frame number that was asked for.
-    pub gfn: u64,
+    pub gfn: Gfn,
     /// What went wrong: `ENOENT` paged out (still, after the retries), `EINVAL` no such frame
     /// in the guest, `ESRCH` no such domain, `EPERM` not allowed, ...
     pub errno: Errno,
@@ -171,11 +171,7 @@ pub struct FrameError {
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "frame {} (gfn {:#x}): {}",
-            self.index, self.gfn, self.errno
-        )
+        write!(f, "frame {} (gfn {}): {}", self.index, self.gfn, self.errno)
     }
 }
 

@@ -107,6 +107,7 @@ mod dm_op;
 mod domid;
 mod errno;
 mod error;
+mod gfn;
 mod irqfd;
 mod ops;
 mod privcmd;
@@ -119,6 +120,7 @@ pub use dm_op::{DmOpBuf, DmOpLimits, DmOpPath};
 pub use domid::DomId;
 pub use errno::Errno;
 pub use error::{errno_from_xen, Error, FrameError, Result};
+pub use gfn::Gfn;
 pub use irqfd::{
     EventFd, Ioeventfd, IoeventfdConfig, Irqfd, IOEVENTFD_MAX_VCPUS, VIRTIO_MMIO_QUEUE_NOTIFY,
 };

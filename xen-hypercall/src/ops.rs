@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::{abi, DomId, Error, Privcmd};
+use crate::{abi, DomId, Error, Gfn, Privcmd};
 
 /// Xen's version, from `XENVER_version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -132,7 +132,7 @@ impl Privcmd {
         domid: DomId,
         extent_order: u32,
         mem_flags: u32,
-        gfns: &mut [u64],
+        gfns: &mut [Gfn],
     ) -> Result<usize, Error> {
         const OP: &str = "memory_op populate_physmap";
         let domid = domid.require_domain(OP)?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::Errno;
 
 use crate::restrict::{RegisteredFd, RestrictRegistry};
-use crate::{abi, sys, BufferPool, DmOpBuf, DmOpLimits, DmOpPath, DomId, Error};
+use crate::{abi, sys, BufferPool, DmOpBuf, DmOpLimits, DmOpPath, DomId, Error, Gfn};
 
 /// An open handle on Xen's privcmd driver: hypercalls, dm_ops, foreign mappings, restriction.
 ///
@@ -398,7 +398,7 @@ impl Privcmd {
         &self,
         domid: DomId,
         addr: *mut c_void,
-        gfns: &[u64],
+        gfns: &[Gfn],
         errs: &mut [c_int],
     ) -> Result<(), Error> {
         const OP: &str = "privcmd mmapbatch_v2";
@@ -713,7 +713,9 @@ mod tests {
             let e = p.dm_op("dm_op x", d, &bufs).unwrap_err();
             assert!(e.is_invalid_argument() && !e.is_os(), "{e}");
             assert_eq!(e.domain(), Some(d));
-            let e = p.populate_physmap(d, 0, 0, &mut [0x1000]).unwrap_err();
+            let e = p
+                .populate_physmap(d, 0, 0, &mut [Gfn::new(0x1000)])
+                .unwrap_err();
             assert_eq!((e.op(), e.is_os()), ("memory_op populate_physmap", false));
             assert!(p.populate_physmap(d, 0, 0, &mut []).is_err());
             let e = p.hvm_set_param(d, 2, 1).unwrap_err();
@@ -832,7 +834,7 @@ mod tests {
             (e.op(), e.domain()),
             ("hvm_op get_param", Some(DomId::new(4)))
         );
-        let mut gfns = [0x1000u64, 0x1001];
+        let mut gfns = [Gfn::new(0x1000), Gfn::new(0x1001)];
         let e = p
             .populate_physmap(DomId::new(4), 0, 0, &mut gfns)
             .unwrap_err();
@@ -852,7 +854,14 @@ mod tests {
         let p = stand_in();
         let mut errs = [0i32; 1];
         // SAFETY: refused before the syscall, nothing is mapped.
-        let e = unsafe { p.mmapbatch_v2(DomId::new(1), core::ptr::null_mut(), &[1, 2], &mut errs) };
+        let e = unsafe {
+            p.mmapbatch_v2(
+                DomId::new(1),
+                core::ptr::null_mut(),
+                &[Gfn::new(1), Gfn::new(2)],
+                &mut errs,
+            )
+        };
         assert!(e.unwrap_err().is_invalid_argument());
         // SAFETY: as above.
         let e = unsafe { p.mmap_resource(DomId::new(1), 0, 0, 0, 0, core::ptr::null_mut()) };

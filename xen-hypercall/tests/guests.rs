@@ -3,7 +3,7 @@
 
 use std::os::fd::AsRawFd;
 
-use xen_hypercall::{DmOpBuf, DomId, Errno, Plain, Privcmd, ShutdownReason};
+use xen_hypercall::{DmOpBuf, DomId, Errno, Gfn, Plain, Privcmd, ShutdownReason};
 use xen_sys::dm_op::{xen_dm_op, XEN_DMOP_nr_vcpus};
 use xen_sys::hvm::{HVM_PARAM_STORE_PFN, HVM_PARAM_VM_GENERATION_ID_ADDR};
 use xen_sys::memory::{XENMEM_resource_grant_table, XENMEM_resource_grant_table_id_shared};
@@ -141,7 +141,7 @@ fn map_one(
     assert_ne!(addr, libc::MAP_FAILED);
     let mut errs = [0i32; 1];
     // SAFETY: `addr` is the start of a one-page mapping of this privcmd fd, unused elsewhere.
-    let r = unsafe { xen.mmapbatch_v2(d, addr, &[gfn], &mut errs) };
+    let r = unsafe { xen.mmapbatch_v2(d, addr, &[Gfn::new(gfn)], &mut errs) };
     (addr.cast(), len, errs[0], r)
 }
 
@@ -165,9 +165,9 @@ fn populate_physmap_adds_a_frame_that_maps() {
     // SAFETY: our mapping from map_one, no references into it.
     unsafe { libc::munmap(addr.cast(), len) };
 
-    let mut gfns = [gfn];
+    let mut gfns = [Gfn::new(gfn)];
     assert_eq!(xen.populate_physmap(d, 0, 0, &mut gfns), Ok(1));
-    assert_eq!(gfns, [gfn]);
+    assert_eq!(gfns, [Gfn::new(gfn)]);
 
     let (addr, len, err, r) = map_one(&xen, d, gfn);
     assert_eq!((r, err), (Ok(()), 0));

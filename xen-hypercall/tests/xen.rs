@@ -226,6 +226,6 @@ fn hvm_and_sched_ops_reach_xen() {
         .unwrap_err();
     assert_eq!(e.errno(), Errno::ESRCH, "{e}");
     // Xen reports reservation ops on a missing domain as "0 extents done", not as an error.
-    let mut gfns = [0x10_0000u64];
+    let mut gfns = [xen_hypercall::Gfn::new(0x10_0000)];
     assert_eq!(xen.populate_physmap(ABSENT, 0, 0, &mut gfns), Ok(0));
 }

@@ -18,7 +18,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use xen_devicemodel::{BufIoreqMode, DeviceModel, DomId, IoreqServer, IoreqServerId, IsaIrq};
 use xen_evtchn::{EventChannels, Port};
 use xen_foreignmemory::{ForeignMemory, ReadWrite, Resource};
-use xen_hypercall::{DmOpPath, Privcmd};
+use xen_hypercall::{DmOpPath, Gfn, Privcmd};
 
 /// The stand-in memfd; every fd numbered from here up is answered by the filter.
 const STAND_IN_FD: i32 = 900;
@@ -233,13 +233,13 @@ fn run(row: &str, n: u32) {
                 "dm_op_track_dirty_vram" => repeat(n, strict, |_| {
                     dm.track_dirty_vram(
                         black_box(D),
-                        black_box(0xf0000),
+                        black_box(Gfn::new(0xf0000)),
                         black_box(100),
                         &mut bitmap,
                     )
                 }),
                 _ => repeat(n, strict, |_| {
-                    dm.modified_memory(black_box(D), black_box(0x100), black_box(4))
+                    dm.modified_memory(black_box(D), black_box(Gfn::new(0x100)), black_box(4))
                 }),
             }
             std::mem::forget(srv);
@@ -258,7 +258,7 @@ fn run(row: &str, n: u32) {
         "map_1" | "map_64" | "map_1024" => {
             let count: usize = row[4..].parse().unwrap_or(1);
             let fm = foreign_memory();
-            let gfns: Vec<u64> = (0x1000..0x1000 + count as u64).collect();
+            let gfns: Vec<Gfn> = (0x1000..0x1000 + count as u64).map(Gfn::new).collect();
             repeat(n, true, |_| {
                 fm.map(black_box(D), &gfns, ReadWrite)
                     .map(|m| drop(black_box(m)))

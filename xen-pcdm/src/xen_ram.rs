@@ -40,7 +40,9 @@ impl XenRam {
                 return None;
             }
             let first = start / page;
-            let gfns: Vec<u64> = (first..first.checked_add(len / page)?).collect();
+            let gfns: Vec<xen_foreignmemory::Gfn> = (first..first.checked_add(len / page)?)
+                .map(xen_foreignmemory::Gfn::new)
+                .collect();
             let m = self.fm.map(self.dom, &gfns, ReadWrite).ok()?;
             out.push(GuestRegion::new(GuestAddress(start), m).ok()?);
         }

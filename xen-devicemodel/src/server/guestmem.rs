@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use xen_foreignmemory::{ForeignMemory, MapOptions, Mapping, ReadWrite, RetryPolicy, PAGE_SIZE};
 
-use crate::{DomId, Errno, Error, Result};
+use crate::{DomId, Errno, Error, Gfn, Result};
 
 /// How many frames stay mapped. A `rep` request touches at most a few frames; the cache
 /// spares a map/unmap pair per element and per request.
@@ -94,7 +94,10 @@ impl GuestMem {
                     return Err(Error::os(OP, Some(self.dom), errno));
                 }
                 let opts = MapOptions::new().retry(self.retry);
-                let m = match self.fm.map_with(self.dom, &[gfn], ReadWrite, &opts) {
+                let m = match self
+                    .fm
+                    .map_with(self.dom, &[Gfn::new(gfn)], ReadWrite, &opts)
+                {
                     Ok(m) => m,
                     Err(e) => {
                         self.failed.put(gfn, e.errno(), now);

@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use xen_hypercall::{DomId, Errno, PrivcmdIoctl};
+use xen_hypercall::{DomId, Errno, Gfn, PrivcmdIoctl};
 
 use super::{
     check_domain, sizes, BatchIoctl, FailurePolicy, ForeignMemory, MapOptions, RetryPolicy, Where,
@@ -203,17 +203,18 @@ impl ForeignMemory {
     /// ([`Error::is_no_such_domain`]); a frame the guest does not have, `EINVAL`.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use xen_foreignmemory::{DomId, ForeignMemory, ReadWrite};
     ///
     /// let fm = ForeignMemory::open()?;
-    /// match fm.map(DomId::new(1), &[0x100, 0x1_0000_0000], ReadWrite) {
+    /// match fm.map(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0x1_0000_0000)], ReadWrite) {
     ///     Ok(m) => println!("mapped {} bytes", m.len()),
     ///     Err(e) => println!("{e}"), // ... frame 1 (gfn 0x100000000): Invalid argument ...
     /// }
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
     #[inline(always)]
-    pub fn map<A: Access>(&self, domid: DomId, gfns: &[u64], access: A) -> Result<Mapping<A>> {
+    pub fn map<A: Access>(&self, domid: DomId, gfns: &[Gfn], access: A) -> Result<Mapping<A>> {
         self.map_with(domid, gfns, access, &MapOptions::new())
     }
 
@@ -222,10 +223,11 @@ impl ForeignMemory {
     /// only when no frame at all mapped.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     ///
     /// let fm = ForeignMemory::open()?;
-    /// let m = fm.map_partial(DomId::new(1), &[0x100, 0x1_0000_0000], ReadOnly)?;
+    /// let m = fm.map_partial(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0x1_0000_0000)], ReadOnly)?;
     /// for e in m.frame_errors() {
     ///     println!("{e}"); // frame 1 (gfn 0x100000000): Invalid argument
     /// }
@@ -235,7 +237,7 @@ impl ForeignMemory {
     pub fn map_partial<A: Access>(
         &self,
         domid: DomId,
-        gfns: &[u64],
+        gfns: &[Gfn],
         access: A,
     ) -> Result<Mapping<A>> {
         let opts = MapOptions::new().failure(FailurePolicy::PerFrame);
@@ -246,11 +248,12 @@ impl ForeignMemory {
     /// `map2`), failure policy, retries. See [`map`](ForeignMemory::map).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use xen_foreignmemory::{DomId, ForeignMemory, MapOptions, ReadOnly, RetryPolicy};
     ///
     /// let fm = ForeignMemory::open()?;
     /// let opts = MapOptions::new().retry(RetryPolicy::NEVER);
-    /// let m = fm.map_with(DomId::new(1), &[0x100], ReadOnly, &opts)?;
+    /// let m = fm.map_with(DomId::new(1), &[Gfn::new(0x100)], ReadOnly, &opts)?;
     /// # let _ = m;
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -258,7 +261,7 @@ impl ForeignMemory {
     pub fn map_with<A: Access>(
         &self,
         domid: DomId,
-        gfns: &[u64],
+        gfns: &[Gfn],
         _access: A,
         opts: &MapOptions,
     ) -> Result<Mapping<A>> {
@@ -312,7 +315,7 @@ impl ForeignMemory {
     fn map_medium<A: Access>(
         &self,
         domid: DomId,
-        gfns: &[u64],
+        gfns: &[Gfn],
         opts: &MapOptions,
     ) -> Result<Mapping<A>> {
         let (base, len, vma_len) = self.map_prepare::<A>(domid, gfns.len(), opts)?;
@@ -333,7 +336,7 @@ impl ForeignMemory {
     fn map_large<A: Access>(
         &self,
         domid: DomId,
-        gfns: &[u64],
+        gfns: &[Gfn],
         opts: &MapOptions,
     ) -> Result<Mapping<A>> {
         let (base, len, vma_len) = self.map_prepare::<A>(domid, gfns.len(), opts)?;
@@ -358,7 +361,7 @@ impl ForeignMemory {
         first: core::result::Result<(), Errno>,
         mapping: Mapping<A>,
         domid: DomId,
-        gfns: &[u64],
+        gfns: &[Gfn],
         errs: &mut [c_int],
         opts: &MapOptions,
     ) -> Result<Mapping<A>> {
@@ -377,7 +380,7 @@ impl ForeignMemory {
         &self,
         domid: DomId,
         base: NonNull<u8>,
-        gfns: &[u64],
+        gfns: &[Gfn],
         errs: &mut [c_int],
         retry: RetryPolicy,
     ) -> Result<()> {
@@ -416,7 +419,7 @@ impl ForeignMemory {
         &self,
         domid: DomId,
         addr: *mut u8,
-        gfns: &[u64],
+        gfns: &[Gfn],
         errs: &mut [c_int],
     ) -> core::result::Result<(), Errno> {
         if self.batch_ioctl() != BatchIoctl::V2 {
@@ -444,7 +447,7 @@ impl ForeignMemory {
         &self,
         domid: DomId,
         addr: *mut u8,
-        gfns: &[u64],
+        gfns: &[Gfn],
         errs: &mut [c_int],
     ) -> core::result::Result<(), Errno> {
         let which = match self.batch_ioctl() {
@@ -483,10 +486,11 @@ impl ForeignMemory {
         &self,
         domid: DomId,
         addr: *mut u8,
-        gfns: &[u64],
+        gfns: &[Gfn],
         errs: &mut [c_int],
     ) -> core::result::Result<(), Errno> {
-        let mut arr = gfns.to_vec();
+        // The old ioctl flags failures in the list itself: give it a copy.
+        let mut arr = Gfn::as_raw_slice(gfns).to_vec();
         // SAFETY: forwarded from our caller.
         match unsafe { self.privcmd.mmapbatch_v1(domid, addr.cast(), &mut arr) } {
             Ok(()) => {}
@@ -494,7 +498,7 @@ impl ForeignMemory {
             Err(e) => return Err(e.errno()),
         }
         for ((err, &now), &asked) in errs.iter_mut().zip(&arr).zip(gfns) {
-            *err = v1_outcome(asked, now);
+            *err = v1_outcome(asked.get(), now);
         }
         Ok(())
     }
@@ -525,11 +529,11 @@ fn batch_error(domid: DomId, e: Errno) -> Error {
 /// `policy` says), one `remap(start, gfns, errs)` per run of consecutive such frames, which
 /// updates their outcomes. Stops when none is left or the attempts are spent.
 fn retry_paged(
-    gfns: &[u64],
+    gfns: &[Gfn],
     errs: &mut [c_int],
     policy: RetryPolicy,
     mut sleep: impl FnMut(Duration),
-    mut remap: impl FnMut(usize, &[u64], &mut [c_int]) -> Result<()>,
+    mut remap: impl FnMut(usize, &[Gfn], &mut [c_int]) -> Result<()>,
 ) -> Result<()> {
     let mut delay = policy.first_delay;
     for _ in 0..policy.attempts {
@@ -574,7 +578,7 @@ fn v1_outcome(asked: u64, now: u64) -> c_int {
 fn finish<A: Access>(
     mut mapping: Mapping<A>,
     domid: DomId,
-    gfns: &[u64],
+    gfns: &[Gfn],
     errs: &[c_int],
     policy: FailurePolicy,
 ) -> Result<Mapping<A>> {
@@ -617,14 +621,20 @@ mod tests {
         let fm = old_kernel();
         let d = DomId::new(4);
         let s0 = sys::syscalls();
-        let e = fm.map(d, &[1, 2, 3], crate::ReadWrite).unwrap_err();
+        let e = fm
+            .map(
+                d,
+                &[Gfn::new(1), Gfn::new(2), Gfn::new(3)],
+                crate::ReadWrite,
+            )
+            .unwrap_err();
         // mmap, (the probe and V1 through xen-hypercall: not counted here), munmap.
         assert_eq!(sys::syscalls() - s0, 2);
         assert_eq!((e.op(), e.errno()), ("foreignmemory map", Errno::ENOTTY));
         assert_eq!(fm.batch_ioctl(), BatchIoctl::V1, "remembered");
         // Next time straight to V1.
         let s0 = sys::syscalls();
-        assert!(fm.map(d, &[1], crate::ReadOnly).is_err());
+        assert!(fm.map(d, &[Gfn::new(1)], crate::ReadOnly).is_err());
         assert_eq!(sys::syscalls() - s0, 2);
     }
 
@@ -632,7 +642,7 @@ mod tests {
     fn only_paged_out_frames_are_retried_with_backoff() {
         // Frames 1, 2 and 5 are paged out; frame 2 comes back on the second retry, frame 5
         // never; frame 3 failed for another reason and is left alone.
-        let gfns: Vec<u64> = (100..107).collect();
+        let gfns: Vec<Gfn> = (100..107).map(Gfn::new).collect();
         let einval = -Errno::EINVAL.raw();
         let mut errs = [0, ENOENT, ENOENT, einval, 0, ENOENT, 0];
         let mut tries = [0u32; 7];
@@ -649,7 +659,7 @@ mod tests {
             policy,
             |d| sleeps.push(d),
             |start, g, e| {
-                calls.push((start, g.to_vec()));
+                calls.push((start, Gfn::as_raw_slice(g).to_vec()));
                 for (k, err) in e.iter_mut().enumerate() {
                     let i = start + k;
                     tries[i] += 1;

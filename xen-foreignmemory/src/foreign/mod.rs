@@ -35,11 +35,12 @@ mod resource;
 /// `ForeignMemory` is `Send + Sync`; every method takes `&self`.
 ///
 /// ```no_run
+/// # use xen_foreignmemory::Gfn;
 /// use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
 ///
 /// let fm = ForeignMemory::open()?;
 /// let guest = DomId::new(1);
-/// let m = fm.map(guest, &[0x100, 0x101], ReadOnly)?;
+/// let m = fm.map(guest, &[Gfn::new(0x100), Gfn::new(0x101)], ReadOnly)?;
 /// println!("first word of gfn 0x100: {:#x}", m.read::<u64>(0)?);
 ///
 /// fm.restrict(guest)?; // from now on, this handle maps domain 1 only
@@ -187,13 +188,14 @@ impl Default for RetryPolicy {
 /// frames are retried with [`RetryPolicy::default`].
 ///
 /// ```no_run
+/// # use xen_foreignmemory::Gfn;
 /// use xen_foreignmemory::{DomId, FailurePolicy, ForeignMemory, MapOptions, ReadOnly};
 ///
 /// let fm = ForeignMemory::open()?;
 /// let opts = MapOptions::new()
 ///     .failure(FailurePolicy::PerFrame)
 ///     .near(0x7f00_0000_0000);
-/// let m = fm.map_with(DomId::new(1), &[0x100, 0x200], ReadOnly, &opts)?;
+/// let m = fm.map_with(DomId::new(1), &[Gfn::new(0x100), Gfn::new(0x200)], ReadOnly, &opts)?;
 /// # let _ = m;
 /// # Ok::<(), xen_foreignmemory::Error>(())
 /// ```
@@ -302,13 +304,14 @@ impl MapOptions {
     /// contents vanish. Typically the range is a reservation this code made itself.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use xen_foreignmemory::{DomId, ForeignMemory, MapOptions, ReadOnly};
     ///
     /// let fm = ForeignMemory::open()?;
     /// let reserved = 0x7f00_0000_0000; // e.g. a PROT_NONE range we reserved and own
     /// // SAFETY: the range is our own reservation, used by nothing else.
     /// let opts = unsafe { MapOptions::new().at_replacing(reserved) };
-    /// let m = fm.map_with(DomId::new(1), &[0x100], ReadOnly, &opts)?;
+    /// let m = fm.map_with(DomId::new(1), &[Gfn::new(0x100)], ReadOnly, &opts)?;
     /// assert_eq!(m.as_ptr() as usize, reserved);
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -475,11 +478,12 @@ impl ForeignMemory {
     /// [`Privcmd::restrict`](xen_hypercall::Privcmd::restrict). Mappings made before stay.
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use xen_foreignmemory::{DomId, ForeignMemory, ReadOnly};
     ///
     /// let fm = ForeignMemory::open()?;
     /// fm.restrict(DomId::new(1))?;
-    /// let e = fm.map(DomId::new(2), &[0x100], ReadOnly).unwrap_err();
+    /// let e = fm.map(DomId::new(2), &[Gfn::new(0x100)], ReadOnly).unwrap_err();
     /// assert!(e.is_permission_denied());
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -501,9 +505,10 @@ impl ForeignMemory {
     /// Which ioctl maps frames ([`BatchIoctl::Probe`] until the first map call).
     ///
     /// ```no_run
+    /// # use xen_foreignmemory::Gfn;
     /// use xen_foreignmemory::{BatchIoctl, DomId, ForeignMemory, ReadOnly};
     /// let fm = ForeignMemory::open()?;
-    /// fm.map(DomId::new(1), &[0x100], ReadOnly)?;
+    /// fm.map(DomId::new(1), &[Gfn::new(0x100)], ReadOnly)?;
     /// assert_eq!(fm.batch_ioctl(), BatchIoctl::V2); // on any kernel since 3.x
     /// # Ok::<(), xen_foreignmemory::Error>(())
     /// ```
@@ -634,6 +639,7 @@ mod tests {
     use super::*;
     use crate::Resource;
     use std::os::fd::OwnedFd;
+    use xen_hypercall::Gfn;
 
     /// A stand-in privcmd: /dev/null refuses mmap and every ioctl.
     fn stand_in() -> ForeignMemory {
@@ -650,22 +656,22 @@ mod tests {
         assert!(e.is_invalid_argument() && e.domain() == Some(d), "{e}");
         assert_eq!(e.op(), "foreignmemory map");
         for bad in [DomId::SELF, DomId::INVALID, DomId::IDLE, DomId::COW] {
-            let e = fm.map(bad, &[1], crate::ReadWrite).unwrap_err();
+            let e = fm.map(bad, &[Gfn::new(1)], crate::ReadWrite).unwrap_err();
             assert!(e.is_invalid_argument(), "{e}");
         }
         let opts = MapOptions::new().at(0x1001);
         assert!(fm
-            .map_with(d, &[1], crate::ReadOnly, &opts)
+            .map_with(d, &[Gfn::new(1)], crate::ReadOnly, &opts)
             .unwrap_err()
             .is_invalid_argument());
         let opts = MapOptions::new().near(0x10);
         assert!(fm
-            .map_with(d, &[1], crate::ReadOnly, &opts)
+            .map_with(d, &[Gfn::new(1)], crate::ReadOnly, &opts)
             .unwrap_err()
             .is_invalid_argument());
         let opts = MapOptions::new().at(0);
         assert!(fm
-            .map_with(d, &[1], crate::ReadOnly, &opts)
+            .map_with(d, &[Gfn::new(1)], crate::ReadOnly, &opts)
             .unwrap_err()
             .is_invalid_argument());
         let gt = Resource::GrantTable(crate::GrantTable::Shared);
@@ -681,7 +687,9 @@ mod tests {
             .is_invalid_argument());
         assert_eq!(sys::syscalls(), s0, "no syscall");
         // Past the checks, the stand-in refuses the mmap: a typed OS error, nothing mapped.
-        let e = fm.map(d, &[1, 2], crate::ReadOnly).unwrap_err();
+        let e = fm
+            .map(d, &[Gfn::new(1), Gfn::new(2)], crate::ReadOnly)
+            .unwrap_err();
         assert_eq!((e.op(), e.errno()), ("foreignmemory map", Errno::ENODEV));
         assert_eq!(sys::syscalls(), s0 + 1, "exactly the mmap");
     }
