@@ -1,5 +1,8 @@
 //! Ioreq servers: the channel through which Xen hands a guest's I/O to a device model.
 
+// Unsafe: reads the union fields Xen filled in.
+#![allow(unsafe_code)]
+
 use core::fmt;
 use core::ops::RangeInclusive;
 

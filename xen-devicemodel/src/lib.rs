@@ -94,6 +94,9 @@
 //! [libxl]: https://docs.rs/xen-devicemodel/latest/xen_devicemodel/libxl/index.html
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Unsafe code lives in the modules that say so (`#![allow(unsafe_code)]`), each block with
+// its `SAFETY:` argument.
+#![deny(unsafe_code)]
 
 use xen_sys::dm_op::{xen_dm_op, XEN_DMOP_nr_vcpus, XEN_DMOP_remote_shutdown};
 
@@ -215,7 +218,9 @@ impl DeviceModel {
         self.op("dm_op nr_vcpus", dom, &mut req)?;
         // SAFETY: every union member is plain data; Xen wrote `nr_vcpus` (and any bytes are a
         // valid u32).
-        Ok(unsafe { req.u.nr_vcpus.vcpus })
+        #[allow(unsafe_code)]
+        let vcpus = unsafe { req.u.nr_vcpus.vcpus };
+        Ok(vcpus)
     }
 }
 

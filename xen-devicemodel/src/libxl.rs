@@ -34,6 +34,9 @@
 //! and `query-pci` return empty lists, `query-vnc` disabled, anything else `{}`. Each command
 //! is also reported as a [`QmpEvent`]. A line longer than 64 KiB closes that connection.
 
+// Unsafe: pipes, polls and adopts the descriptors libxl passes.
+#![allow(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -1,5 +1,8 @@
 //! Bound ports as owned values.
 
+// Unsafe: moves the handle out of a port that is not dropped.
+#![allow(unsafe_code)]
+
 use core::fmt;
 use core::mem::ManuallyDrop;
 

@@ -1,5 +1,8 @@
 //! The owned handle on `/dev/xen/evtchn`.
 
+// Unsafe: evtchn ioctls that take pointers.
+#![allow(unsafe_code)]
+
 use core::fmt;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

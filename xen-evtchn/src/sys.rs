@@ -2,6 +2,9 @@
 //! policy: everything is retried on `EINTR` except the hot paths' single attempts, whose
 //! callers redo a failure through the retrying form.
 
+// Unsafe: forwards the ioctls' pointer contracts.
+#![allow(unsafe_code)]
+
 use std::ffi::CStr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! The async handle, on tokio's `AsyncFd`.
 
+// Unsafe: registers the handle's descriptor with the reactor.
+#![allow(unsafe_code)]
+
 use core::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 

@@ -1,6 +1,9 @@
 //! Atomic access to integers in guest memory, for the protocols shared with a guest or with
 //! Xen (an ioreq's state, a buffered-ioreq ring's pointers, a ring's producer index).
 
+// Unsafe: atomics on guest memory.
+#![allow(unsafe_code)]
+
 use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use xen_hypercall::Plain;

@@ -76,6 +76,9 @@
 //! Licensed under either of Apache License, Version 2.0 or MIT license at your option.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Unsafe code lives in the modules that say so (`#![allow(unsafe_code)]`), each block with
+// its `SAFETY:` argument.
+#![deny(unsafe_code)]
 
 mod access;
 mod atomic;

@@ -1,5 +1,8 @@
 //! [`Mapping`]: foreign frames mapped into this process, and [`View`]: a typed window on them.
 
+// Unsafe: owns a mapping and accesses it volatilely.
+#![allow(unsafe_code)]
+
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;

@@ -4,6 +4,9 @@
 //! Under `cfg(test)` each bumps a per-thread counter, so unit tests can show how many
 //! syscalls a map call makes.
 
+// Unsafe: mmap and munmap.
+#![allow(unsafe_code)]
+
 use core::ffi::c_int;
 use core::ptr::NonNull;
 use std::os::fd::BorrowedFd;

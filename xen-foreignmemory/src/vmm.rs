@@ -9,6 +9,9 @@
 //! notion of frames that did not map, so a read-only or partial mapping would let safe code
 //! reach a fault.
 
+// Unsafe: hands vm-memory volatile slices of a mapping.
+#![allow(unsafe_code)]
+
 use vm_memory::bitmap::BS;
 use vm_memory::guest_memory::Result as GuestResult;
 use vm_memory::{

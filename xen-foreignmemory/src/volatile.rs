@@ -5,6 +5,9 @@
 //! accesses for the body and single bytes at the edges: about as fast as `memcpy` for page-
 //! sized copies, without ever reading guest memory twice or through a reference.
 
+// Unsafe: volatile copies to and from guest memory.
+#![allow(unsafe_code)]
+
 use core::ptr;
 
 const WORD: usize = core::mem::size_of::<u64>();

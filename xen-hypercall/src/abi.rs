@@ -1,6 +1,8 @@
 //! The `xen-sys` items this crate uses, gathered in one place, with the hypercall numbers and
 //! sub-op codes widened to the `u64` the privcmd ioctl takes.
 
+// Unsafe: `Plain` for the ABI structs defined here.
+#![allow(unsafe_code)]
 #![allow(non_camel_case_types, non_upper_case_globals)]
 
 use core::ffi::c_ulong;

@@ -1,5 +1,8 @@
 //! Hypercall buffers: memory Xen may read and write during a hypercall.
 
+// Unsafe: hypercall buffers: pages mapped for Xen, and the `Plain` marker.
+#![allow(unsafe_code)]
+
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};

@@ -1,5 +1,8 @@
 //! Process confinement: after set-up, the process opens no file again (seccomp).
 
+// Unsafe: installs a seccomp filter.
+#![allow(unsafe_code)]
+
 use crate::Error;
 
 /// Stops every thread of the process, for the rest of its life, from opening files: the last

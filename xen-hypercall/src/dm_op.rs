@@ -248,6 +248,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn buf_encoding_matches_the_kernel_struct() {
         let mut v = 0u64;
         let p = &mut v as *mut u64 as usize;

@@ -216,6 +216,12 @@ impl Error {
     }
 
     /// The operation that failed.
+    /// ```
+    /// use xen_hypercall::Error;
+    ///
+    /// let e = Error::Misaligned { op: "view", offset: 3, align: 8 };
+    /// assert_eq!(e.op(), "view");
+    /// ```
     pub const fn op(&self) -> &'static str {
         match *self {
             Error::Os { op, .. }
@@ -231,6 +237,14 @@ impl Error {
     }
 
     /// The domain the operation acted on, if any.
+    /// ```
+    /// use xen_hypercall::{DomId, Errno, Error};
+    ///
+    /// let e = Error::os("x", Some(DomId::new(3)), Errno::EPERM);
+    /// assert_eq!(e.domain(), Some(DomId::new(3)));
+    /// let e = Error::OutOfBounds { op: "read", offset: 0, len: 8, size: 4 };
+    /// assert_eq!(e.domain(), None); // an access to a mapping names no domain
+    /// ```
     pub const fn domain(&self) -> Option<DomId> {
         match *self {
             Error::Os { domain, .. }
@@ -279,6 +293,12 @@ impl Error {
     /// [`Error::Frame`]), `EINVAL` for [`Error::InvalidArgument`] and misaligned views,
     /// `E2BIG` for the buffer limits (what the kernel would have said), `EFAULT` for accesses
     /// outside a mapping or into a frame that did not map.
+    /// ```
+    /// use xen_hypercall::{Errno, Error};
+    ///
+    /// let e = Error::OutOfBounds { op: "read", offset: 4096, len: 4, size: 4096 };
+    /// assert_eq!(e.errno(), Errno::EFAULT);
+    /// ```
     pub const fn errno(&self) -> Errno {
         match *self {
             Error::Os { errno, .. } | Error::NotSupported { errno, .. } => errno,
@@ -291,6 +311,12 @@ impl Error {
 
     /// The first frame that failed, for [`Error::Frame`] (and the unmapped frame an access
     /// touched, for [`Error::NotMapped`]).
+    /// ```
+    /// use xen_hypercall::{Errno, Error, FrameError, Gfn};
+    ///
+    /// let frame = FrameError { index: 0, gfn: Gfn::new(7), errno: Errno::ENOENT };
+    /// assert_eq!(Error::NotMapped { op: "read", frame }.frame(), Some(frame));
+    /// ```
     pub const fn frame(&self) -> Option<FrameError> {
         match *self {
             Error::Frame { frame, .. } | Error::NotMapped { frame, .. } => Some(frame),
@@ -299,6 +325,12 @@ impl Error {
     }
 
     /// An [`Error::InvalidArgument`]: refused before any syscall.
+    /// ```
+    /// use xen_hypercall::{DomId, Error};
+    ///
+    /// let e = Error::invalid("map", Some(DomId::new(1)), "no frames");
+    /// assert!(e.is_invalid_argument() && !e.is_os());
+    /// ```
     pub const fn invalid(op: &'static str, domain: Option<DomId>, reason: &'static str) -> Error {
         Error::InvalidArgument { op, domain, reason }
     }
@@ -325,6 +357,11 @@ impl Error {
     /// `true` when the kernel or Xen does not offer the operation: `ENOSYS` (Xen lacks the
     /// hypercall or sub-op), `EOPNOTSUPP` (not supported for this domain or resource), or
     /// `ENOTTY` (the kernel driver lacks the ioctl); and always for [`Error::NotSupported`].
+    /// ```
+    /// use xen_hypercall::{DomId, Errno, Error};
+    ///
+    /// assert!(Error::os("m", Some(DomId::new(1)), Errno::EOPNOTSUPP).is_not_supported());
+    /// ```
     pub const fn is_not_supported(&self) -> bool {
         matches!(self, Error::NotSupported { .. })
             || matches!(
@@ -335,17 +372,34 @@ impl Error {
 
     /// `true` for `EPERM` and `EACCES`: the caller may not do this (not privileged, XSM
     /// policy, a handle restricted to another domain, dm_op on a PV dom0).
+    /// ```
+    /// use xen_hypercall::{DomId, Errno, Error, FrameError, Gfn};
+    ///
+    /// let frame = FrameError { index: 0, gfn: Gfn::new(9), errno: Errno::EPERM };
+    /// let e = Error::Frame { op: "map", domain: DomId::new(1), frame, failed: 1, count: 1 };
+    /// assert!(e.is_permission_denied());
+    /// ```
     pub const fn is_permission_denied(&self) -> bool {
         matches!(self.reported(), Some(Errno::EPERM | Errno::EACCES))
     }
 
     /// `true` for `ESRCH`: the domain does not exist (any more).
+    /// ```
+    /// use xen_hypercall::{DomId, Errno, Error};
+    ///
+    /// assert!(Error::os("m", Some(DomId::new(1)), Errno::ESRCH).is_no_such_domain());
+    /// ```
     pub const fn is_no_such_domain(&self) -> bool {
         matches!(self.reported(), Some(Errno::ESRCH))
     }
 
     /// `true` for `EINVAL` from the kernel or Xen (which is also what a frame number the
     /// guest does not have gives), and for every argument refused up front.
+    /// ```
+    /// use xen_hypercall::Error;
+    ///
+    /// assert!(Error::Misaligned { op: "view", offset: 1, align: 4 }.is_invalid_argument());
+    /// ```
     pub const fn is_invalid_argument(&self) -> bool {
         match *self {
             Error::Os { errno, .. } => matches!(errno, Errno::EINVAL),

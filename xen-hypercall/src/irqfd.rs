@@ -15,6 +15,9 @@
 //! [`Privcmd::probe_irqfd`] / [`Privcmd::probe_ioeventfd`] ask without changing anything, so a
 //! device model can choose the fallback (its own loop) once, up front.
 
+// Unsafe: privcmd ioctls that take pointers.
+#![allow(unsafe_code)]
+
 use core::ffi::{c_ulong, c_void};
 use core::ptr::NonNull;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

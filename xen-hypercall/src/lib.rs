@@ -74,31 +74,24 @@
 //! opens its handles, calls `restrict_all` and then `confine` is left with handles that reach
 //! its guest only. [`confine`] lists exactly what each step guarantees and what it does not.
 //!
-//! # How other crates build on xen-hypercall
-//! - **Ids and errors.** Take and return [`DomId`] and [`Error`] (re-export them, so users
-//!   need one crate only). Name the operation the user called in errors (`"dm_op
-//!   set_isa_irq_level"`, `"evtchn bind_interdomain"`), with the domain. Build errors with
-//!   [`Error::os`] / [`Error::last_os_error`] after a syscall, and refuse bad input before any
-//!   syscall with [`Error::InvalidArgument`].
-//! - **Handles.** Keep the fd as a [`RegisteredFd`] from
-//!   `RestrictRegistry::global().register(kind, fd, restrict_fn)`: it owns the fd, closes it on
-//!   drop after leaving the registry, and [`RegisteredFd::restrict`] restricts just that
-//!   handle. Privcmd-based crates (`xen-devicemodel`, `xen-foreignmemory`) simply own a
-//!   [`Privcmd`], which already registers itself. `xen-evtchn` registers its
-//!   `/dev/xen/evtchn` fd with a function issuing `IOCTL_EVTCHN_RESTRICT_DOMID`.
-//! - **dm_ops.** Build the `xen_dm_op` request (and any extra buffers) on the stack, wrap them
-//!   with [`DmOpBuf::from_mut`] / [`DmOpBuf::from_slice_mut`] (your `#[repr(C)]` types
-//!   implement [`Plain`]), call [`Privcmd::dm_op`] with your operation's name. Split requests
-//!   that exceed [`Privcmd::dm_op_limits`] yourself.
-//! - **Foreign mappings.** `mmap` the privcmd fd ([`AsFd`](std::os::fd::AsFd)) and fill the
-//!   mapping with [`Privcmd::mmapbatch_v2`] / [`Privcmd::mmap_resource`]; the mapping type,
-//!   its lifetime and volatile access belong to `xen-foreignmemory`.
-//! - **Other hypercalls.** Prefer a typed method here (add one); the raw
-//!   [`Privcmd::hypercall`] with [`HypercallBuffer`] arguments is the escape hatch.
+//! # The syscall layer
+//! [`sys`] holds every system call the xen-rs crates make on Xen's devices and the
+//! descriptors around them, with one `EINTR` policy: calls a signal interrupts before they do
+//! anything are retried inside the layer; privcmd ioctls are not (their errno may be Xen's own
+//! answer). Crates that talk to other Xen devices can use it too.
+//!
+//! # Handles
+//! [`Privcmd`] is a cheap clonable handle: clones share one open file, its restriction and
+//! its buffer pool, and the file closes with the last clone. Handles of the other crates
+//! (`xen_devicemodel::DeviceModel`, `xen_foreignmemory::ForeignMemory`) hold a clone, so build
+//! them from one [`Privcmd`] to use one file for all.
 //!
 //! Licensed under either of Apache License, Version 2.0 or MIT license at your option.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Unsafe code lives in the modules that say so (`#![allow(unsafe_code)]`), each block with
+// its `SAFETY:` argument.
+#![deny(unsafe_code)]
 
 mod abi;
 mod buffer;

@@ -1,5 +1,8 @@
 //! Typed hypercalls: xen_version, memory_op, hvm_op, sched_op.
 
+// Unsafe: hypercalls with buffer addresses.
+#![allow(unsafe_code)]
+
 use core::fmt;
 
 use crate::{abi, DomId, Error, Gfn, Privcmd};

@@ -1,5 +1,8 @@
 //! The `/dev/xen/privcmd` handle.
 
+// Unsafe: privcmd ioctls and hypercalls that take pointers.
+#![allow(unsafe_code)]
+
 use core::ffi::{c_int, c_void};
 use core::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

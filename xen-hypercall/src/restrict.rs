@@ -1,5 +1,8 @@
 //! The process-wide "restrict everything I have open" registry (the libxentoolcore idea).
 
+// Unsafe: borrows registered descriptors by number.
+#![allow(unsafe_code)]
+
 use core::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};

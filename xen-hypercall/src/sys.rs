@@ -12,7 +12,7 @@
 //! One policy, applied here and nowhere else:
 //! - **Calls that a signal interrupts before they do anything are retried inside the layer**
 //!   until they answer something else: [`open`], [`ioctl_restartable`] (event channels),
-//!   [`read`], [`write`], [`eventfd`], the `fcntl`s, and [`wait_readable`] (which waits only for
+//!   [`read()`], [`write()`], [`eventfd`], the `fcntl`s, and [`wait_readable`] (which waits only for
 //!   the time left before its deadline). Callers never see `EINTR` from them.
 //! - **privcmd ioctls ([`ioctl`], [`ioctl_raw`]) are never retried.** Their errno may be
 //!   Xen's own answer passed through unchanged (`XEN_EINTR` equals `EINTR`), and the kernel
@@ -432,7 +432,7 @@ fn bytes_mut<T: Plain>(buf: &mut [T]) -> (*mut c_void, usize) {
 }
 
 /// One `read` into `buf`: the raw result (bytes read, or -1 with `errno` set). The hot-path
-/// form: no retry; the caller redoes a failure with [`read`].
+/// form: no retry; the caller redoes a failure with [`read()`].
 #[inline(always)]
 pub fn read_once<T: Plain>(fd: BorrowedFd<'_>, buf: &mut [T]) -> isize {
     count();
@@ -443,7 +443,7 @@ pub fn read_once<T: Plain>(fd: BorrowedFd<'_>, buf: &mut [T]) -> isize {
 }
 
 /// One `write` of `buf`: the raw result (bytes written, or -1 with `errno` set). The hot-path
-/// form: no retry; the caller redoes a failure with [`write`].
+/// form: no retry; the caller redoes a failure with [`write()`].
 #[inline(always)]
 pub fn write_once<T: Plain>(fd: BorrowedFd<'_>, buf: &[T]) -> isize {
     count();

@@ -16,6 +16,9 @@
 //! depends on `CONFIG_XEN_VIRTIO`); kernels without them answer `ENOTTY`, which
 //! [`xen_hypercall`] reports as [`Error::NotSupported`](crate::Error::NotSupported).
 
+// Unsafe: hands the kernel the ioreq page for its ioeventfds.
+#![allow(unsafe_code)]
+
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use xen_hypercall::{Ioeventfd, IoeventfdConfig, Irqfd, VIRTIO_MMIO_QUEUE_NOTIFY};

@@ -1,6 +1,9 @@
 //! The blocking loop: [`Server::run`], [`Server::run_once`], and the serving of the
 //! pending ports and vCPU slots that `run_async` shares.
 
+// Unsafe: polls the loop's descriptors.
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 

@@ -1,5 +1,8 @@
 //! The tokio loop: `Server::run_async` (feature `tokio`).
 
+// Unsafe: registers the event-channel descriptor with the reactor.
+#![allow(unsafe_code)]
+
 use std::os::fd::AsRawFd;
 
 use xen_evtchn::Port;

@@ -1,6 +1,9 @@
 //! Set-up and teardown: [`ServerBuilder`] (creating the ioreq server, mapping its pages,
 //! claiming the ranges, binding the event channels) and [`Server`]'s `Drop`.
 
+// Unsafe: places the slots in the mapped ioreq page.
+#![allow(unsafe_code)]
+
 use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

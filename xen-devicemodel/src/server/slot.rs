@@ -26,6 +26,9 @@
 //! `View` cannot live in the same struct as its Mapping), so they hold the address, and the
 //! Server that owns both keeps the pages mapped for as long as the handles exist.
 
+// Unsafe: the ioreq page and buffered ring shared with Xen and the guest.
+#![allow(unsafe_code)]
+
 use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};

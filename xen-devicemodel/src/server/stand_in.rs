@@ -4,6 +4,9 @@
 //! without Xen (the instruction-count harness runs it against a stand-in channel handle).
 //! Not a way to serve a guest: nothing here talks to Xen.
 
+// Unsafe: a stand-in ioreq page in plain memory.
+#![allow(unsafe_code)]
+
 use xen_evtchn::{EventChannels, Port};
 
 use super::ctx::NoPlatform;

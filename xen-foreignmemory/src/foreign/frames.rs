@@ -2,6 +2,9 @@
 //! [`ForeignMemory::map_with`], with the retry of paged-out frames and the fallback to the
 //! old `MMAPBATCH` ioctl.
 
+// Unsafe: map ioctls into our own mappings.
+#![allow(unsafe_code)]
+
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void};
 use core::ptr::NonNull;

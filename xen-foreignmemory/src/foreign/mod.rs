@@ -4,6 +4,9 @@
 //!   retry of paged-out frames and the fallback to the old `MMAPBATCH` ioctl.
 //! - [`resource`]: mapping resources (`resource_size`, `map_resource`, `map_resource_with`).
 
+// Unsafe: creates and fills privcmd mappings.
+#![allow(unsafe_code)]
+
 use core::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};

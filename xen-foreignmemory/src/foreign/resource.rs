@@ -1,6 +1,9 @@
 //! Mapping resources: [`ForeignMemory::resource_size`], [`ForeignMemory::map_resource`],
 //! [`ForeignMemory::map_resource_with`].
 
+// Unsafe: the resource map ioctl into our own mapping.
+#![allow(unsafe_code)]
+
 use xen_hypercall::{DomId, Errno, PrivcmdIoctl};
 
 use super::{check_domain, domain_ok, sizes, ForeignMemory, MapOptions, Where};

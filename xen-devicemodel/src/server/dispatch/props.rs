@@ -3,6 +3,9 @@
 //! with the access sizes the `Device` trait promises. `PROPTEST_CASES` sets the number of
 //! cases (CI runs more than the default).
 
+// Unsafe: tests over fake slots in plain memory.
+#![allow(unsafe_code)]
+
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;

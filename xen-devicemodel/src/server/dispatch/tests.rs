@@ -1,5 +1,8 @@
 //! The request logic against a recording device and plain RAM (no Xen needed).
 
+// Unsafe: tests over fake slots in plain memory.
+#![allow(unsafe_code)]
+
 use super::*;
 use crate::server::{Claim, ServerBuilder};
 use crate::test_alloc::allocations;
