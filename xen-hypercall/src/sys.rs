@@ -12,8 +12,9 @@
 //! One policy, applied here and nowhere else:
 //! - **Calls that a signal interrupts before they do anything are retried inside the layer**
 //!   until they answer something else: [`open`], [`ioctl_restartable`] (event channels),
-//!   [`read()`], [`write()`], [`eventfd`], the `fcntl`s, and [`wait_readable`] (which waits only for
-//!   the time left before its deadline). Callers never see `EINTR` from them.
+//!   [`read()`], [`write()`], [`eventfd`], the `fcntl`s, and [`poll`] / [`wait_readable`]
+//!   (which wait only for the time left before their deadline). Callers never see `EINTR`
+//!   from them.
 //! - **privcmd ioctls ([`ioctl`], [`ioctl_raw`]) are never retried.** Their errno may be
 //!   Xen's own answer passed through unchanged (`XEN_EINTR` equals `EINTR`), and the kernel
 //!   runs hypercalls preemptibly rather than failing them on a signal; an `EINTR` there is
@@ -31,7 +32,7 @@
 
 use core::ffi::{c_int, c_long, c_ulong, c_void, CStr};
 use core::ptr::NonNull;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -527,6 +528,97 @@ pub fn wait_readable<const N: usize>(
     }
 }
 
+/// One descriptor of a [`poll`] set, waiting to be readable; after the call,
+/// [`PollFd::is_ready`] says whether it is (readable, in error or hung up).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct PollFd<'fd> {
+    raw: libc::pollfd,
+    _fd: core::marker::PhantomData<BorrowedFd<'fd>>,
+}
+
+impl<'fd> PollFd<'fd> {
+    /// Waits for `fd` to be readable.
+    pub fn readable(fd: BorrowedFd<'fd>) -> PollFd<'fd> {
+        PollFd {
+            raw: libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            _fd: core::marker::PhantomData,
+        }
+    }
+
+    /// An unused entry (the kernel skips it): for fixed-size sets only partly filled.
+    pub const fn unused() -> PollFd<'static> {
+        PollFd {
+            raw: libc::pollfd {
+                fd: -1,
+                events: 0,
+                revents: 0,
+            },
+            _fd: core::marker::PhantomData,
+        }
+    }
+
+    /// Whether the last [`poll`] found the descriptor readable, in error or hung up.
+    pub fn is_ready(&self) -> bool {
+        self.raw.revents != 0
+    }
+
+    /// The descriptor's number (-1 for an [`unused`](PollFd::unused) entry).
+    pub fn raw_fd(&self) -> RawFd {
+        self.raw.fd
+    }
+}
+
+impl core::fmt::Debug for PollFd<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PollFd")
+            .field("fd", &self.raw.fd)
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+/// `poll` over `fds` until one is ready or `deadline` passes (`None`: no limit; a deadline
+/// already past polls without waiting). Returns how many are ready, 0 on timeout; each
+/// entry's [`PollFd::is_ready`] says which. `EINTR` waits again for the time left.
+pub fn poll(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<usize, Errno> {
+    loop {
+        let timeout_ms: c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so we never wake early and spin on a zero timeout.
+                let ms = left.as_nanos().div_ceil(1_000_000);
+                ms.min(c_int::MAX as u128) as c_int
+            }
+        };
+        count();
+        // SAFETY: `PollFd` is a transparent `pollfd`; `fds` is valid for reads and writes of
+        // `fds.len()` of them for the call, and the descriptors in it are borrowed (open).
+        let r = unsafe {
+            libc::poll(
+                fds.as_mut_ptr().cast::<libc::pollfd>(),
+                fds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+        if let Ok(n) = usize::try_from(r) {
+            if n == 0 && deadline.is_some_and(|d| Instant::now() < d) {
+                continue; // woke early (clock granularity): wait the rest
+            }
+            return Ok(n);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
 /// The descriptor's file status flags (`fcntl(F_GETFL)`, `EINTR` retried).
 fn status_flags(fd: BorrowedFd<'_>) -> Result<c_int, Errno> {
     loop {
@@ -671,5 +763,36 @@ mod raw {
     pub(super) unsafe fn munmap(addr: usize, len: usize) {
         // SAFETY: forwarded from the caller.
         let _ = unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    #[test]
+    fn poll_reports_which_descriptor_is_ready() {
+        let (a, b) = (eventfd(true).unwrap(), eventfd(true).unwrap());
+        let soon = Some(Instant::now() + Duration::from_millis(1));
+        let mut set = [
+            PollFd::readable(a.as_fd()),
+            PollFd::unused(),
+            PollFd::readable(b.as_fd()),
+        ];
+        assert_eq!(poll(&mut set, soon), Ok(0), "nothing yet: a timeout");
+        assert_eq!(write(b.as_fd(), &[1u64]), Ok(8));
+        assert_eq!(poll(&mut set, None), Ok(1));
+        let ready: Vec<bool> = set.iter().map(PollFd::is_ready).collect();
+        assert_eq!(ready, [false, false, true]);
+        assert_eq!(set[1].raw_fd(), -1);
+        assert!(wait_readable([a.as_fd(), b.as_fd()], soon).unwrap());
+        let mut v = [0u64];
+        assert_eq!(read(b.as_fd(), &mut v), Ok(8));
+        assert_eq!(v, [1]);
+        assert_eq!(read(b.as_fd(), &mut v), Err(Errno::EAGAIN));
+        assert!(!wait_readable([a.as_fd(), b.as_fd()], soon).unwrap());
+        assert!(format!("{:?}", set[0]).contains("PollFd"));
     }
 }
