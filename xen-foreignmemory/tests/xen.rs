@@ -876,7 +876,11 @@ fn failed_frames_of_medium_maps_are_found() {
         gfns[bad] = Gfn::new(BEYOND);
         let e = fm.map(dom(g), &gfns, ReadOnly).unwrap_err();
         let frame = e.frame().expect("a frame error");
-        assert_eq!((frame.index, frame.gfn.get()), (bad, BEYOND), "{n} frames: {e}");
+        assert_eq!(
+            (frame.index, frame.gfn.get()),
+            (bad, BEYOND),
+            "{n} frames: {e}"
+        );
         assert_eq!(privcmd_vmas(), before, "nothing left mapped");
         let m = fm.map_partial(dom(g), &gfns, ReadOnly).unwrap();
         assert_eq!(m.frame_errors().len(), 1);

@@ -1,19 +1,18 @@
 //! The blocking loop: [`Server::run`], [`Server::run_once`], and the serving of the
 //! pending ports and vCPU slots that `run_async` shares.
 
-// Unsafe: polls the loop's descriptors.
-#![allow(unsafe_code)]
-
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use xen_evtchn::Port;
+use xen_hypercall::sys::{self, PollFd};
 
 use super::fast::MAX_FAST_DOORBELLS;
 use super::guestmem::BLOCKING_RETRY;
 use super::stand_in::serve_slot;
 use super::{Server, PORTS_PER_READ};
-use crate::{Errno, Error, Result};
+use crate::{Error, Result};
 
 impl Server {
     /// Serves requests on this thread until [`StopHandle::stop`](super::StopHandle::stop) is
@@ -30,7 +29,7 @@ impl Server {
             let n = self.ch.try_pending_many(&mut buf)?.len();
             // Buffered records left from the last turn are served without waiting.
             if n == 0 && !self.ring_backlog {
-                self.wait(-1)?;
+                self.wait(None)?;
                 continue;
             }
             self.serve_ports(&buf[..n])?;
@@ -55,8 +54,7 @@ impl Server {
         let mut buf = [Port::default(); PORTS_PER_READ];
         let mut n = self.ch.try_pending_many(&mut buf)?.len();
         if n == 0 && !self.ring_backlog && !self.stop.flag.load(Ordering::Acquire) {
-            let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-            self.wait(ms)?;
+            self.wait(Some(timeout))?;
             n = self.ch.try_pending_many(&mut buf)?.len();
         }
         if n > 0 || self.ring_backlog {
@@ -80,48 +78,41 @@ impl Server {
         Some(self.serve_all_slots().and(fatal.map_or(Ok(()), Err)))
     }
 
-    /// Waits until the event channels or the stop eventfd are readable, at most
-    /// `timeout_ms` (-1: no limit).
-    /// Doorbells the kernel took (ioeventfd) are polled too, and delivered.
-    fn wait(&mut self, timeout_ms: i32) -> Result<()> {
-        let none = libc::pollfd {
-            fd: -1,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let mut fds = [none; 2 + MAX_FAST_DOORBELLS];
-        fds[0].fd = self.ch.as_fd().as_raw_fd();
-        fds[1].fd = self.stop.efd.as_raw_fd();
-        let n = 2 + self.doorbell_fds(&mut fds[2..]);
-        // SAFETY: `n` valid pollfds on the stack, alive across the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
-        if r < 0 && Errno::last() != Errno::EINTR {
-            return Err(Error::last_os_error("ioreq server poll", Some(self.dom)));
+    /// Waits until the event channels or the stop eventfd are readable, at most `timeout`
+    /// (`None`: no limit); a signal does not end the wait early (the syscall layer's `EINTR`
+    /// policy). Doorbells the kernel took (ioeventfd) are polled too, and delivered.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut ready = [-1; MAX_FAST_DOORBELLS];
+        {
+            let mut fds = [PollFd::unused(); 2 + MAX_FAST_DOORBELLS];
+            fds[0] = PollFd::readable(self.ch.as_fd());
+            fds[1] = PollFd::readable(self.stop.efd.as_fd());
+            let n = 2 + self.doorbell_fds(&mut fds[2..]);
+            sys::poll(&mut fds[..n], deadline)
+                .map_err(|e| Error::os("ioreq server poll", Some(self.dom), e))?;
+            ready_fds(&fds[2..n], &mut ready);
         }
-        if n > 2 {
-            self.deliver_doorbells(&fds[2..n])?;
-        }
-        Ok(())
+        self.deliver_doorbells(&ready)
     }
 
     /// Fills `fds` with the eventfds of the doorbells the kernel serves; returns how many.
-    fn doorbell_fds(&self, fds: &mut [libc::pollfd]) -> usize {
+    fn doorbell_fds<'a>(&'a self, fds: &mut [PollFd<'a>]) -> usize {
         let fast = self.d.bells.entries.iter().filter_map(|e| e.fd.as_ref());
         let mut n = 0;
         for (slot, fd) in fds.iter_mut().zip(fast) {
-            slot.fd = fd.eventfd().as_raw_fd();
+            *slot = PollFd::readable(fd.eventfd());
             n += 1;
         }
         n
     }
 
-    /// Delivers the doorbells whose eventfd `fds` (as [`Self::doorbell_fds`] filled them, after
-    /// a poll) found readable.
-    fn deliver_doorbells(&mut self, fds: &[libc::pollfd]) -> Result<()> {
-        for p in fds.iter().filter(|p| p.revents != 0) {
+    /// Delivers the doorbells whose eventfds are in `ready` (-1 entries are skipped).
+    fn deliver_doorbells(&mut self, ready: &[RawFd]) -> Result<()> {
+        for &raw in ready.iter().filter(|&&r| r >= 0) {
             let i = self.d.bells.entries.iter().position(|e| {
                 e.fd.as_ref()
-                    .is_some_and(|fd| fd.eventfd().as_raw_fd() == p.fd)
+                    .is_some_and(|fd| fd.eventfd().as_raw_fd() == raw)
             });
             let Some(i) = i else { continue };
             let taken = match &self.d.bells.entries[i].fd {
@@ -142,22 +133,20 @@ impl Server {
         if self.d.bells.fast == 0 {
             return Ok(());
         }
-        let none = libc::pollfd {
-            fd: -1,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let mut fds = [none; MAX_FAST_DOORBELLS];
-        let n = self.doorbell_fds(&mut fds);
-        // SAFETY: `n` valid pollfds on the stack, alive across the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, 0) };
-        if r < 0 && Errno::last() != Errno::EINTR {
-            return Err(Error::last_os_error("ioreq server poll", Some(self.dom)));
+        let mut ready = [-1; MAX_FAST_DOORBELLS];
+        {
+            let mut fds = [PollFd::unused(); MAX_FAST_DOORBELLS];
+            let n = self.doorbell_fds(&mut fds);
+            let now = Some(Instant::now());
+            if sys::poll(&mut fds[..n], now)
+                .map_err(|e| Error::os("ioreq server poll", Some(self.dom), e))?
+                == 0
+            {
+                return Ok(());
+            }
+            ready_fds(&fds[..n], &mut ready);
         }
-        if r > 0 {
-            self.deliver_doorbells(&fds[..n])?;
-        }
-        Ok(())
+        self.deliver_doorbells(&ready)
     }
 
     pub(super) fn serve_ports(&mut self, ports: &[Port]) -> Result<()> {
@@ -210,5 +199,14 @@ impl Server {
             s.settle();
         }
         serve_slot(&mut self.d, s, &self.ch, p, v as u32).map(drop)
+    }
+}
+
+/// The descriptors of `fds` a poll found ready, into `ready` (the rest left -1).
+fn ready_fds(fds: &[PollFd<'_>], ready: &mut [RawFd]) {
+    for (r, p) in ready.iter_mut().zip(fds) {
+        if p.is_ready() {
+            *r = p.raw_fd();
+        }
     }
 }
