@@ -77,7 +77,9 @@
 //!    handle of the process can act on that guest only; serving keeps working.
 //!
 //! Dropping the [`Server`] undoes it in reverse: disable, unbind the channels, unmap the
-//! pages, destroy the server.
+//! pages, destroy the server. Between the disable and the unbinding it serves any request a
+//! vCPU posted after the loop returned, with the devices, so no vCPU is left waiting on a
+//! server that is gone (Xen does not complete such a request itself).
 //!
 //! # The loop
 //! [`Server::run`] (one thread) and `Server::run_async` (feature `tokio`) wait on the

@@ -240,6 +240,10 @@ impl Drop for Server {
         // Stop Xen sending requests; the channels are unbound, the pages unmapped and the
         // server destroyed as the fields drop.
         let _ = self.d.plat.server.disable();
+        // A request a vCPU posted after the loop returned (and before the disable) would
+        // never be answered: Xen does not complete it when the server goes, and that vCPU
+        // would wait forever. The devices are still here: serve it.
+        let _ = self.serve_all_slots();
         // The kernel's ioeventfds read the ioreq page: removed before it is unmapped (the
         // channels unbind as their ports drop, then the pages are unmapped).
         self.d.bells.clear();
