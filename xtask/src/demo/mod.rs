@@ -6,7 +6,7 @@
 //! By default ([`linux`]) the device model is xen-pcdm's binary and the guest boots dom0's
 //! own Linux kernel to a busybox shell on its serial port: interactive when stdin is a
 //! terminal, a few commands typed by the script otherwise; the guest's `poweroff` ends it.
-//! With `--firmware`, the `firmware_dm` example of xen-devicemodel serves the firmware alone,
+//! With `--firmware`, `firmware_dm` (of the xen-firmware-dm crate) serves the firmware alone,
 //! through to "No bootable device".
 //!
 //! - [`linux`]: the Linux demo's dom0 script, its console filter and its results;
@@ -43,8 +43,8 @@ Boots Xen 4.17 + a Debian dom0 under QEMU and runs an HVM guest (Xen's hvmloader
 there whose every emulated device is served by our Rust device model, xen-pcdm: the guest boots\n\
 dom0's Linux kernel to a busybox shell on its serial port (interactive on a terminal: `poweroff`\n\
 ends it; otherwise a few commands are typed for you).\n\
-\x20 --firmware       the firmware alone instead, served by xen-devicemodel's firmware_dm\n\
-\x20                  example, through to \"No bootable device\"\n\
+\x20 --firmware       the firmware alone instead, served by firmware_dm (xen-firmware-dm),\n\
+\x20                  through to \"No bootable device\"\n\
 \x20 -v, --verbose    show Xen's and dom0's whole console as it comes\n\
 \x20 --timeout SECS   deadline for the machine run (default 900 for Linux, 180 with\n\
 \x20                  --firmware; none for an interactive shell)\n";
@@ -80,13 +80,13 @@ fn on_xen_host() -> bool {
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("xl").is_file()))
 }
 
-/// On a Xen host: writes the guest's config for this host and says how to run the example here.
+/// On a Xen host: writes the guest's config for this host and says how to run firmware_dm here.
 fn host_hint(work: &Path, dm: &Payload, fake: &Payload) -> Result<(), String> {
     let cfg = work.join("demo-guest.cfg");
     fs::write(&cfg, script::xl_config(&fake.host.to_string_lossy()))
         .map_err(|e| format!("writing {}: {e}", cfg.display()))?;
     eprintln!(
-        "demo: this host runs Xen (/dev/xen/privcmd, xl): the example runs here directly too, as root:\n\
+        "demo: this host runs Xen (/dev/xen/privcmd, xl): firmware_dm runs here directly too, as root:\n\
          \x20     xl create -p {cfg}; {dm} $(xl domid {name}) --until \"{until}\"\n\
          \x20     and `xl unpause {name}` once it prints `ready`; then `xl destroy {name}`.\n\
          demo: the demo itself boots its own Xen machine under QEMU, as everywhere.",
@@ -98,16 +98,14 @@ fn host_hint(work: &Path, dm: &Payload, fake: &Payload) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the `firmware_dm` example (release) and returns it as a payload.
+/// Builds `firmware_dm` (xen-firmware-dm's program, release) and returns it as a payload.
 fn firmware_dm(verbose: bool) -> Result<Payload, String> {
     let mut cargo = util::cargo();
     cargo.args([
         "build",
         "-p",
-        "xen-devicemodel",
-        "--features",
-        "server",
-        "--example",
+        "xen-firmware-dm",
+        "--bin",
         script::FIRMWARE_DM,
         "--release",
         "--message-format=json-render-diagnostics",
@@ -373,7 +371,7 @@ fn run_firmware(opts: &Options) -> Result<(), String> {
     );
     if failures.is_empty() {
         println!(
-            "demo: OK. On a real Xen host the same example runs as a plain binary in dom0: firmware_dm <domid>"
+            "demo: OK. On a real Xen host the same program runs as a plain binary in dom0: firmware_dm <domid>"
         );
         Ok(())
     } else {

@@ -1,12 +1,39 @@
-//! The command line of `firmware_dm` (see `main.rs`), as a function so that tests can run it.
+//! The `firmware_dm` program: the devices of [`devices`] serving an HVM guest
+//! running Xen's hvmloader and SeaBIOS.
+//!
+//! On Xen, SeaBIOS writes only its first log lines to port 0x402: once it has found Xen it
+//! moves its log to port 0xe9, which Xen itself handles (`xl dmesg`). Its screen output
+//! (banner, "Booting from ...", "No bootable device") comes through the option ROM and the
+//! UART.
+//!
+//! ```text
+//! firmware_dm <domid> [--until TEXT] [--timeout SECS] [--restrict] [--verbose]
+//! ```
+//!
+//! Run it in dom0 against a guest created paused (e.g. with `xl create -p`), then unpause the
+//! guest once it prints `firmware_dm: ready`. Every line the firmware writes to the debug
+//! console or the UART is printed as `guest| TEXT` (`guest/serial| TEXT` for the UART). It
+//! exits 0 once TEXT has been printed (or on SIGINT/SIGTERM), 2 on timeout, 1 on error, and
+//! prints one last line with the requests served:
+//!
+//! ```text
+//! served: port=N mmio=N pci-config=N buffered=N other=N in T s (R req/s)
+//! ```
+//!
+//! `--restrict` drops privileges after set-up (every Xen handle of the process restricted to
+//! the guest) and keeps serving. `--verbose` also prints the first MMIO accesses to the empty
+//! windows and the BAR the firmware assigned.
+//!
+//! The program is [`run`]; a function, so that a test executable can be the program too.
 
-use crate::devices;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use xen_devicemodel::server::ServerBuilder;
 use xen_devicemodel::{BufIoreqMode, DomId};
+
+use crate::devices;
 
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
@@ -50,7 +77,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Option<Args> {
 }
 
 /// Runs the device model with the command-line arguments `args` (without the program name);
-/// returns the exit status.
+/// returns the exit status. Installs SIGINT and SIGTERM handlers that end the run.
 pub fn run(args: impl Iterator<Item = String>) -> u8 {
     let Some(args) = parse(args) else {
         return usage();

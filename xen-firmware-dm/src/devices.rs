@@ -1,5 +1,5 @@
-//! The device set of `firmware_dm`, registered on a server builder: one function, so the
-//! SeaBIOS test of `tests/server.rs` serves the firmware with exactly the example's devices.
+//! The whole device set, registered on a server builder: one function, so that `firmware_dm`,
+//! `libxl_dm` and the tests serve the firmware with exactly the same devices.
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};

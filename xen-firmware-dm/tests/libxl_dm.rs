@@ -1,28 +1,14 @@
-//! The `libxl_dm` example end to end (`cargo xtask xen-test -p xen-devicemodel stock_host`): `xl`
+//! The `libxl_dm` program end to end (`cargo xtask xen-test -p xen-firmware-dm stock_host`): `xl`
 //! starts this very executable as the guest's device model (`device_model_override`), which then
-//! runs the example's code; libxl's handshake completes, hvmloader and SeaBIOS run on our
+//! runs the program's code (the library's `libxl_dm::run`); libxl's handshake completes, hvmloader and SeaBIOS run on our
 //! devices, and `xl pause`/`unpause`/`destroy` work as with QEMU.
 //!
 //! No libtest harness: libxl passes QEMU's command line, which libtest would refuse. Without
 //! `--include-ignored` (a plain `cargo test`) it only says it needs Xen.
 
-#[path = "../examples/firmware_dm/console.rs"]
-mod console;
-#[path = "../examples/firmware_dm/debugcon.rs"]
-mod debugcon;
-#[path = "../examples/firmware_dm/devices.rs"]
-mod devices;
-#[path = "../examples/libxl_dm/dm.rs"]
-mod dm;
-#[path = "../examples/firmware_dm/mmio.rs"]
-mod mmio;
-#[path = "../examples/firmware_dm/pci.rs"]
-mod pci;
-#[path = "../examples/firmware_dm/serial.rs"]
-mod serial;
-
 use std::time::{Duration, Instant};
 
+use xen_firmware_dm::libxl_dm as dm;
 use xen_testkit::{require_xen, Guest, GuestConfig};
 
 const NAME: &str = "stock_host_libxl_dm_runs_as_xls_device_model";

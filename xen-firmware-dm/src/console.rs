@@ -1,4 +1,4 @@
-//! Where the example devices send what the guest prints: whole lines, tagged with the
+//! Where the consoles send what the guest prints: whole lines, tagged with the
 //! device that carried them, over a channel (one allocation per line, none per request).
 
 use std::sync::mpsc::Sender;

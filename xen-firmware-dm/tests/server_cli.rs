@@ -1,30 +1,16 @@
 //! `firmware_dm`'s command line, run in the Xen machine the way the demo runs it: this test
-//! executable re-runs itself as the example (the example's modules are compiled in through
-//! `#[path]`, and `firmware_dm_child` calls its `cli::run`), so the exact command-line
+//! executable re-runs itself as the program (`firmware_dm_child` calls the library's
+//! `cli::run`, which is all the `firmware_dm` binary does), so the exact command-line
 //! behaviour — ready line, `guest|` lines, `--until`, `--restrict`, SIGTERM, exit status, the
 //! `served:` line — is checked against hvmloader + SeaBIOS.
 #![allow(missing_docs)]
-
-#[path = "../examples/firmware_dm/cli.rs"]
-mod cli;
-#[path = "../examples/firmware_dm/console.rs"]
-mod console;
-#[path = "../examples/firmware_dm/debugcon.rs"]
-mod debugcon;
-#[path = "../examples/firmware_dm/devices.rs"]
-mod devices;
-#[path = "../examples/firmware_dm/mmio.rs"]
-mod mmio;
-#[path = "../examples/firmware_dm/pci.rs"]
-mod pci;
-#[path = "../examples/firmware_dm/serial.rs"]
-mod serial;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use xen_firmware_dm::cli;
 use xen_testkit::{require_xen, Guest, GuestConfig};
 
 macro_rules! report {

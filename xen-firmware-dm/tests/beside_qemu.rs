@@ -1,24 +1,18 @@
-//! Our device model beside QEMU (`cargo xtask xen-test -p xen-devicemodel stock_host`): libxl
+//! Our device model beside QEMU (`cargo xtask xen-test -p xen-firmware-dm stock_host`): libxl
 //! starts Debian's QEMU as the guest's device model, as on any stock Xen host, and our server is
 //! a second ioreq server claiming one device's port, the debug console at 0x402, which QEMU's
 //! Xen machine does not have. In one boot, hvmloader and SeaBIOS run on QEMU's chipset and PCI
 //! devices, and SeaBIOS's log reaches our debug console.
 #![allow(missing_docs)]
 
-#[path = "../examples/firmware_dm/console.rs"]
-#[allow(dead_code)]
-mod console;
-#[path = "../examples/firmware_dm/debugcon.rs"]
-mod debugcon;
-
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-#[path = "support/running.rs"]
-mod running;
-use running::spawn;
+mod support;
+use support::spawn;
 use xen_devicemodel::server::ServerBuilder;
 use xen_devicemodel::DomId;
+use xen_firmware_dm::debugcon;
 use xen_testkit::{require_xen, xl, Guest, GuestConfig};
 
 macro_rules! report {

@@ -1,4 +1,25 @@
-//! The device model of `libxl_dm` (see `main.rs`), as a function so a test can run it.
+//! The `libxl_dm` program: a device model that `xl` starts itself, in place of QEMU
+//! (`device_model_override`), for an HVM guest running Xen's hvmloader and SeaBIOS. It serves
+//! the devices of [`devices`] and answers libxl's handshake with
+//! [`xen_devicemodel::libxl`].
+//!
+//! ```text
+//! name = "fw"
+//! type = "hvm"
+//! memory = 32
+//! device_model_version = "qemu-xen"
+//! device_model_override = "/usr/local/bin/libxl_dm"
+//! vga = "none"
+//! vnc = 0
+//! serial = "none"
+//! usb = 0
+//! vkb_device = 0
+//! ```
+//!
+//! `xl create fw.cfg`; what the firmware prints goes to libxl's device-model log,
+//! `/var/log/xen/qemu-dm-fw.log`, as `guest| TEXT` lines, with the QMP commands libxl sent.
+//!
+//! The program is [`run`]; a function, so that a test executable can be the program too.
 
 use std::sync::mpsc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! `beside_qemu`: our device model next to QEMU. QEMU stays the guest's device model (libxl
 //! starts it, as on any Xen host); this program adds a second ioreq server that claims one
-//! device, `firmware_dm`'s debug console at port 0x402 (QEMU's Xen machine has none), and
+//! device, the debug console at port 0x402 (QEMU's Xen machine has none), and
 //! prints what the guest writes there: SeaBIOS's first log lines.
 //!
 //! ```text
@@ -9,20 +9,13 @@
 //!
 //! Create the guest paused (`xl create -p`), start this, unpause the guest once it prints
 //! `ready`. Exits 0 once TEXT was printed (or on end of the loop), 2 on timeout, 1 on error.
-//!
-//! Build: `cargo build -p xen-devicemodel --features server --example beside_qemu`.
-
-#[path = "../firmware_dm/console.rs"]
-#[allow(dead_code)]
-mod console;
-#[path = "../firmware_dm/debugcon.rs"]
-mod debugcon;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use xen_devicemodel::server::ServerBuilder;
 use xen_devicemodel::DomId;
+use xen_firmware_dm::debugcon;
 
 fn main() -> std::process::ExitCode {
     let mut it = std::env::args().skip(1);
