@@ -52,8 +52,8 @@
 //!   `relocate_memory`, `pin_memory_cacheattr` and `track_dirty_vram`.
 //! - `server` (off by default): the ioreq-server runtime in [`server`][server] — a
 //!   `Device` trait, a `Server` that sets up an ioreq server from a domain id and runs the
-//!   request loop (pulls in `xen-foreignmemory` and `xen-evtchn`). `examples/firmware_dm`
-//!   serves hvmloader + SeaBIOS with it.
+//!   request loop (pulls in `xen-foreignmemory` and `xen-evtchn`). `examples/debugcon.rs`
+//!   is a device model in about 40 lines.
 //! - `tokio` (implies `server`): `Server::run_async`.
 //! - `libxl` (off by default): [`libxl`][libxl], libxl's device-model handshake (QMP on libxl's sockets,
 //!   the xenstore state key, through `xen-store`), so `xl` can start your device model itself.
@@ -64,9 +64,8 @@
 //! `server::ServerBuilder`, and `Server::run` (or `run_async` with `tokio`) takes the guest's
 //! requests from Xen and answers them — synchronous slots, `rep`/`data_is_ptr` requests,
 //! the buffered ring, several vCPUs, an optional privilege drop, and a stop handle.
-//! `examples/firmware_dm` serves Xen's hvmloader and SeaBIOS with a debug console, a UART, a
-//! PCI host bridge and two PCI devices:
-//! `cargo build -p xen-devicemodel --features server --example firmware_dm`.
+//! `examples/debugcon.rs` is the smallest such program, a debug console at port 0x402:
+//! `cargo run -p xen-devicemodel --features server --example debugcon -- <domid>`.
 //!
 //! # Restriction
 //! [`DeviceModel::restrict`] (or [`xen_hypercall::restrict_all`]) limits the handle to one
