@@ -83,15 +83,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-// ---- Feature combinations, property tests, Miri (one block, called once from `run`) ----
+// ---- Feature combinations, property tests, Miri, fuzz smoke runs (one block, called once from `run`) ----
 
 /// Property-test cases per test in CI (`PROPTEST_CASES`): about 10 s here.
 const PROPTEST_CASES: &str = "4096";
 
 /// Checks every feature of every crate on its own, runs the property tests of the server's
 /// dispatch and buffered ring with more cases than `cargo test` does, and runs the tests
-/// that touch no kernel under Miri. Installs cargo-hack and a nightly toolchain with Miri
-/// when missing.
+/// that touch no kernel under Miri, and each fuzz target for a few seconds. Installs
+/// cargo-hack, a nightly toolchain with Miri and cargo-fuzz when missing.
 fn runtime_checks() -> Result<(), String> {
     let t0 = Instant::now();
     // Each feature alone (and none) with every target: a test that needs a feature it does
@@ -173,7 +173,40 @@ fn runtime_checks() -> Result<(), String> {
         ],
         "-Zmiri-disable-weak-memory-emulation",
     )?;
+    fuzz_smoke()?;
     eprintln!("runtime checks: {:.0?}", t0.elapsed());
+    Ok(())
+}
+
+/// The fuzz targets of `fuzz/` (outside the workspace).
+const FUZZ_TARGETS: [&str; 2] = ["virtio_blk", "ioreq_dispatch"];
+/// Seconds each fuzz target runs in CI: a smoke run (the targets build, and the first inputs
+/// find nothing); real campaigns are longer and by hand (fuzz/README.md).
+const FUZZ_SMOKE_SECS: u32 = 20;
+
+/// Builds and briefly runs each fuzz target with cargo-fuzz on nightly (installed above for
+/// Miri); installs cargo-fuzz when missing.
+fn fuzz_smoke() -> Result<(), String> {
+    let dir = util::workspace_root().join("fuzz");
+    util::run(cargo().current_dir(&dir).args(["fmt", "--check"]))?;
+    if Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        util::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    for target in FUZZ_TARGETS {
+        let mut c = Command::new("cargo");
+        c.current_dir(&dir)
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .args(["+nightly", "fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={FUZZ_SMOKE_SECS}"));
+        util::run(&mut c)?;
+    }
     Ok(())
 }
 

@@ -125,6 +125,9 @@ mod ctx;
 mod device;
 mod dispatch;
 mod fast;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guestmem;
 mod harness;
 mod run;
