@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use xen_devicemodel::server::{Access, Harness};
 use xen_devicemodel::{DomId, Sbdf};
-use xen_pcdm::blk::Disk;
+use xen_pcdm::blk::{self, Disk};
 use xen_pcdm::virtio_pci::{FixedRam, VirtioBlk};
 
 const RAM: u64 = 64 * 1024;
@@ -77,6 +77,16 @@ impl Gpa {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
+    /// A well-formed request as a driver builds it (header, data segments, status byte, in
+    /// consecutive descriptors from `head`), made available and notified: what the other
+    /// operations then corrupt.
+    Request {
+        head: u16,
+        kind: u8,
+        sector: u16,
+        len: u16,
+        segs: u8,
+    },
     /// The driver kicks the queue.
     Notify,
     /// The driver makes chain `head` available (as a driver does: slot, then index).
@@ -204,20 +214,62 @@ impl Drv {
         self.h.events();
     }
 
+    fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let at = self.desc.wrapping_add(16 * u64::from(i));
+        let mut d = [0u8; 16];
+        d[0..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&flags.to_le_bytes());
+        d[14..16].copy_from_slice(&next.to_le_bytes());
+        let _ = self.mem.write_slice(&d, GuestAddress(at));
+    }
+
+    fn avail(&mut self, head: u16) {
+        let q = u64::from(self.qsize.max(1));
+        let slot = u64::from(self.avail_idx) % q;
+        let _ = self
+            .mem
+            .write_obj(head, GuestAddress(self.avail.wrapping_add(4 + 2 * slot)));
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        let _ = self
+            .mem
+            .write_obj(self.avail_idx, GuestAddress(self.avail.wrapping_add(2)));
+    }
+
     fn op(&mut self, op: Op) {
         match op {
-            Op::Notify => self.wr(0x3000, 2, 0),
-            Op::Avail { head } => {
-                let q = u64::from(self.qsize.max(1));
-                let slot = u64::from(self.avail_idx) % q;
-                let _ = self
-                    .mem
-                    .write_obj(head, GuestAddress(self.avail.wrapping_add(4 + 2 * slot)));
-                self.avail_idx = self.avail_idx.wrapping_add(1);
-                let _ = self
-                    .mem
-                    .write_obj(self.avail_idx, GuestAddress(self.avail.wrapping_add(2)));
+            Op::Request {
+                head,
+                kind,
+                sector,
+                len,
+                segs,
+            } => {
+                const NEXT: u16 = 1;
+                const WRITE: u16 = 2;
+                let q = self.qsize.max(1);
+                let kind =
+                    [blk::T_IN, blk::T_OUT, blk::T_FLUSH, blk::T_GET_ID, 99][usize::from(kind % 5)];
+                let segs = u16::from(segs % 4);
+                let seg_len = u32::from(len) % 0x2000 + 1;
+                let (hdr, data, status) = (0x8000u64, 0x9000u64, 0xf000u64);
+                let mut h = [0u8; 16];
+                h[0..4].copy_from_slice(&kind.to_le_bytes());
+                h[8..16].copy_from_slice(&u64::from(sector % 80).to_le_bytes());
+                let _ = self.mem.write_slice(&h, GuestAddress(hdr));
+                let idx = |k: u16| head.wrapping_add(k) % q;
+                let dir = if kind == blk::T_OUT { 0 } else { WRITE };
+                self.desc(idx(0), hdr, 16, NEXT, idx(1));
+                for k in 0..segs {
+                    let at = data + u64::from(k) * u64::from(seg_len);
+                    self.desc(idx(1 + k), at, seg_len, NEXT | dir, idx(2 + k));
+                }
+                self.desc(idx(1 + segs), status, 1, WRITE, 0);
+                self.avail(idx(0));
+                self.wr(0x3000, 2, 0);
             }
+            Op::Notify => self.wr(0x3000, 2, 0),
+            Op::Avail { head } => self.avail(head),
             Op::AvailIdx(i) => {
                 self.avail_idx = i;
                 let _ = self
@@ -230,15 +282,7 @@ impl Drv {
                 len,
                 flags,
                 next,
-            } => {
-                let at = self.desc.wrapping_add(16 * u64::from(i));
-                let mut d = [0u8; 16];
-                d[0..8].copy_from_slice(&addr.get().to_le_bytes());
-                d[8..12].copy_from_slice(&len.to_le_bytes());
-                d[12..14].copy_from_slice(&(flags & 7).to_le_bytes());
-                d[14..16].copy_from_slice(&next.to_le_bytes());
-                let _ = self.mem.write_slice(&d, GuestAddress(at));
-            }
+            } => self.desc(i, addr.get(), len, flags & 7, next),
             Op::Header { at, kind, sector } => {
                 let mut b = [0u8; 16];
                 b[0..4].copy_from_slice(&(kind % 10).to_le_bytes());
