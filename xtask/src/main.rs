@@ -27,8 +27,8 @@ fn usage() -> &'static str {
      \x20 xen-test [FILTER] [--shell] [--keep] [-v] [-p PACKAGE]... [--timeout SECS]\n\
      \x20                     run the workspace's Xen tests inside Xen 4.17 under QEMU\n\
      \x20 icount [--check]    instructions per hot-path operation (callgrind), against the goals\n\
-     \x20 demo [-v] [--timeout SECS]\n\
-     \x20                     boot Xen and run our firmware device model against a SeaBIOS guest\n\
+     \x20 demo [--firmware] [-v] [--timeout SECS]\n\
+     \x20                     boot Xen and run Linux on our PC device model (--firmware: SeaBIOS alone)\n\
      \x20 bench [--rounds N] [--short] [-v] [--timeout SECS]\n\
      \x20                     our device model and QEMU serving one Linux guest, side by side\n"
 }
