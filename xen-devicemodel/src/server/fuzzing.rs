@@ -8,6 +8,9 @@
 //! memory, to two devices that check every promise of the [`Device`] trait. A broken
 //! promise, unbounded work or a panic in the dispatch is a finding: this function panics.
 
+// One unsafe block: the fuzzer's own buffered page handed to `Ring::new`.
+#![allow(unsafe_code)]
+
 use std::sync::{Arc, Mutex};
 
 use super::ctx::NoPlatform;
