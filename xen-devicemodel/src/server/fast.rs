@@ -493,6 +493,7 @@ mod tests {
     /// `CONFIG_XEN_PRIVCMD_EVENTFD` does: the trigger takes the dm_op, the doorbell the loop,
     /// and the kernel is not asked again.
     #[test]
+    #[cfg_attr(miri, ignore = "makes ioctls on /dev/null")]
     fn without_the_kernels_fast_paths_the_loop_serves() {
         let null = std::fs::File::options()
             .read(true)
