@@ -36,8 +36,9 @@ pub const S_OK: u8 = 0;
 pub const S_IOERR: u8 = 1;
 /// Status `VIRTIO_BLK_S_UNSUPP`.
 pub const S_UNSUPP: u8 = 2;
-/// Bytes moved between the disk and guest memory at a time.
-pub const BOUNCE: usize = 64 * 1024;
+/// Bytes moved between the disk and guest memory at a time: a Linux guest's largest
+/// request (1 MiB) is one `pread` and one copy into its buffers.
+pub const BOUNCE: usize = 1024 * 1024;
 
 /// The storage behind a virtio-blk device.
 pub trait Disk: Send {

@@ -125,6 +125,17 @@ impl LinuxBoot {
         cmdline: &str,
         ram_bytes: u64,
     ) -> Result<LinuxBoot, BootError> {
+        LinuxBoot::from_bzimage(bzimage.to_vec(), initrd, cmdline, ram_bytes)
+    }
+
+    /// As [`LinuxBoot::new`], taking the bzImage by value: the kernel part stays in its
+    /// buffer (the setup moves out), so the image is never held twice.
+    pub fn from_bzimage(
+        mut bzimage: Vec<u8>,
+        initrd: Vec<u8>,
+        cmdline: &str,
+        ram_bytes: u64,
+    ) -> Result<LinuxBoot, BootError> {
         if bzimage.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
             return Err(BootError::NotBzImage);
         }
@@ -141,7 +152,9 @@ impl LinuxBoot {
             return Err(BootError::BadCmdline(c.len()));
         }
         c.push(0);
-        let (mut setup, kernel) = (bzimage[..setup_len].to_vec(), bzimage[setup_len..].to_vec());
+        let mut setup = bzimage[..setup_len].to_vec();
+        bzimage.drain(..setup_len);
+        let kernel = bzimage;
         // Where the kernel decompresses itself: from 1 MiB, init_size bytes (protocol 2.10+).
         let init_size = le32(&setup, 0x260).unwrap_or(0);
         let addr_max = u64::from(le32(&setup, 0x22c).unwrap_or(0x37ff_ffff));
@@ -191,13 +204,14 @@ impl LinuxBoot {
         ]
     }
 
-    /// Puts setup, kernel, initramfs and command line into `fw` as the fw_cfg items the
-    /// boot sector reads.
-    pub fn install(&self, fw: &mut FwCfg) {
-        fw.set_item(fw_cfg::SETUP_DATA, self.setup.clone());
-        fw.set_item(fw_cfg::KERNEL_DATA, self.kernel.clone());
-        fw.set_item(fw_cfg::INITRD_DATA, self.initrd.clone());
-        fw.set_item(fw_cfg::CMDLINE_DATA, self.cmdline.clone());
+    /// Moves setup, kernel, initramfs and command line into `fw` as the fw_cfg items the
+    /// boot sector reads (no copy: fw_cfg then holds the only one; take the
+    /// [`boot_sector`](LinuxBoot::boot_sector) first).
+    pub fn install(self, fw: &mut FwCfg) {
+        fw.set_item(fw_cfg::SETUP_DATA, self.setup);
+        fw.set_item(fw_cfg::KERNEL_DATA, self.kernel);
+        fw.set_item(fw_cfg::INITRD_DATA, self.initrd);
+        fw.set_item(fw_cfg::CMDLINE_DATA, self.cmdline);
     }
 
     /// The disk's first sector: it loads the four pieces through fw_cfg DMA (one descriptor

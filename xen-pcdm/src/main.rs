@@ -96,7 +96,7 @@ fn linux_boot(args: &Args, kernel: &str) -> Result<LinuxBoot, String> {
     })
     .map_err(|e| format!("the guest's initramfs: {e}"))?;
     let words: Vec<&str> = args.append.iter().map(String::as_str).collect();
-    let boot = LinuxBoot::new(&bz, initrd, &linux::cmdline(&words), args.memory_mib << 20)
+    let boot = LinuxBoot::from_bzimage(bz, initrd, &linux::cmdline(&words), args.memory_mib << 20)
         .map_err(|e| format!("{kernel}: {e}"))?;
     let disk = args.disk.as_deref().unwrap_or_default();
     std::fs::OpenOptions::new()
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
         }
     };
     let dom = DomId::new(args.dom);
-    let boot = match args.kernel.as_deref().map(|k| linux_boot(&args, k)) {
+    let mut boot = match args.kernel.as_deref().map(|k| linux_boot(&args, k)) {
         None => None,
         Some(Ok(b)) => Some(b),
         Some(Err(e)) => {
@@ -166,7 +166,8 @@ fn main() -> ExitCode {
     let run = || -> xen_devicemodel::Result<()> {
         let builder = ServerBuilder::new(dom).buffered(BufIoreqMode::Atomic);
         let (builder, m) = machine::register(builder, cfg)?;
-        if let Some(b) = &boot {
+        // Moved into fw_cfg: the kernel and the initramfs are held once for the run.
+        if let Some(b) = boot.take() {
             b.install(&mut m.fw_cfg.lock().unwrap_or_else(|p| p.into_inner()));
         }
         let mut server = builder.build()?;
