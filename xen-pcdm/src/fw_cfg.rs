@@ -21,6 +21,9 @@
 //! for the guest, never a fault of the device model.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use xen_devicemodel::server::{Access, Claim, Ctx, Device};
 
@@ -64,10 +67,58 @@ pub const MAX_ZERO_FILL: usize = 1 << 20;
 /// Bytes copied to guest memory at a time.
 const CHUNK: usize = 4096;
 
+/// An item's content: bytes held, or a range of a file read on demand.
+#[derive(Debug)]
+enum Item {
+    Bytes(Vec<u8>),
+    File {
+        file: Arc<File>,
+        start: u64,
+        len: usize,
+    },
+}
+
+impl Item {
+    fn len(&self) -> usize {
+        match self {
+            Item::Bytes(v) => v.len(),
+            Item::File { len, .. } => *len,
+        }
+    }
+
+    /// Copies the bytes from `off` into `buf` (at most to the item's end); returns how
+    /// many. A file that ends early gives fewer; a read error is `Err`.
+    fn copy_out(&self, off: usize, buf: &mut [u8]) -> Result<usize, ()> {
+        let k = self.len().saturating_sub(off).min(buf.len());
+        if k == 0 {
+            return Ok(0);
+        }
+        match self {
+            Item::Bytes(v) => {
+                buf[..k].copy_from_slice(&v[off..off + k]);
+                Ok(k)
+            }
+            Item::File { file, start, .. } => {
+                let mut done = 0;
+                while done < k {
+                    let at = start + (off + done) as u64;
+                    match file.read_at(&mut buf[done..k], at) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => return Err(()),
+                    }
+                }
+                Ok(done)
+            }
+        }
+    }
+}
+
 /// The device: its items, the selected one and the offset in it.
 #[derive(Debug, Default)]
 pub struct FwCfg {
-    items: BTreeMap<u16, Vec<u8>>,
+    items: BTreeMap<u16, Item>,
     files: Vec<(String, u16, u32)>,
     sel: u16,
     off: usize,
@@ -80,9 +131,9 @@ impl FwCfg {
     /// A device with the signature, the features (ports and DMA) and an empty directory.
     pub fn new() -> FwCfg {
         let mut f = FwCfg::default();
-        f.items.insert(SIGNATURE, b"QEMU".to_vec());
-        f.items.insert(ID, 3u32.to_le_bytes().to_vec());
-        f.items.insert(FILE_DIR, 0u32.to_be_bytes().to_vec());
+        f.set_item(SIGNATURE, b"QEMU".to_vec());
+        f.set_item(ID, 3u32.to_le_bytes().to_vec());
+        f.set_item(FILE_DIR, 0u32.to_be_bytes().to_vec());
         f
     }
 
@@ -93,7 +144,14 @@ impl FwCfg {
 
     /// Sets item `key` (e.g. [`RAM_SIZE`], little-endian as the firmware reads numbers).
     pub fn set_item(&mut self, key: u16, data: Vec<u8>) {
-        self.items.insert(key, data);
+        self.items.insert(key, Item::Bytes(data));
+    }
+
+    /// Sets item `key` to `len` bytes of `file` from `start`, read when the guest reads
+    /// them (a bounded `pread` per DMA chunk, one byte per port read), never held in
+    /// memory. If the file ends early the guest gets zeros; a read error fails its DMA.
+    pub fn set_file_item(&mut self, key: u16, file: Arc<File>, start: u64, len: usize) {
+        self.items.insert(key, Item::File { file, start, len });
     }
 
     /// Adds file `name` (at most 55 bytes) with `data`; returns its selector, or `None` if
@@ -104,7 +162,7 @@ impl FwCfg {
         }
         let key = FILE_FIRST.checked_add(u16::try_from(self.files.len()).ok()?)?;
         let size = u32::try_from(data.len()).ok()?;
-        self.items.insert(key, data);
+        self.items.insert(key, Item::Bytes(data));
         self.files.push((name.to_owned(), key, size));
         let mut dir = (self.files.len() as u32).to_be_bytes().to_vec();
         for (n, k, s) in &self.files {
@@ -115,7 +173,7 @@ impl FwCfg {
             name[..n.len()].copy_from_slice(n.as_bytes());
             dir.extend_from_slice(&name);
         }
-        self.items.insert(FILE_DIR, dir);
+        self.items.insert(FILE_DIR, Item::Bytes(dir));
         Some(key)
     }
 
@@ -124,15 +182,23 @@ impl FwCfg {
         self.off = 0;
     }
 
-    fn item(&self) -> &[u8] {
+    fn item(&self) -> Option<&Item> {
         // Bit 14 (write channel) and bit 15 (architecture-local) are part of the key.
-        self.items.get(&self.sel).map_or(&[], |v| v.as_slice())
+        self.items.get(&self.sel)
+    }
+
+    fn item_len(&self) -> usize {
+        self.item().map_or(0, Item::len)
     }
 
     fn read_byte(&mut self) -> u8 {
-        let b = self.item().get(self.off).copied().unwrap_or(0);
+        let mut b = [0u8];
+        if let Some(i) = self.item() {
+            // A read error reads as 0, as past the end.
+            let _ = i.copy_out(self.off, &mut b);
+        }
         self.off = self.off.saturating_add(1);
-        b
+        b[0]
     }
 
     /// Runs the DMA descriptor at `desc`; returns the control word to write back.
@@ -151,7 +217,7 @@ impl FwCfg {
         if control & DMA_READ != 0 {
             // Past the item's end the guest gets zeros, as much as it asked, but at most
             // MAX_ZERO_FILL of them: one request's work stays bounded.
-            let remaining = self.item().len().saturating_sub(self.off);
+            let remaining = self.item_len().saturating_sub(self.off);
             if len > remaining.saturating_add(MAX_ZERO_FILL) {
                 return Err(());
             }
@@ -159,10 +225,10 @@ impl FwCfg {
             let mut buf = [0u8; CHUNK];
             while left > 0 {
                 let n = left.min(CHUNK);
-                let item = self.item();
-                let have = item.get(self.off..).unwrap_or(&[]);
-                let k = have.len().min(n);
-                buf[..k].copy_from_slice(&have[..k]);
+                let k = match self.item() {
+                    Some(i) => i.copy_out(self.off, &mut buf[..n])?,
+                    None => 0,
+                };
                 buf[k..n].fill(0);
                 ctx.write_guest(addr, &buf[..n]).map_err(drop)?;
                 self.off = self.off.saturating_add(n);
@@ -323,6 +389,40 @@ mod tests {
             .iter()
             .all(|&b| b == 0));
         assert_eq!(f.dma_errors, 0);
+    }
+
+    #[test]
+    fn file_items_are_read_on_demand() {
+        let path = std::env::temp_dir().join(format!("fw_cfg-item-{}", std::process::id()));
+        let data: Vec<u8> = (0..12_000).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let mut f = FwCfg::new();
+        // 10000 bytes from 1000; the second item claims 500 bytes past the file's end.
+        f.set_file_item(KERNEL_DATA, file.clone(), 1000, 10_000);
+        f.set_file_item(INITRD_DATA, file, 11_000, 1500);
+        let mut h = Harness::new(DomId::new(1), 0, 0x10000, f.claims());
+        let ctl = (u32::from(KERNEL_DATA) << 16) | DMA_SELECT | DMA_READ;
+        dma(&mut h, &mut f, 0x100, ctl, 6000, 0x2000);
+        assert_eq!(control(&mut h, 0x100), 0);
+        assert_eq!(&h.ram()[0x2000..0x2000 + 6000], &data[1000..7000]);
+        // The rest and 100 bytes past the item's end (zeros, not the file's next bytes).
+        dma(&mut h, &mut f, 0x100, DMA_READ, 4100, 0x8000);
+        assert_eq!(&h.ram()[0x8000..0x8000 + 4000], &data[7000..11_000]);
+        assert!(h.ram()[0x8000 + 4000..0x8000 + 4100]
+            .iter()
+            .all(|&b| b == 0));
+        // Past the file's end: zeros.
+        let ctl = (u32::from(INITRD_DATA) << 16) | DMA_SELECT | DMA_READ;
+        dma(&mut h, &mut f, 0x100, ctl, 1500, 0xa000);
+        assert_eq!(&h.ram()[0xa000..0xa000 + 1000], &data[11_000..]);
+        assert!(h.ram()[0xa000 + 1000..0xa000 + 1500]
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(f.dma_errors, 0);
+        // Through the data port.
+        assert_eq!(read_item(&mut h, &mut f, KERNEL_DATA, 5), &data[1000..1005]);
     }
 
     #[test]

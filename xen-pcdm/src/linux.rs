@@ -18,6 +18,9 @@
 //! the items.
 
 use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use crate::fw_cfg::{self, FwCfg};
 
@@ -64,6 +67,8 @@ pub enum BootError {
     InitrdTooBig(usize, u64),
     /// A piece is larger than a DMA descriptor can carry (4 GiB).
     TooLarge,
+    /// The kernel file could not be read (the error's text).
+    Read(String),
 }
 
 impl fmt::Display for BootError {
@@ -81,6 +86,7 @@ impl fmt::Display for BootError {
                 ram >> 20
             ),
             BootError::TooLarge => write!(f, "a boot piece is 4 GiB or more"),
+            BootError::Read(e) => write!(f, "reading the kernel: {e}"),
         }
     }
 }
@@ -92,10 +98,31 @@ impl std::error::Error for BootError {}
 #[derive(Clone)]
 pub struct LinuxBoot {
     setup: Vec<u8>,
-    kernel: Vec<u8>,
+    kernel: Kernel,
     initrd: Vec<u8>,
     cmdline: Vec<u8>,
     initrd_addr: u32,
+}
+
+/// The protected-mode kernel: in memory, or a range of the bzImage file that fw_cfg reads
+/// on demand.
+#[derive(Clone)]
+enum Kernel {
+    Bytes(Vec<u8>),
+    File {
+        file: Arc<File>,
+        start: u64,
+        len: usize,
+    },
+}
+
+impl Kernel {
+    fn len(&self) -> usize {
+        match self {
+            Kernel::Bytes(v) => v.len(),
+            Kernel::File { len, .. } => *len,
+        }
+    }
 }
 
 impl fmt::Debug for LinuxBoot {
@@ -147,14 +174,69 @@ impl LinuxBoot {
         if bzimage.len() <= setup_len {
             return Err(BootError::NotBzImage);
         }
+        let setup = bzimage[..setup_len].to_vec();
+        bzimage.drain(..setup_len);
+        LinuxBoot::build(setup, Kernel::Bytes(bzimage), initrd, cmdline, ram_bytes)
+    }
+
+    /// As [`LinuxBoot::new`], reading only the setup from `bzimage`: fw_cfg serves the
+    /// kernel from the file, a bounded `pread` per DMA chunk, so it is never held in
+    /// memory. The file must not change while the guest boots (a short read past a
+    /// truncation gives zeros, a read error an error status to the guest).
+    pub fn from_file(
+        bzimage: File,
+        initrd: Vec<u8>,
+        cmdline: &str,
+        ram_bytes: u64,
+    ) -> Result<LinuxBoot, BootError> {
+        let size = bzimage
+            .metadata()
+            .map_err(|e| BootError::Read(e.to_string()))?
+            .len();
+        let mut head = [0u8; 0x206];
+        if size <= head.len() as u64 {
+            return Err(BootError::NotBzImage);
+        }
+        bzimage
+            .read_exact_at(&mut head, 0)
+            .map_err(|e| BootError::Read(e.to_string()))?;
+        if head[0x202..0x206] != *b"HdrS" {
+            return Err(BootError::NotBzImage);
+        }
+        let sects = match head[0x1f1] {
+            0 => 4,
+            n => usize::from(n),
+        };
+        let setup_len = (sects + 1) * 512;
+        if size <= setup_len as u64 {
+            return Err(BootError::NotBzImage);
+        }
+        let len = usize::try_from(size - setup_len as u64).map_err(|_| BootError::TooLarge)?;
+        let mut setup = vec![0u8; setup_len];
+        bzimage
+            .read_exact_at(&mut setup, 0)
+            .map_err(|e| BootError::Read(e.to_string()))?;
+        let kernel = Kernel::File {
+            file: Arc::new(bzimage),
+            start: setup_len as u64,
+            len,
+        };
+        LinuxBoot::build(setup, kernel, initrd, cmdline, ram_bytes)
+    }
+
+    /// Checks the pieces, places the initramfs and fills in the setup header.
+    fn build(
+        mut setup: Vec<u8>,
+        kernel: Kernel,
+        initrd: Vec<u8>,
+        cmdline: &str,
+        ram_bytes: u64,
+    ) -> Result<LinuxBoot, BootError> {
         let mut c = cmdline.as_bytes().to_vec();
         if c.len() >= CMDLINE_MAX || c.contains(&0) {
             return Err(BootError::BadCmdline(c.len()));
         }
         c.push(0);
-        let mut setup = bzimage[..setup_len].to_vec();
-        bzimage.drain(..setup_len);
-        let kernel = bzimage;
         // Where the kernel decompresses itself: from 1 MiB, init_size bytes (protocol 2.10+).
         let init_size = le32(&setup, 0x260).unwrap_or(0);
         let addr_max = u64::from(le32(&setup, 0x22c).unwrap_or(0x37ff_ffff));
@@ -198,7 +280,7 @@ impl LinuxBoot {
         let len = |v: &Vec<u8>| v.len() as u32;
         [
             (fw_cfg::SETUP_DATA, len(&self.setup), SETUP_ADDR),
-            (fw_cfg::KERNEL_DATA, len(&self.kernel), KERNEL_ADDR),
+            (fw_cfg::KERNEL_DATA, self.kernel.len() as u32, KERNEL_ADDR),
             (fw_cfg::INITRD_DATA, len(&self.initrd), self.initrd_addr),
             (fw_cfg::CMDLINE_DATA, len(&self.cmdline), CMDLINE_ADDR),
         ]
@@ -209,7 +291,12 @@ impl LinuxBoot {
     /// [`boot_sector`](LinuxBoot::boot_sector) first).
     pub fn install(self, fw: &mut FwCfg) {
         fw.set_item(fw_cfg::SETUP_DATA, self.setup);
-        fw.set_item(fw_cfg::KERNEL_DATA, self.kernel);
+        match self.kernel {
+            Kernel::Bytes(v) => fw.set_item(fw_cfg::KERNEL_DATA, v),
+            Kernel::File { file, start, len } => {
+                fw.set_file_item(fw_cfg::KERNEL_DATA, file, start, len)
+            }
+        }
         fw.set_item(fw_cfg::INITRD_DATA, self.initrd);
         fw.set_item(fw_cfg::CMDLINE_DATA, self.cmdline);
     }
@@ -481,6 +568,43 @@ mod tests {
             LinuxBoot::new(&bz, vec![0; 125 << 20], "", 256 << 20),
             Err(BootError::InitrdTooBig(..))
         ));
+    }
+
+    #[test]
+    fn from_file_reads_only_the_setup() {
+        let bz = fake_bzimage(4, 64 * 1024);
+        let path = std::env::temp_dir().join(format!("linuxboot-{}", std::process::id()));
+        std::fs::write(&path, &bz).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let a = LinuxBoot::from_file(file, vec![1; 100], "quiet", 256 << 20).unwrap();
+        let b = LinuxBoot::new(&bz, vec![1; 100], "quiet", 256 << 20).unwrap();
+        assert_eq!(a.setup, b.setup);
+        assert_eq!(a.kernel.len(), 64 * 1024 - 5 * 512);
+        assert_eq!(a.boot_sector(), b.boot_sector());
+        match &a.kernel {
+            Kernel::File { start, .. } => assert_eq!(*start, 5 * 512),
+            Kernel::Bytes(_) => panic!("the kernel was read into memory"),
+        }
+        let mut fw = FwCfg::new();
+        a.install(&mut fw);
+        // Not a bzImage, and too short.
+        let open = |name: &str, len: usize| {
+            let p = std::env::temp_dir().join(format!("linuxboot-{name}-{}", std::process::id()));
+            std::fs::write(&p, vec![0u8; len]).unwrap();
+            let f = File::open(&p).unwrap();
+            std::fs::remove_file(&p).unwrap();
+            f
+        };
+        let (f, short) = (open("junk", 4096), open("short", 16));
+        assert_eq!(
+            LinuxBoot::from_file(f, vec![], "", 256 << 20).unwrap_err(),
+            BootError::NotBzImage
+        );
+        assert_eq!(
+            LinuxBoot::from_file(short, vec![], "", 256 << 20).unwrap_err(),
+            BootError::NotBzImage
+        );
     }
 
     #[test]

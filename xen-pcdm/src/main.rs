@@ -85,7 +85,8 @@ fn parse() -> Result<Args, String> {
 /// Reads the kernel, builds the initramfs and the command line, and writes the boot sector
 /// into the disk's first sector.
 fn linux_boot(args: &Args, kernel: &str) -> Result<LinuxBoot, String> {
-    let bz = std::fs::read(kernel).map_err(|e| format!("{kernel}: {e}"))?;
+    // Only the setup is read: fw_cfg serves the kernel from the file.
+    let bz = std::fs::File::open(kernel).map_err(|e| format!("{kernel}: {e}"))?;
     let body = match &args.init {
         Some(f) => std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
         None => DEFAULT_INIT.to_owned(),
@@ -96,7 +97,7 @@ fn linux_boot(args: &Args, kernel: &str) -> Result<LinuxBoot, String> {
     })
     .map_err(|e| format!("the guest's initramfs: {e}"))?;
     let words: Vec<&str> = args.append.iter().map(String::as_str).collect();
-    let boot = LinuxBoot::from_bzimage(bz, initrd, &linux::cmdline(&words), args.memory_mib << 20)
+    let boot = LinuxBoot::from_file(bz, initrd, &linux::cmdline(&words), args.memory_mib << 20)
         .map_err(|e| format!("{kernel}: {e}"))?;
     let disk = args.disk.as_deref().unwrap_or_default();
     std::fs::OpenOptions::new()
