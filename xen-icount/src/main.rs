@@ -5,9 +5,10 @@
 //! Instruction counts are deterministic, unlike times on a shared machine.
 //!
 //! The stand-in: a memfd placed at fixed fd numbers (so `mmap` of it works like privcmd's),
-//! and a seccomp filter that answers, for those fds only, `ioctl` with 0, `read` with 4 bytes
-//! (one port; the buffer is left as it was) and `write` with 4 bytes, without running them.
-//! So the success paths run, and only our code and libc are counted.
+//! and a seccomp filter that answers, for those fds only, `ioctl` with 0 without running it.
+//! `MMAPBATCH_V2` is answered as the kernel does it: its per-frame error array is zeroed
+//! (every frame mapped) by a supervisor process outside callgrind (the filter's listener),
+//! which then answers 0. So the success paths run, and only our code and libc are counted.
 //!
 //! The `floor_*` rows are hand-written: fill the same struct, make the same syscalls, nothing
 //! else. Rows: see [`ROWS`].
@@ -54,7 +55,10 @@ fn fail(what: &str) -> ! {
     std::process::exit(2)
 }
 
-/// Makes fd `STAND_IN_FD` a memfd and installs the answering filter.
+/// Set (by `--wrap`) when the filter and its supervisor are already in place.
+const FILTERED: &str = "XEN_ICOUNT_FILTERED";
+
+/// Makes fd `STAND_IN_FD` a memfd and, unless `--wrap` did, installs the answering filter.
 fn stand_in() {
     // SAFETY: plain syscalls on fds this function owns.
     unsafe {
@@ -64,6 +68,13 @@ fn stand_in() {
         }
         libc::close(m);
     }
+    if std::env::var_os(FILTERED).is_none() {
+        filter();
+    }
+}
+
+/// Installs the answering filter and starts its supervisor.
+fn filter() {
     use libc::{BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
     let ld = |k| libc::sock_filter {
         code: (BPF_LD | BPF_W | BPF_ABS) as u16,
@@ -90,11 +101,16 @@ fn stand_in() {
         jf,
         k,
     };
+    // args[1] (low half: the ioctl's command) at 24.
+    let map_v2: u32 = xen_sys::privcmd::IOCTL_PRIVCMD_MMAPBATCH_V2;
     let filter = [
         ld(16),
-        jge(STAND_IN_FD as u32, 0, 3),
+        jge(STAND_IN_FD as u32, 0, 6),
         ld(0),
-        jeq(libc::SYS_ioctl as u32, 0, 1),
+        jeq(libc::SYS_ioctl as u32, 0, 4),
+        ld(24),
+        jeq(map_v2, 0, 1),
+        ret(libc::SECCOMP_RET_USER_NOTIF),
         ret(libc::SECCOMP_RET_ERRNO),
         ret(libc::SECCOMP_RET_ALLOW),
     ];
@@ -103,18 +119,90 @@ fn stand_in() {
         filter: filter.as_ptr().cast_mut(),
     };
     // SAFETY: a valid filter program, copied by the kernel.
-    let ok = unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-            && libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &raw const prog,
-                0,
-                0,
-            ) == 0
+    let listener = unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            fail("no_new_privs");
+        }
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &raw const prog,
+        )
     };
-    if !ok {
+    if listener < 0 {
         fail("seccomp stand-in filter");
+    }
+    // The supervisor: this binary again, started with exec so that callgrind does not
+    // follow it (its instructions are the stand-in kernel's, not ours).
+    let exe = std::env::current_exe().unwrap_or_else(|_| fail("current_exe"));
+    let fd = listener as i32;
+    // SAFETY: clears close-on-exec of the listener, which this function owns.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let child = std::process::Command::new(exe)
+        .args([
+            "--supervise",
+            &fd.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .spawn();
+    if child.is_err() {
+        fail("supervisor");
+    }
+    // SAFETY: our copy of the listener, no longer needed.
+    unsafe { libc::close(fd) };
+}
+
+/// The stand-in kernel's side of `MMAPBATCH_V2`: for each call the filter hands to
+/// `listener`, zeroes the `num` outcomes at the request's `err` in process `pid` (as
+/// privcmd does before mapping; every frame maps here), and answers 0. Ends when the
+/// process does.
+fn supervise(listener: i32, pid: i32) -> ! {
+    // SAFETY: plain calls. The filter counts this process among its users, so the listener
+    // never reports their end: leave with the measured process instead.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != pid {
+            std::process::exit(0);
+        }
+    }
+    use std::os::unix::fs::FileExt;
+    loop {
+        // SAFETY: all-zero is a valid `seccomp_notif` (the kernel wants it zeroed).
+        let mut req: libc::seccomp_notif = unsafe { core::mem::zeroed() };
+        // SAFETY: `req` is a live `seccomp_notif`.
+        if unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &raw mut req) } != 0 {
+            std::process::exit(0);
+        }
+        // Opened per call: the process may have replaced its image (exec) since the last.
+        let Ok(mem) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+        else {
+            std::process::exit(0)
+        };
+        let mut raw = [0u8; core::mem::size_of::<xen_sys::privcmd::privcmd_mmapbatch_v2>()];
+        let mut error = 0;
+        if mem.read_exact_at(&mut raw, req.data.args[2]).is_ok() {
+            // SAFETY: `raw` holds the request's bytes; a plain-data struct, read unaligned.
+            let m: xen_sys::privcmd::privcmd_mmapbatch_v2 =
+                unsafe { core::ptr::read_unaligned(raw.as_ptr().cast()) };
+            let zeros = vec![0u8; m.num as usize * 4];
+            if mem.write_all_at(&zeros, m.err as u64).is_err() {
+                error = -libc::EFAULT;
+            }
+        } else {
+            error = -libc::EFAULT;
+        }
+        let mut resp = libc::seccomp_notif_resp {
+            id: req.id,
+            val: 0,
+            error,
+            flags: 0,
+        };
+        // SAFETY: `resp` is a live `seccomp_notif_resp`.
+        unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &raw mut resp) };
     }
 }
 
@@ -169,6 +257,32 @@ fn foreign_memory() -> ForeignMemory {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--wrap") {
+        // `xen-icount --wrap valgrind ... xen-icount ROW N`: the filter is installed here,
+        // before the command runs (valgrind does not know the `seccomp` syscall that makes
+        // its listener); it stays in force across exec.
+        filter();
+        let cmd: Vec<std::ffi::CString> = args[2..]
+            .iter()
+            .map(|a| std::ffi::CString::new(a.as_str()).unwrap_or_default())
+            .collect();
+        let mut argv: Vec<*const libc::c_char> = cmd.iter().map(|c| c.as_ptr()).collect();
+        argv.push(core::ptr::null());
+        // SAFETY: sets a variable of this single-threaded process before exec.
+        unsafe { std::env::set_var(FILTERED, "1") };
+        if let Some(c) = cmd.first() {
+            // SAFETY: a NUL-terminated argv of live C strings.
+            unsafe { libc::execvp(c.as_ptr(), argv.as_ptr()) };
+        }
+        fail("--wrap COMMAND...");
+    }
+    if args.get(1).map(String::as_str) == Some("--supervise") {
+        let num = |i: usize| args.get(i).and_then(|v| v.parse().ok());
+        match (num(2), num(3)) {
+            (Some(l), Some(p)) => supervise(l, p),
+            _ => fail("--supervise LISTENER PID"),
+        }
+    }
     let (Some(row), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u32>().ok()))
     else {
         eprintln!("usage: xen-icount ROW N   (rows: {})", ROWS.join(", "));

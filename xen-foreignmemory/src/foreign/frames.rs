@@ -7,6 +7,7 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void};
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,9 +41,44 @@ struct SmallErrs([c_int; SMALL]);
 /// The most frames whose outcomes go to the stack.
 const SMALL: usize = 8;
 
-/// The most frames whose outcomes go to zeroed blocks on the stack (256 bytes: sixteen
-/// aligned stores, fewer instructions than taking and releasing the handle's kept blocks).
+/// The most frames whose outcomes go to the stack in [`MediumErrs`] (256 bytes, which
+/// `MMAPBATCH_V2` clears itself: cheaper than taking and releasing the handle's kept blocks).
 const MEDIUM: usize = 64;
+
+/// The outcomes of a medium map, aligned for 16-byte vector loads only (a larger alignment
+/// would cost the function a realigned stack frame).
+#[repr(C, align(16))]
+struct MediumErrs([c_int; MEDIUM]);
+
+impl MediumErrs {
+    /// `true` if any outcome is not zero: sixteen aligned 16-byte ORs on x86-64.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn any_failed(&self) -> bool {
+        use core::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_or_si128,
+            _mm_setzero_si128,
+        };
+        // SAFETY: SSE2 is part of x86-64. The array is 16-byte aligned and 256 bytes long,
+        // so its sixteen 16-byte loads are aligned and in bounds.
+        #[allow(unused_unsafe)]
+        unsafe {
+            let p = self.0.as_ptr().cast::<__m128i>();
+            let mut all = _mm_setzero_si128();
+            for i in 0..MEDIUM / 4 {
+                all = _mm_or_si128(all, _mm_load_si128(p.add(i)));
+            }
+            _mm_movemask_epi8(_mm_cmpeq_epi8(all, _mm_setzero_si128())) != 0xffff
+        }
+    }
+
+    /// `true` if any outcome is not zero.
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn any_failed(&self) -> bool {
+        self.0.iter().fold(0, |a, &e| a | e) != 0
+    }
+}
 
 /// The per-frame outcome blocks a handle keeps for its large maps: all zero whenever they are
 /// not in use (the kernel writes zeros for frames that mapped, and a call that saw failures
@@ -313,7 +349,9 @@ impl ForeignMemory {
     }
 
     /// [`map_with`](Self::map_with) for [`SMALL`] to [`MEDIUM`] frames: the outcomes in
-    /// blocks on the stack, scanned whole (a fixed count: no loop).
+    /// blocks on the stack, scanned whole (a fixed count: no loop). With `MMAPBATCH_V2` the
+    /// kernel itself zeroes the frames' outcomes before mapping, so they are not cleared
+    /// here: only the outcomes past the frames are (none for 64 frames).
     #[inline(never)]
     fn map_medium<A: Access>(
         &self,
@@ -323,15 +361,66 @@ impl ForeignMemory {
     ) -> Result<Mapping<A>> {
         let (base, len, vma_len) = self.map_prepare::<A>(domid, gfns.len(), opts)?;
         let n = gfns.len();
-        let mut blocks = [ErrBlock::ZERO; MEDIUM / ErrBlock::LEN];
-        // SAFETY: as in `map_with`.
-        let r = unsafe { self.batch_once(domid, base.as_ptr(), gfns, ints(&mut blocks, n)) };
+        let mut raw = MaybeUninit::<MediumErrs>::uninit();
+        let all = raw.as_mut_ptr().cast::<c_int>();
+        if n < MEDIUM {
+            // SAFETY: `n < MEDIUM`, and `raw` holds `MEDIUM` outcomes (`repr(C)`): in
+            // bounds, aligned, ours.
+            unsafe { all.add(n).write_bytes(0, MEDIUM - n) };
+        }
+        let r = if self.batch_ioctl() == BatchIoctl::V2 {
+            // SAFETY: `n <= MEDIUM` outcomes of `raw`, not read before the kernel writes
+            // them: the slice only carries their address to the ioctl. The mapping as in
+            // `map_with`.
+            unsafe {
+                let errs = core::slice::from_raw_parts_mut(all, n);
+                self.privcmd
+                    .mmapbatch_v2(domid, base.as_ptr().cast::<c_void>(), gfns, errs)
+            }
+            .or_else(|e| v2_failed(e.errno()))
+        } else {
+            self.medium_other(domid, base, all, gfns)
+        };
+        if let Err(e) = r {
+            // SAFETY: as in `map_with`; dropped, it is unmapped.
+            drop(unsafe { Mapping::<A>::from_raw(base, len, vma_len, domid) });
+            // The outcomes may be unwritten: a refused call is reported without them.
+            return Err(batch_error(domid, e));
+        }
+        // SAFETY: every outcome is written: the first `n` by the kernel, which for
+        // `MMAPBATCH_V2` zeroes all `n` (`clear_user`) before mapping anything and then
+        // writes each failed frame's errno, on any call that gets that far, and it only
+        // answers 0 or `ENOENT` after that; or, on the other paths, zeroed first
+        // (`medium_other`). Those past `n` were zeroed above.
+        let errs = unsafe { raw.assume_init_mut() };
         // SAFETY: as in `map_with`.
         let mapping = unsafe { Mapping::from_raw(base, len, vma_len, domid) };
-        if r.is_ok() && !any_failed(&blocks) {
+        if !errs.any_failed() {
             return Ok(mapping);
         }
-        self.map_failures(r, mapping, domid, gfns, ints(&mut blocks, n), opts)
+        self.map_failures(Ok(()), mapping, domid, gfns, &mut errs.0[..n], opts)
+    }
+
+    /// [`map_medium`](Self::map_medium) before the probe or with the old ioctl, which does
+    /// not clear the outcomes: zeroed first, then [`batch_once`](Self::batch_once).
+    #[cold]
+    #[inline(never)]
+    fn medium_other(
+        &self,
+        domid: DomId,
+        base: NonNull<u8>,
+        all: *mut c_int,
+        gfns: &[Gfn],
+    ) -> core::result::Result<(), Errno> {
+        // SAFETY: `all` holds at least `gfns.len()` outcomes (see `map_medium`), ours;
+        // zeroed, they are initialised for the slice.
+        let errs = unsafe {
+            all.write_bytes(0, gfns.len());
+            core::slice::from_raw_parts_mut(all, gfns.len())
+        };
+        // SAFETY: `base` is a whole, empty privcmd mapping of exactly gfns.len() pages,
+        // referenced by nothing yet.
+        unsafe { self.batch_once(domid, base.as_ptr(), gfns, errs) }
     }
 
     /// [`map_with`](Self::map_with) past [`MEDIUM`] frames, the outcomes in the kept blocks.
