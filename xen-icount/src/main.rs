@@ -44,6 +44,7 @@ const ROWS: &[&str] = &[
     "map_resource_2",
     "dm_op_hypercall_fallback",
     "served_port_read",
+    "served_mmio_write",
     "floor_dm_op",
     "floor_notify",
     "floor_pending_unmask",
@@ -393,30 +394,44 @@ fn run(row: &str, n: u32) {
                 }
             }
         }
-        "served_port_read" => {
-            // The loop's per-request path: a port read Xen posted in a vCPU's slot, taken,
-            // dispatched to a device that answers at once, completed, and the vCPU's channel
-            // notified (the stand-in answers the notify ioctl).
+        "served_port_read" | "served_mmio_write" => {
+            // The loop's per-request path: a port read (or an MMIO write by value) Xen posted
+            // in a vCPU's slot, taken, dispatched to a device that answers at once,
+            // completed, and the vCPU's channel notified (the stand-in answers the notify
+            // ioctl).
             struct Null;
             impl xen_devicemodel::server::Device for Null {
                 fn port_read(&mut self, port: u16, _: u8) -> u32 {
                     u32::from(port)
                 }
+                fn mmio_write(&mut self, addr: u64, _: u8, value: u64) {
+                    black_box((addr, value));
+                }
             }
             let ch = EventChannels::from_fd(fifo_fd());
-            let mut l = xen_devicemodel::server::StandInLoop::new(
-                ch,
-                Port::new(5),
-                Null,
-                [xen_devicemodel::server::Claim::Ports(0x3f8..=0x3ff)],
-            );
-            for _ in 0..n {
-                l.post_port_read(black_box(0x3f8), 1);
-                match l.serve() {
-                    Ok(Some(v)) => {
-                        black_box(v);
-                    }
-                    _ => fail(row),
+            let mmio = row == "served_mmio_write";
+            let claim = if mmio {
+                xen_devicemodel::server::Claim::Mmio(0xfed0_0000..=0xfed0_0fff)
+            } else {
+                xen_devicemodel::server::Claim::Ports(0x3f8..=0x3ff)
+            };
+            let mut l = xen_devicemodel::server::StandInLoop::new(ch, Port::new(5), Null, [claim]);
+            // One loop per kind: no test of the kind inside.
+            let serve = |l: &mut xen_devicemodel::server::StandInLoop| match l.serve() {
+                Ok(Some(v)) => {
+                    black_box(v);
+                }
+                _ => fail(row),
+            };
+            if mmio {
+                for _ in 0..n {
+                    l.post_mmio_write(black_box(0xfed0_0040), 4);
+                    serve(&mut l);
+                }
+            } else {
+                for _ in 0..n {
+                    l.post_port_read(black_box(0x3f8), 1);
+                    serve(&mut l);
                 }
             }
         }

@@ -72,6 +72,13 @@ impl StandInLoop {
             .post(slot::IOREQ_TYPE_PIO, port.into(), size.into(), true);
     }
 
+    /// Posts a write of `size` bytes to guest-physical `addr` (an MMIO request by value, the
+    /// value 0), as Xen does: the fields, then the state `READY`.
+    pub fn post_mmio_write(&mut self, addr: u64, size: u8) {
+        self.slot
+            .post(slot::IOREQ_TYPE_COPY, addr, size.into(), false);
+    }
+
     /// Serves the slot as the loop does; returns the answer left in the slot (`None` when the
     /// slot held no request).
     pub fn serve(&mut self) -> Result<Option<u64>> {
