@@ -226,6 +226,47 @@ const MSRV: &str = "1.85";
 /// What crates.io and docs.rs users get: the docs with default features (links to
 /// feature-gated items must not break), the declared MSRV (a `check` of the library crates,
 /// warnings denied), and every published crate packaged and built from its package.
+/// Removes the sources an earlier `cargo package --workspace` extracted for our packages.
+/// Cargo verifies each package against the others through a local registry in the target
+/// directory and extracts them under `$CARGO_HOME/registry/src/-<hash>/` (a local registry's
+/// directory name starts with `-`); the hash comes from the registry's path, so a later run
+/// from a checkout at the same path finds `NAME-0.1.0` already there and builds the old sources
+/// instead of the new ones.
+fn forget_packaged_sources() -> Result<(), String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry").join("src")) else {
+        return Ok(());
+    };
+    let Ok(dirs) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    for dir in dirs.flatten() {
+        if !dir.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = PUBLISHED
+                .iter()
+                .chain(["xen-pcdm", "xen-firmware-dm"].iter())
+                .any(|p| {
+                    name.strip_prefix(p)
+                        .is_some_and(|v| v.starts_with("-0.") || v.starts_with("-1."))
+                });
+            if ours {
+                std::fs::remove_dir_all(e.path())
+                    .map_err(|err| format!("removing {}: {err}", e.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn publishable() -> Result<(), String> {
     let mut doc = cargo();
     doc.args(["doc", "--no-deps"])
@@ -240,6 +281,7 @@ fn publishable() -> Result<(), String> {
         .args(["--target-dir", "target/msrv"])
         .env("RUSTFLAGS", "-D warnings");
     util::run(PUBLISHED.iter().fold(&mut msrv, |c, p| c.args(["-p", p])))?;
+    forget_packaged_sources()?;
     // Built from the packages with default features, then with all (what docs.rs builds).
     for features in [&[][..], &["--all-features"][..]] {
         let mut package = cargo();
