@@ -34,8 +34,10 @@ use super::report::Transcript;
 use crate::util;
 
 /// Machine size: RAM for the whole machine, and dom0's share (the rest is for test guests).
+/// dom0 runs from its initramfs, unpacked into a tmpfs that may fill half of dom0's RAM: with
+/// Debian 13's larger userland (170 MB unpacked) 512 MiB left `/var/lib/xen` without space.
 const MACHINE_MEM_MIB: u32 = 2048;
-const DOM0_MEM: &str = "512M";
+const DOM0_MEM: &str = "1024M";
 /// After a fatal sign (a Xen panic, dom0's death), how long to keep reading before ending QEMU.
 const FATAL_GRACE: Duration = Duration::from_secs(3);
 /// How many hidden lines to show after a machine failure (the whole log is in the log file).
