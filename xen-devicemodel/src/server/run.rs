@@ -37,14 +37,15 @@ impl Server {
             // Wait before reading again: when the guest has sent nothing new, that read would
             // come back empty, and the poll would follow anyway (one syscall per wake-up
             // saved); a request already pending makes the poll return at once.
-            if !self.ring_backlog && self.stopping_flag_clear() {
+            if !self.ring_backlog && !self.must_end() {
                 self.wait(None)?;
             }
         }
     }
 
-    fn stopping_flag_clear(&self) -> bool {
-        self.d.errors.fatal.is_none() && !self.stop.flag.load(Ordering::Acquire)
+    /// Whether the loop must end: stopped, or a device failed.
+    fn must_end(&self) -> bool {
+        self.d.errors.fatal.is_some() || self.stop.flag.load(Ordering::Acquire)
     }
 
     /// Serves one batch: waits up to `timeout` for pending ports and serves them; returns
@@ -81,10 +82,10 @@ impl Server {
     /// When the loop must end (stopped, or a device failed): completes the requests already
     /// posted and says what to return.
     pub(super) fn stopping(&mut self) -> Option<Result<()>> {
-        let fatal = self.d.errors.fatal;
-        if fatal.is_none() && !self.stop.flag.load(Ordering::Acquire) {
+        if !self.must_end() {
             return None;
         }
+        let fatal = self.d.errors.fatal;
         Some(self.serve_all_slots().and(fatal.map_or(Ok(()), Err)))
     }
 
